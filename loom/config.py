@@ -1,0 +1,39 @@
+"""Settings of one Loom server, filled from the command line (see ``main.py --help``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loom.paths import Folders
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Settings:
+    listen: str = "127.0.0.1"
+    port: int = 8188
+    # Authentication: "token" (a bearer token) and/or "user:password" (HTTP basic).
+    auth_token: str | None = None
+    auth_user: str | None = None  # "user:password"
+    # Listening beyond loopback without auth is refused unless this is set.
+    insecure_no_auth: bool = False
+    # Extra origins allowed to make state-changing requests (e.g. a reverse proxy's).
+    allowed_origins: list[str] = field(default_factory=list)
+    folders: Folders = field(default_factory=lambda: Folders.under(REPO_ROOT))
+    custom_nodes_dir: Path = REPO_ROOT / "custom_nodes"
+    builtin_nodes_dir: Path = REPO_ROOT / "nodes"
+    web_dir: Path = REPO_ROOT / "web" / "dist"
+    disable_custom_nodes: bool = False
+    workers: int = 1
+    cache_max_entries: int = 10_000
+    cache_max_ram_mb: int = 4096
+    max_upload_mb: int = 100
+    history_max_items: int = 10_000
+    cpu: bool = False  # force CPU even when a GPU is present
+    log_level: str = "INFO"
+
+    @property
+    def database_path(self) -> Path:
+        return self.folders.user_dir / "loom.sqlite3"

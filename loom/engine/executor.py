@@ -1,0 +1,220 @@
+"""Runs a validated prompt: order, cache, progress, interrupt and error events.
+
+One executor per worker; each owns its cache. Events go to an ``emit(event, data)`` callback
+with ComfyUI's websocket message names, so the server only has to forward them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from loom.engine.cache import OutputCache
+from loom.engine.validate import NodeSpec, ValidatedPrompt
+from loom.nodeapi.inputs import Hidden
+from loom.nodeapi.node import ALWAYS_RUN, Interrupted, NodeResult, RunContext
+
+log = logging.getLogger("loom.engine")
+
+Emit = Callable[[str, dict], None]
+
+
+class NodeExecutionError(Exception):
+    def __init__(self, node_id: str, class_type: str, cause: BaseException):
+        super().__init__(f"{class_type} (node {node_id}): {type(cause).__name__}: {cause}")
+        self.node_id, self.class_type, self.cause = node_id, class_type, cause
+
+
+@dataclass
+class ExecutionResult:
+    status: str  # "success" | "error" | "interrupted"
+    outputs: dict[str, dict] = field(default_factory=dict)  # node id -> UI output
+    executed: list[str] = field(default_factory=list)  # node ids that ran
+    cached: list[str] = field(default_factory=list)  # node ids served from the cache
+    messages: list[tuple[str, dict]] = field(default_factory=list)
+    error: dict | None = None
+    seconds: float = 0.0
+
+
+class Executor:
+    def __init__(self, cache: OutputCache | None = None, *, paths: Any = None,
+                 models: Any = None, settings: Any = None):
+        self.cache = cache or OutputCache()
+        self.paths, self.models, self.settings = paths, models, settings
+        self.interrupt = threading.Event()
+
+    # -- signatures -------------------------------------------------------------------------
+
+    def signatures(self, prompt: ValidatedPrompt, roots: list[str]) -> dict[str, str]:
+        """Signature of every node reachable from ``roots``: its class, version, constants,
+        upstream signatures and fingerprint, hashed. Equal signature means equal outputs."""
+        sigs: dict[str, str] = {}
+        ctx = RunContext(paths=self.paths, models=self.models, settings=self.settings)
+        for node_id in _postorder(prompt, roots):
+            spec = prompt.nodes[node_id]
+            ctx.node_id = node_id
+            try:
+                fp = spec.cls.fingerprint(ctx, **spec.consts)
+            except Exception:
+                log.exception("fingerprint of %s (node %s) failed; it will re-run",
+                              spec.class_type, node_id)
+                fp = ALWAYS_RUN
+            fp_text = uuid.uuid4().hex if fp is ALWAYS_RUN else repr(fp)
+            links = ",".join(f"{name}={sigs[link.node_id]}:{link.slot}"
+                             for name, link in sorted(spec.links.items()))
+            text = (f"{spec.class_type}|{spec.cls.version}|"
+                    f"{json.dumps(spec.consts, sort_keys=True, default=repr)}|{links}|{fp_text}")
+            sigs[node_id] = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+        return sigs
+
+    # -- execution --------------------------------------------------------------------------
+
+    def execute(self, prompt: ValidatedPrompt, prompt_id: str, emit: Emit | None = None,
+                extra_data: dict | None = None) -> ExecutionResult:
+        start = time.perf_counter()
+        self.interrupt.clear()
+        result = ExecutionResult(status="success")
+        extra_data = extra_data or {}
+
+        def send(event: str, data: dict) -> None:
+            data = {**data, "prompt_id": prompt_id}
+            if event in ("execution_start", "execution_cached", "execution_success",
+                         "execution_error", "execution_interrupted"):
+                result.messages.append((event, {**data, "timestamp": int(time.time() * 1000)}))
+            if emit is not None:
+                emit(event, data)
+
+        send("execution_start", {})
+        sigs = self.signatures(prompt, prompt.outputs)
+        hits: dict[str, Any] = {}
+        for node_id, sig in sigs.items():
+            entry = self.cache.get(sig)
+            if entry is not None:
+                hits[node_id] = entry  # held here so eviction mid-run cannot lose them
+        result.cached = [n for n in sigs if n in hits]
+        send("execution_cached", {"nodes": result.cached})
+
+        values: dict[str, tuple] = {n: e.outputs for n, e in hits.items()}
+        for node_id in prompt.outputs:
+            if node_id in hits and hits[node_id].ui:
+                result.outputs[node_id] = hits[node_id].ui
+                send("executed", {"node": node_id, "display_node": node_id,
+                                  "output": hits[node_id].ui})
+
+        order = _postorder(prompt, prompt.outputs, stop=hits)
+        current = None
+        try:
+            for node_id in order:
+                if self.interrupt.is_set():
+                    raise Interrupted()
+                current = prompt.nodes[node_id]
+                send("executing", {"node": node_id, "display_node": node_id})
+                outputs, ui = self._run_node(current, prompt, values, prompt_id, extra_data, send)
+                values[node_id] = outputs
+                result.executed.append(node_id)
+                self.cache.put(sigs[node_id], outputs, ui)
+                if ui:
+                    result.outputs[node_id] = ui
+                    send("executed", {"node": node_id, "display_node": node_id, "output": ui})
+        except Interrupted:
+            result.status = "interrupted"
+            send("execution_interrupted", {
+                "node_id": current.node_id if current else None,
+                "node_type": current.class_type if current else None,
+                "executed": result.executed})
+        except NodeExecutionError as e:
+            result.status = "error"
+            cause = e.cause
+            result.error = {
+                "node_id": e.node_id, "node_type": e.class_type, "executed": result.executed,
+                "exception_message": str(cause) or type(cause).__name__,
+                "exception_type": f"{type(cause).__module__}.{type(cause).__qualname__}",
+                "traceback": traceback.format_exception(cause),
+                "current_inputs": {k: _short(v) for k, v in current.consts.items()},
+                "current_outputs": list(result.outputs),
+            }
+            log.error("Error in %s (node %s) of prompt %s:\n%s", e.class_type, e.node_id,
+                      prompt_id, "".join(result.error["traceback"]))
+            send("execution_error", result.error)
+        else:
+            send("execution_success", {})
+        finally:
+            result.seconds = time.perf_counter() - start
+            if emit is not None:
+                emit("executing", {"node": None, "prompt_id": prompt_id})
+        return result
+
+    def _run_node(self, spec: NodeSpec, prompt: ValidatedPrompt, values: dict[str, tuple],
+                  prompt_id: str, extra_data: dict, send: Emit) -> tuple[tuple, dict | None]:
+        kwargs = dict(spec.consts)
+        for name, link in spec.links.items():
+            kwargs[name] = values[link.node_id][link.slot]
+        for name, inp in spec.cls.inputs.items():
+            if isinstance(inp, Hidden):
+                kwargs[name] = {"PROMPT": prompt.raw, "UNIQUE_ID": spec.node_id,
+                                "EXTRA_PNGINFO": extra_data.get("extra_pnginfo"),
+                                "PROMPT_ID": prompt_id}.get(inp.type)
+
+        node_id = spec.node_id
+
+        def on_progress(value: int, total: int, preview: Any = None) -> None:
+            send("progress", {"value": int(value), "max": int(total), "node": node_id})
+
+        ctx = RunContext(node_id=node_id, prompt_id=prompt_id, paths=self.paths,
+                         models=self.models, settings=self.settings, interrupt=self.interrupt,
+                         on_progress=on_progress)
+        try:
+            out = spec.cls(ctx).run(**kwargs)
+            ui = None
+            if isinstance(out, NodeResult):
+                out, ui = tuple(out.outputs), out.ui
+            elif out is None:
+                out = ()
+            if not isinstance(out, tuple):
+                raise TypeError(f"run() must return a tuple or NodeResult, not "
+                                f"{type(out).__name__}")
+            if len(out) != len(spec.cls.outputs):
+                raise TypeError(f"run() returned {len(out)} value(s) but the node declares "
+                                f"{len(spec.cls.outputs)} output(s)")
+            return out, ui
+        except Interrupted:
+            raise
+        except Exception as e:
+            raise NodeExecutionError(node_id, spec.class_type, e) from e
+
+
+def _postorder(prompt: ValidatedPrompt, roots: list[str], stop: dict | None = None) -> list[str]:
+    """Nodes needed for ``roots``, each after its inputs. Nodes in ``stop`` are not entered
+    (their outputs are cached, so their inputs are not needed). Iterative: deep graphs are fine;
+    cycles were rejected by validation."""
+    order: list[str] = []
+    seen: set[str] = set()
+    for root in roots:
+        stack: list[tuple[str, bool]] = [(root, False)]
+        while stack:
+            node_id, expanded = stack.pop()
+            if expanded:
+                order.append(node_id)
+                continue
+            if node_id in seen or (stop is not None and node_id in stop):
+                continue
+            seen.add(node_id)
+            stack.append((node_id, True))
+            for link in reversed(list(prompt.nodes[node_id].links.values())):
+                if link.node_id not in seen:
+                    stack.append((link.node_id, False))
+    return order
+
+
+def _short(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > 500:
+        return value[:500] + "…"
+    return value

@@ -1,0 +1,4 @@
+"""What a workflow is: prompt and UI-workflow formats, conversion, validation errors.
+
+Pure Python: no torch, no HTTP.
+"""

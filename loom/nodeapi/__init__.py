@@ -1,0 +1,25 @@
+"""The node API: what built-in nodes and plugins import to declare nodes.
+
+See ``custom_nodes/example_pack`` for a documented template.
+"""
+
+from loom.nodeapi.inputs import (
+    Boolean,
+    Combo,
+    Float,
+    Hidden,
+    Input,
+    InputError,
+    Int,
+    Link,
+    ModelFile,
+    String,
+)
+from loom.nodeapi.node import ALWAYS_RUN, Interrupted, Node, NodeResult, Output, RunContext
+from loom.nodeapi.registry import NodeRegistry, PackInfo
+
+__all__ = [
+    "ALWAYS_RUN", "Boolean", "Combo", "Float", "Hidden", "Input", "InputError", "Int",
+    "Interrupted", "Link", "ModelFile", "Node", "NodeRegistry", "NodeResult", "Output",
+    "PackInfo", "RunContext", "String",
+]

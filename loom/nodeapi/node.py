@@ -1,0 +1,121 @@
+"""The node contract shared by built-in nodes and plugins.
+
+A node is a plain class::
+
+    class Add(Node):
+        category = "math"
+        inputs = {"a": Int(0), "b": Int(0)}
+        outputs = (Output("INT", "sum"),)
+
+        def run(self, a, b):
+            return (a + b,)
+
+``run`` gets one keyword argument per input (optional inputs that are not given are left out,
+so give them a default in the signature) and returns a tuple with one value per output, or a
+:class:`NodeResult` when it also has something to show in the UI. During execution
+``self.ctx`` is the :class:`RunContext`: progress, interrupt checks, model folders, the model
+manager. A unit test can call ``Add().run(a=1, b=2)`` with no server and no executor.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from loom.nodeapi.inputs import Input
+
+# Returned by ``fingerprint`` when a node must run every time (ComfyUI returns NaN for this).
+ALWAYS_RUN = object()
+
+
+class Interrupted(Exception):
+    """Raised inside a node when the user interrupts the prompt being executed."""
+
+
+@dataclass(frozen=True)
+class Output:
+    type: str
+    name: str | None = None
+    tooltip: str | None = None
+    is_list: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.name or self.type
+
+
+@dataclass
+class NodeResult:
+    """What ``run`` returns when it has UI output (images to show, text) besides its outputs."""
+
+    outputs: tuple = ()
+    ui: dict[str, Any] | None = None
+
+
+class ProgressSink:
+    """Receives per-node progress. The executor's sink turns it into ``progress`` events."""
+
+    def __call__(self, value: int, total: int, preview: Any = None) -> None:  # pragma: no cover
+        pass
+
+
+@dataclass
+class RunContext:
+    """What the executor hands a running node. Defaults make nodes callable in unit tests."""
+
+    node_id: str = ""
+    prompt_id: str = ""
+    paths: Any = None  # loom.paths.ModelPaths / folders
+    models: Any = None  # runtime model manager
+    settings: Any = None
+    interrupt: threading.Event = field(default_factory=threading.Event)
+    on_progress: Callable[[int, int, Any], None] | None = None
+
+    def check_interrupted(self) -> None:
+        """Call from long loops; raises :class:`Interrupted` when the user pressed interrupt."""
+        if self.interrupt.is_set():
+            raise Interrupted()
+
+    def progress(self, value: int, total: int, preview: Any = None) -> None:
+        """Report progress (e.g. sampling step ``value`` of ``total``); also checks interrupt."""
+        if self.on_progress is not None:
+            self.on_progress(value, total, preview)
+        self.check_interrupted()
+
+
+class Node:
+    """Base class of every node. Subclasses declare the class attributes below and ``run``."""
+
+    inputs: ClassVar[Mapping[str, Input]] = {}
+    outputs: ClassVar[tuple[Output, ...]] = ()
+    category: ClassVar[str] = "utils"
+    display_name: ClassVar[str | None] = None
+    description: ClassVar[str] = ""
+    output_node: ClassVar[bool] = False
+    deprecated: ClassVar[bool] = False
+    experimental: ClassVar[bool] = False
+    # Bump when a node's behaviour changes so cached results from the old version are not reused.
+    version: ClassVar[str] = "1"
+
+    def __init__(self, ctx: RunContext | None = None):
+        self.ctx = ctx or RunContext()
+
+    @classmethod
+    def fingerprint(cls, ctx: RunContext, **inputs: Any) -> Any:
+        """The "changed since last time" hook (ComfyUI's IS_CHANGED).
+
+        Return something that changes when the node's result would, though its inputs did not
+        (e.g. the hash or mtime of a file it reads), or :data:`ALWAYS_RUN`. It becomes part of
+        the cache signature. ``inputs`` holds the constant (widget) inputs only.
+        """
+        return None
+
+    @classmethod
+    def validate_inputs(cls, ctx: RunContext, **inputs: Any) -> str | None:
+        """Extra checks on constant inputs at validation time; return an error message or None."""
+        return None
+
+    def run(self, **inputs: Any) -> tuple | NodeResult:
+        raise NotImplementedError(f"{type(self).__name__} does not implement run()")

@@ -1,0 +1,112 @@
+"""The registry of node classes, and everything derived from their declarations."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from loom.nodeapi.inputs import Hidden, Input
+from loom.nodeapi.node import Node
+
+log = logging.getLogger("loom.nodes")
+
+
+class NodeDeclarationError(TypeError):
+    """A node class is declared wrongly (reported against the pack that exports it)."""
+
+
+@dataclass
+class PackInfo:
+    """A node pack (built-in module or plugin) and how its import went."""
+
+    name: str
+    path: str
+    builtin: bool
+    nodes: list[str] = field(default_factory=list)
+    error: str | None = None  # the traceback when the pack failed to import
+    seconds: float = 0.0
+
+
+class NodeRegistry:
+    def __init__(self) -> None:
+        self.classes: dict[str, type[Node]] = {}
+        self.modules: dict[str, str] = {}  # class_type -> python module (object_info field)
+        self.packs: dict[str, PackInfo] = {}
+        self._info_cache: dict[str, dict] | None = None
+
+    # -- registration -----------------------------------------------------------------------
+
+    def register(self, class_type: str, cls: type[Node], module: str = "nodes") -> None:
+        check_declaration(class_type, cls)
+        if class_type in self.classes and self.classes[class_type] is not cls:
+            log.warning("Node %s from %s replaces the one from %s", class_type, module,
+                        self.modules.get(class_type))
+        for name, inp in cls.inputs.items():
+            inp.name = name
+        self.classes[class_type] = cls
+        self.modules[class_type] = module
+        self._info_cache = None
+
+    def get(self, class_type: str) -> type[Node] | None:
+        return self.classes.get(class_type)
+
+    def __contains__(self, class_type: str) -> bool:
+        return class_type in self.classes
+
+    # -- /object_info -----------------------------------------------------------------------
+
+    def object_info(self, ctx: Any = None) -> dict[str, dict]:
+        """Every node described in ComfyUI's ``/object_info`` shape (combo choices are live)."""
+        return {name: self.describe(name, ctx) for name in self.classes}
+
+    def describe(self, class_type: str, ctx: Any = None) -> dict:
+        cls = self.classes[class_type]
+        required: dict[str, list] = {}
+        optional: dict[str, list] = {}
+        hidden: dict[str, str] = {}
+        for name, inp in cls.inputs.items():
+            if isinstance(inp, Hidden):
+                hidden[name] = inp.type
+            elif inp.optional:
+                optional[name] = inp.describe(ctx)
+            else:
+                required[name] = inp.describe(ctx)
+        inputs: dict[str, Any] = {"required": required}
+        order: dict[str, list[str]] = {"required": list(required)}
+        if optional:
+            inputs["optional"] = optional
+            order["optional"] = list(optional)
+        if hidden:
+            inputs["hidden"] = hidden
+        return {
+            "input": inputs,
+            "input_order": order,
+            "output": [o.type for o in cls.outputs],
+            "output_is_list": [o.is_list for o in cls.outputs],
+            "output_name": [o.label for o in cls.outputs],
+            "output_tooltips": [o.tooltip or "" for o in cls.outputs],
+            "name": class_type,
+            "display_name": cls.display_name or class_type,
+            "description": cls.description or (cls.__doc__ or "").strip(),
+            "python_module": self.modules.get(class_type, "nodes"),
+            "category": cls.category,
+            "output_node": cls.output_node,
+            "deprecated": cls.deprecated,
+            "experimental": cls.experimental,
+        }
+
+
+def check_declaration(class_type: str, cls: Any) -> None:
+    """Fail early, with the node's name, on declarations the engine could not run."""
+    if not (isinstance(cls, type) and issubclass(cls, Node)):
+        raise NodeDeclarationError(f"{class_type}: {cls!r} is not a subclass of loom.nodeapi.Node")
+    if not isinstance(class_type, str) or not class_type:
+        raise NodeDeclarationError(f"{cls.__name__}: node names must be non-empty strings")
+    for name, inp in dict(cls.inputs).items():
+        if not isinstance(inp, Input):
+            raise NodeDeclarationError(f"{class_type}.{name}: {inp!r} is not an input declaration")
+    if not isinstance(cls.outputs, tuple):
+        raise NodeDeclarationError(f"{class_type}: outputs must be a tuple of Output")
+    if cls.run is Node.run:
+        raise NodeDeclarationError(f"{class_type}: does not implement run()")

@@ -1,0 +1,157 @@
+"""Where Loom's files live: models/, input/, output/, temp/, user/; safe path joining.
+
+Every path that comes from a client (a /view filename, an upload subfolder, an image name, a
+userdata file) goes through :func:`safe_join`, which refuses anything that could leave its root.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The models/ subfolders Loom knows (ComfyUI's names) and the file endings each may hold.
+MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
+MODEL_FOLDERS: dict[str, tuple[str, ...]] = {
+    "checkpoints": MODEL_EXTENSIONS,
+    "vae": MODEL_EXTENSIONS,
+    "loras": MODEL_EXTENSIONS,
+    "embeddings": MODEL_EXTENSIONS,
+    "controlnet": MODEL_EXTENSIONS,
+    "upscale_models": MODEL_EXTENSIONS,
+    "facerestore_models": MODEL_EXTENSIONS,
+    "clip": MODEL_EXTENSIONS,
+    "text_encoders": MODEL_EXTENSIONS,
+    "clip_vision": MODEL_EXTENSIONS,
+    "unet": MODEL_EXTENSIONS,
+    "diffusion_models": MODEL_EXTENSIONS,
+    "vae_approx": MODEL_EXTENSIONS,
+    "hypernetworks": MODEL_EXTENSIONS,
+    "style_models": MODEL_EXTENSIONS,
+    "annotators": MODEL_EXTENSIONS,
+    "diffusers": (),  # folders holding model_index.json
+    "configs": (".yaml", ".json"),
+}
+
+
+class UnsafePathError(ValueError):
+    """A client-supplied path tried to leave its folder (or was malformed)."""
+
+
+def safe_join(root: Path, relative: str) -> Path:
+    """``root / relative``, refusing absolute paths, ``..``, backslashes, drive letters, NUL
+    bytes and symlinks that resolve outside ``root``. ``relative`` may be empty (the root)."""
+    if not isinstance(relative, str):
+        raise UnsafePathError("path must be a string")
+    if "\x00" in relative or "\\" in relative:
+        raise UnsafePathError(f"invalid character in path {relative!r}")
+    if relative.startswith("/") or (len(relative) > 1 and relative[1] == ":"):
+        raise UnsafePathError(f"absolute paths are not allowed: {relative!r}")
+    parts = [p for p in relative.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise UnsafePathError(f"'..' is not allowed in paths: {relative!r}")
+    root_real = Path(os.path.realpath(root))
+    candidate = root_real.joinpath(*parts)
+    real = Path(os.path.realpath(candidate))
+    if real != root_real and root_real not in real.parents:
+        raise UnsafePathError(f"path leaves its folder: {relative!r}")
+    return real
+
+
+@dataclass
+class Folders:
+    """The folders of one Loom installation. Passed around; never a global."""
+
+    base: Path
+    models_dir: Path
+    input_dir: Path
+    output_dir: Path
+    temp_dir: Path
+    user_dir: Path
+    _listing: dict[str, tuple[float, list[str]]] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def under(cls, base: Path, *, models_dir: Path | None = None, input_dir: Path | None = None,
+              output_dir: Path | None = None, temp_dir: Path | None = None,
+              user_dir: Path | None = None) -> Folders:
+        base = Path(base).resolve()
+        return cls(base=base,
+                   models_dir=Path(models_dir or base / "models").resolve(),
+                   input_dir=Path(input_dir or base / "input").resolve(),
+                   output_dir=Path(output_dir or base / "output").resolve(),
+                   temp_dir=Path(temp_dir or base / "temp").resolve(),
+                   user_dir=Path(user_dir or base / "user").resolve())
+
+    def create(self) -> None:
+        for d in (self.input_dir, self.output_dir, self.temp_dir, self.user_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        for name in MODEL_FOLDERS:
+            (self.models_dir / name).mkdir(parents=True, exist_ok=True)
+
+    def root_of(self, kind: str) -> Path:
+        """The folder for a ``type`` of /view and uploads: output, input or temp."""
+        roots = {"output": self.output_dir, "input": self.input_dir, "temp": self.temp_dir}
+        if kind not in roots:
+            raise UnsafePathError(f"unknown folder type {kind!r}: use output, input or temp")
+        return roots[kind]
+
+    # -- models ------------------------------------------------------------------------------
+
+    def model_folder(self, folder: str) -> Path:
+        if folder not in MODEL_FOLDERS:
+            raise KeyError(f"unknown model folder {folder!r}")
+        return self.models_dir / folder
+
+    def folder_hint(self, folder: str) -> str:
+        return f"models/{folder}/ ({self.model_folder(folder)})"
+
+    def list_models(self, folder: str) -> list[str]:
+        """Model files under ``models/<folder>`` (recursive, '/'-separated, sorted). Cached until
+        the folder tree's modification times change."""
+        root = self.model_folder(folder)
+        if not root.is_dir():
+            return []
+        stamp = _tree_mtime(root)
+        with self._lock:
+            cached = self._listing.get(folder)
+            if cached and cached[0] == stamp:
+                return cached[1]
+        exts = MODEL_FOLDERS[folder]
+        found = []
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            rel_dir = os.path.relpath(dirpath, root)
+            if folder == "diffusers":
+                if "model_index.json" in filenames:
+                    found.append(Path(rel_dir).as_posix())
+                    dirnames[:] = []
+                continue
+            for f in filenames:
+                if f.lower().endswith(exts) and not f.startswith("."):
+                    found.append(Path(rel_dir, f).as_posix().removeprefix("./"))
+        found.sort(key=str.lower)
+        with self._lock:
+            self._listing[folder] = (stamp, found)
+        return found
+
+    def resolve_model(self, folder: str, name: str) -> Path:
+        """Full path of model ``name`` in ``folder``; FileNotFoundError names where it belongs."""
+        path = safe_join(self.model_folder(folder), name)
+        if not path.exists():
+            raise FileNotFoundError(f"Model file {name!r} was not found in "
+                                    f"{self.folder_hint(folder)}. Put the file there.")
+        return path
+
+
+def _tree_mtime(root: Path) -> float:
+    """Newest mtime among ``root`` and its subfolders (file adds/removes change a folder's)."""
+    newest = root.stat().st_mtime
+    for dirpath, dirnames, _ in os.walk(root, followlinks=True):
+        for d in dirnames:
+            try:
+                newest = max(newest, os.stat(os.path.join(dirpath, d)).st_mtime)
+            except OSError:
+                pass
+    return newest

@@ -1,0 +1,1 @@
+"""The torch side: devices and dtypes, the model manager, model loaders. Only nodes use it."""

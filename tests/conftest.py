@@ -1,0 +1,32 @@
+"""Shared test set-up: offline, no sockets beyond loopback, torchvision fix in place."""
+
+import os
+import socket
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("DIFFUSERS_OFFLINE", "1")
+
+from loom.runtime import torchvision_fix  # noqa: E402
+
+torchvision_fix.install()
+
+_real_connect = socket.socket.connect
+
+
+def _loopback_only(self, address):
+    """Fail any test that tries to reach beyond this machine (model hubs above all)."""
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0]
+        if not (host in ("localhost", "::1") or str(host).startswith("127.")):
+            raise RuntimeError(f"test tried to open a network connection to {address!r}")
+    return _real_connect(self, address)
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    monkeypatch.setattr(socket.socket, "connect", _loopback_only)
+    yield

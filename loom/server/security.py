@@ -1,0 +1,595 @@
+"""Request guards of the Loom server: startup refusal, Host/Origin checks, auth, safe headers.
+
+What each guard stops, in the order the middlewares run (outermost first):
+
+1. ``headers``   — every response gets ``X-Content-Type-Options: nosniff``, anti-framing headers
+   and, on file routes (``/view``, ``/userdata``), a sandboxing CSP; files whose type a browser
+   could run (HTML, SVG, XML, unknown) are sent as ``application/octet-stream`` attachments.
+   Malformed JSON / undecodable bodies that escape a route become a 400, never a 500.
+2. ``host``      — DNS rebinding: while Loom listens on loopback only, a request whose ``Host``
+   is not a loopback name/IP is refused (421). A rebinding page at ``evil.example`` resolving to
+   127.0.0.1 sends ``Host: evil.example`` and cannot read anything.
+3. ``cross-site``— CSRF and cross-site reads: state-changing methods and the websocket upgrade
+   are refused (403) for ``Sec-Fetch-Site: cross-site``/``same-site``, ``Origin: null`` or an
+   ``Origin`` that is neither the request's own host nor in ``settings.allowed_origins``. GETs
+   from other sites are refused too, except top-level navigations to the editor's pages.
+4. ``auth``      — when a token or user:password is configured: ``Authorization: Bearer``, HTTP
+   Basic, or the session cookie set by ``POST /login``. Only the login page is open.
+
+Browsers cannot set headers on a websocket or an ``<img src=/view>``; the session cookie
+(HttpOnly, SameSite=Strict, HMAC-signed random id kept in memory) covers them. A ``?token=``
+query parameter is deliberately *not* accepted: it would end up in access logs, browser history
+and Referer headers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import mimetypes
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from aiohttp import web
+
+log = logging.getLogger("loom.security")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+SESSION_COOKIE = "loom_session"
+SESSION_SECONDS = 7 * 24 * 3600
+LOGIN_PATH = "/login"
+LOGOUT_PATH = "/logout"
+# Routes reachable without credentials when auth is on (the login page and its POST).
+OPEN_PATHS = frozenset({LOGIN_PATH, LOGOUT_PATH})
+# Pages a link on another site may open (top-level navigation): the editor and the login page.
+NAVIGABLE_PATHS = frozenset({"/", "/index.html", LOGIN_PATH})
+# Routes that serve files the user or a plugin wrote; prefix match after dropping "/api".
+FILE_ROUTE_PREFIXES = ("/view", "/userdata/", "/userdata")
+# Types a browser displays without running anything (with nosniff + the sandbox CSP below).
+INLINE_SAFE_TYPES = frozenset({
+    "image/png", "image/jpeg", "image/webp", "image/gif", "image/avif", "image/bmp",
+    "video/mp4", "video/webm", "audio/mpeg", "audio/wav", "audio/x-wav", "audio/flac",
+    "audio/ogg", "audio/webm", "text/plain", "application/json",
+})
+FILE_CSP = "default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'; sandbox"
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Failed-credential throttle: at most this many failures per client address per window.
+MAX_FAILURES = 20
+FAILURE_WINDOW_S = 60.0
+
+
+class InsecureConfigError(SystemExit):
+    """The server would be reachable from the network without authentication.
+
+    A ``SystemExit`` so an uncaught raise in ``main.py`` prints the message and exits with
+    status 1 without a traceback; ``str(err)`` is the message.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# -- addresses ---------------------------------------------------------------------------------
+
+def listen_addresses(listen: str | Iterable[str] | None) -> list[str]:
+    """``settings.listen`` as a list: it may be one address or several, comma-separated."""
+    if listen is None:
+        return [""]
+    if isinstance(listen, str):
+        items = listen.split(",")
+    else:
+        items = list(listen)
+    out = [str(a).strip() for a in items]
+    return out or [""]
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ::1 (with or without brackets)."""
+    host = host.strip().lower().rstrip(".")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def listens_on_loopback_only(settings: Any) -> bool:
+    """An empty address, ``0.0.0.0``, ``::`` or any real interface counts as the network."""
+    return all(is_loopback_host(a) for a in listen_addresses(getattr(settings, "listen", None)))
+
+
+def auth_configured(settings: Any) -> bool:
+    return bool(getattr(settings, "auth_token", None) or getattr(settings, "auth_user", None))
+
+
+def check_startup_security(settings: Any) -> None:
+    """Refuse to start when the server would be reachable from the network with no auth.
+
+    Raises :class:`InsecureConfigError` (a ``SystemExit``) with a message for the command line.
+    """
+    auth_user = getattr(settings, "auth_user", None)
+    if auth_user is not None and (":" not in auth_user or not auth_user.split(":", 1)[0]
+                                  or not auth_user.split(":", 1)[1]):
+        raise InsecureConfigError(
+            "--auth-user must look like USER:PASSWORD (both non-empty).")
+    token = getattr(settings, "auth_token", None)
+    if token is not None and not token.strip():
+        raise InsecureConfigError("--auth-token must not be empty.")
+    if listens_on_loopback_only(settings) or auth_configured(settings):
+        if token is not None and len(token) < 16 and not listens_on_loopback_only(settings):
+            log.warning("The auth token is short (%d characters); use at least 16 random ones, "
+                        "e.g. from `python -c 'import secrets; print(secrets.token_urlsafe())'`.",
+                        len(token))
+        return
+    if getattr(settings, "insecure_no_auth", False):
+        log.warning(
+            "!!! Listening on %s WITHOUT AUTHENTICATION: anyone who can reach this machine can "
+            "run workflows, read every output and write files in input/. !!!",
+            getattr(settings, "listen", ""))
+        return
+    raise InsecureConfigError(
+        f"Refusing to listen on {getattr(settings, 'listen', '')!r} without authentication: "
+        "anyone on the network could run workflows and read your images.\n"
+        "Set --auth-token TOKEN (or --auth-user USER:PASSWORD), listen on 127.0.0.1, or, if you "
+        "really mean it, pass --allow-unauthenticated-network-access.")
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+def _error(status: int, message: str, *, headers: dict[str, str] | None = None,
+           reason: str = "") -> web.Response:
+    body = {"error": {"type": reason or "forbidden", "message": message, "details": ""}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _route_path(request: web.Request) -> str:
+    """The request path with ComfyUI's optional ``/api`` prefix removed."""
+    path = request.path
+    if path == "/api" or path.startswith("/api/"):
+        path = path[4:] or "/"
+    return path
+
+
+def _is_websocket_upgrade(request: web.Request) -> bool:
+    return (request.headers.get("Upgrade", "").lower() == "websocket"
+            or _route_path(request) == "/ws")
+
+
+def _split_host_port(value: str, default_port: int | None) -> tuple[str, int | None] | None:
+    """``host[:port]`` (IPv6 in brackets) -> (lowercase host, port); None when malformed."""
+    value = value.strip().lower()
+    if not value:
+        return None
+    try:
+        parts = urlsplit("//" + value)
+        host = parts.hostname
+        port = parts.port
+    except ValueError:
+        return None
+    if not host:
+        return None
+    return host.rstrip("."), port if port is not None else default_port
+
+
+def _origin_host_port(origin: str) -> tuple[str, str, int | None] | None:
+    try:
+        parts = urlsplit(origin.strip().lower())
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not host:
+        return None
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80
+    return parts.scheme, host.rstrip("."), port
+
+
+class _Policy:
+    """Everything the middlewares need from the settings, computed once."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self.loopback_only = listens_on_loopback_only(settings)
+        self.token: str | None = getattr(settings, "auth_token", None) or None
+        self.user_pass: tuple[str, str] | None = None
+        auth_user = getattr(settings, "auth_user", None)
+        if auth_user and ":" in auth_user:
+            user, password = auth_user.split(":", 1)
+            self.user_pass = (user, password)
+        self.auth_on = bool(self.token or self.user_pass)
+        self.allowed_origins: set[tuple[str, str, int | None]] = set()
+        for o in getattr(settings, "allowed_origins", None) or []:
+            parsed = _origin_host_port(o)
+            if parsed:
+                self.allowed_origins.add(parsed)
+            else:
+                log.warning("Ignoring malformed allowed origin %r (want scheme://host[:port])", o)
+        self.allowed_origin_hosts = {h for _, h, _ in self.allowed_origins}
+        self.own_names = _own_host_names()
+        self._secret = secrets.token_bytes(32)
+        self.sessions: dict[str, float] = {}
+        self.failures: dict[str, list[float]] = {}
+
+    # -- Host (DNS rebinding) --------------------------------------------------------------
+
+    def host_allowed(self, request: web.Request) -> bool:
+        raw = request.headers.get("Host")
+        if raw is None:
+            return True  # HTTP/1.0 or a raw client: no browser sends a request without Host
+        parsed = _split_host_port(raw, None)
+        if parsed is None:
+            return False
+        host = parsed[0]
+        if host in self.allowed_origin_hosts:
+            return True
+        if self.loopback_only:
+            return is_loopback_host(host)
+        if self.auth_on:
+            return True  # credentials are bound to the origin; a rebinding page has none
+        # Network without auth (the loud flag): IP literals and this machine's own names only.
+        h = host[1:-1] if host.startswith("[") else host
+        try:
+            ipaddress.ip_address(h)
+            return True
+        except ValueError:
+            return host in self.own_names or is_loopback_host(host)
+
+    # -- Origin / Sec-Fetch-Site -------------------------------------------------------------
+
+    def origin_matches(self, request: web.Request, origin: str) -> bool:
+        parsed = _origin_host_port(origin)
+        if parsed is None:
+            return False
+        if parsed in self.allowed_origins:
+            return True
+        scheme, host, port = parsed
+        own = _split_host_port(request.headers.get("Host", request.host or ""),
+                               443 if scheme == "https" else 80)
+        if own is None:
+            return False
+        return (host, port) == own
+
+    def cross_site_reason(self, request: web.Request) -> str | None:
+        """Why this request must be refused as cross-site, or None."""
+        origin = request.headers.get("Origin")
+        site = request.headers.get("Sec-Fetch-Site", "").strip().lower()
+        path = _route_path(request)
+        guarded = request.method in STATE_CHANGING or _is_websocket_upgrade(request)
+        if origin is not None and origin.strip().lower() == "null":
+            if guarded or site not in ("", "same-origin", "none"):
+                return "requests from an opaque origin (Origin: null) are not allowed"
+        if guarded:
+            if origin is not None and origin.strip().lower() != "null":
+                if self.origin_matches(request, origin):
+                    return None
+                return (f"cross-origin request from {origin!r} refused; only this server's own "
+                        "pages (or --allowed-origins) may change state")
+            if site in ("cross-site", "same-site"):
+                return f"cross-site request refused (Sec-Fetch-Site: {site})"
+            if origin is not None:
+                return "requests from an opaque origin (Origin: null) are not allowed"
+            return None
+        # Reads (GET/HEAD/OPTIONS).
+        if site in ("cross-site", "same-site"):
+            if origin is not None and self.origin_matches(request, origin):
+                return None
+            mode = request.headers.get("Sec-Fetch-Mode", "").strip().lower()
+            dest = request.headers.get("Sec-Fetch-Dest", "").strip().lower()
+            if (mode == "navigate" and dest in ("", "document") and request.method == "GET"
+                    and path in NAVIGABLE_PATHS):
+                return None
+            return (f"cross-site read refused (Sec-Fetch-Site: {site}); open Loom directly "
+                    "instead of through another site")
+        return None
+
+    # -- authentication ----------------------------------------------------------------------
+
+    def _sign(self, sid: str) -> str:
+        return hmac.new(self._secret, sid.encode(), hashlib.sha256).hexdigest()
+
+    def new_session(self) -> str:
+        now = time.time()
+        for sid, exp in list(self.sessions.items()):
+            if exp < now:
+                del self.sessions[sid]
+        sid = secrets.token_urlsafe(32)
+        self.sessions[sid] = now + SESSION_SECONDS
+        return f"{sid}.{self._sign(sid)}"
+
+    def session_valid(self, cookie: str | None) -> bool:
+        if not cookie or "." not in cookie:
+            return False
+        sid, sig = cookie.rsplit(".", 1)
+        if not hmac.compare_digest(sig.encode(), self._sign(sid).encode()):
+            return False
+        exp = self.sessions.get(sid)
+        if exp is None or exp < time.time():
+            self.sessions.pop(sid, None)
+            return False
+        return True
+
+    def end_session(self, cookie: str | None) -> None:
+        if cookie and "." in cookie:
+            self.sessions.pop(cookie.rsplit(".", 1)[0], None)
+
+    def check_token(self, token: str) -> bool:
+        return self.token is not None and hmac.compare_digest(
+            token.encode("utf-8", "surrogateescape"), self.token.encode())
+
+    def check_user(self, user: str, password: str) -> bool:
+        if self.user_pass is None:
+            return False
+        ok_user = hmac.compare_digest(user.encode("utf-8", "surrogateescape"),
+                                      self.user_pass[0].encode())
+        ok_pass = hmac.compare_digest(password.encode("utf-8", "surrogateescape"),
+                                      self.user_pass[1].encode())
+        return ok_user and ok_pass
+
+    def credentials(self, request: web.Request) -> bool | None:
+        """True: valid credentials; False: credentials given but wrong; None: none given."""
+        header = request.headers.get("Authorization")
+        if header:
+            scheme, _, value = header.strip().partition(" ")
+            scheme = scheme.lower()
+            value = value.strip()
+            if scheme == "bearer":
+                return self.check_token(value)
+            if scheme == "basic":
+                try:
+                    decoded = base64.b64decode(value, validate=True).decode("utf-8")
+                except (binascii.Error, UnicodeDecodeError):
+                    return False
+                user, sep, password = decoded.partition(":")
+                return bool(sep) and self.check_user(user, password)
+            return False
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            return True if self.session_valid(cookie) else None
+        return None
+
+    def throttled(self, request: web.Request) -> bool:
+        key = request.remote or "?"
+        now = time.monotonic()
+        recent = [t for t in self.failures.get(key, []) if now - t < FAILURE_WINDOW_S]
+        self.failures[key] = recent
+        return len(recent) >= MAX_FAILURES
+
+    def record_failure(self, request: web.Request) -> None:
+        self.failures.setdefault(request.remote or "?", []).append(time.monotonic())
+        if len(self.failures) > 10_000:  # bound memory under a scan from many addresses
+            self.failures.clear()
+
+    def unauthorized(self, request: web.Request, message: str) -> web.StreamResponse:
+        headers = {}
+        if self.user_pass is not None:
+            headers["WWW-Authenticate"] = 'Basic realm="Loom", charset="UTF-8"'
+        elif self.token is not None:
+            headers["WWW-Authenticate"] = 'Bearer realm="Loom"'
+        is_navigation = (request.method == "GET"
+                         and request.headers.get("Sec-Fetch-Mode", "").lower() == "navigate")
+        if is_navigation and self.user_pass is None:
+            target = quote(request.path_qs, safe="/?=&")
+            raise web.HTTPFound(f"{LOGIN_PATH}?next={target}")
+        return _error(401, message, headers=headers, reason="unauthorized")
+
+
+def _own_host_names() -> set[str]:
+    names = {"localhost"}
+    try:
+        hostname = socket.gethostname().lower()
+        names.update({hostname, hostname.split(".")[0], hostname.split(".")[0] + ".local"})
+        names.add(socket.getfqdn().lower())
+    except OSError:
+        pass
+    return {n for n in names if n}
+
+
+# -- file responses ----------------------------------------------------------------------------
+
+def _is_file_route(path: str) -> bool:
+    return any(path == p.rstrip("/") or path.startswith(p) for p in FILE_ROUTE_PREFIXES)
+
+
+def _declared_type(response: web.StreamResponse) -> str | None:
+    if "Content-Type" in response.headers:
+        return response.headers["Content-Type"].split(";", 1)[0].strip().lower()
+    if isinstance(response, web.FileResponse):
+        path = getattr(response, "_path", None)
+        if path is not None:
+            return (mimetypes.guess_type(str(path))[0] or "application/octet-stream").lower()
+    return None
+
+
+def _harden_file_response(request: web.Request, response: web.StreamResponse) -> None:
+    """Never let a file route render active content in Loom's origin."""
+    if response.prepared:
+        return
+    response.headers["Content-Security-Policy"] = FILE_CSP
+    if response.status >= 300:
+        return
+    ctype = _declared_type(response)
+    if ctype is None or ctype not in INLINE_SAFE_TYPES:
+        response.headers["Content-Type"] = "application/octet-stream"
+        name = PurePosixPath(request.query.get("filename", "") or request.path).name or "download"
+        safe = "".join(c for c in name if c.isalnum() or c in "._-") or "download"
+        response.headers["Content-Disposition"] = f'attachment; filename="{safe}"'
+
+
+def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if response.prepared:
+        return
+    h = response.headers
+    h["X-Content-Type-Options"] = "nosniff"
+    h.setdefault("X-Frame-Options", "DENY")
+    h.setdefault("Referrer-Policy", "same-origin")
+    h.setdefault("Cross-Origin-Resource-Policy", "same-origin")
+    if "Content-Security-Policy" not in h:
+        h["Content-Security-Policy"] = "frame-ancestors 'none'"
+    if _is_file_route(_route_path(request)):
+        _harden_file_response(request, response)
+
+
+# -- middlewares -------------------------------------------------------------------------------
+
+def build_middlewares(settings: Any) -> list:
+    """The aiohttp middlewares enforcing the rules above, outermost first.
+
+    Also adds ``POST /login``, ``GET /login`` and ``POST /logout`` handling (inside the auth
+    middleware, so create_app needs no extra routes).
+    """
+    policy = _Policy(settings)
+
+    @web.middleware
+    async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            _add_headers(request, exc)
+            raise
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            response = _error(400, f"Malformed request body: {exc}", reason="invalid_json")
+        _add_headers(request, response)
+        return response
+
+    @web.middleware
+    async def host_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not policy.host_allowed(request):
+            return _error(421, f"Host header {request.headers.get('Host')!r} is not allowed: "
+                          "open Loom as http://127.0.0.1:PORT or http://localhost:PORT "
+                          "(this check stops DNS-rebinding attacks)", reason="bad_host")
+        return await handler(request)
+
+    @web.middleware
+    async def cross_site_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        reason = policy.cross_site_reason(request)
+        if reason is not None:
+            return _error(403, reason, reason="cross_site")
+        return await handler(request)
+
+    @web.middleware
+    async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = _route_path(request)
+        if path == LOGIN_PATH:
+            if request.method == "POST":
+                return await _login(policy, request)
+            if request.method in ("GET", "HEAD"):
+                return _login_page(policy)
+        if path == LOGOUT_PATH and request.method == "POST":
+            policy.end_session(request.cookies.get(SESSION_COOKIE))
+            response = web.json_response({"ok": True})
+            response.del_cookie(SESSION_COOKIE, path="/")
+            return response
+        if not policy.auth_on:
+            return await handler(request)
+        if policy.throttled(request):
+            return _error(429, "Too many failed logins; wait a minute.", reason="throttled",
+                          headers={"Retry-After": str(int(FAILURE_WINDOW_S))})
+        ok = policy.credentials(request)
+        if ok:
+            return await handler(request)
+        if ok is False:
+            policy.record_failure(request)
+            return policy.unauthorized(request, "Invalid credentials.")
+        return policy.unauthorized(
+            request, "Authentication required: send 'Authorization: Bearer TOKEN' (or HTTP "
+            f"Basic user:password), or log in at {LOGIN_PATH}.")
+
+    return [headers_middleware, host_middleware, cross_site_middleware, auth_middleware]
+
+
+async def _login(policy: _Policy, request: web.Request) -> web.StreamResponse:
+    if not policy.auth_on:
+        return web.json_response({"ok": True, "auth": False})
+    if policy.throttled(request):
+        return _error(429, "Too many failed logins; wait a minute.", reason="throttled",
+                      headers={"Retry-After": str(int(FAILURE_WINDOW_S))})
+    data: Any
+    try:
+        if request.content_type == "application/json":
+            data = await request.json()
+        else:
+            data = dict(await request.post())
+    except (ValueError, UnicodeDecodeError):
+        return _error(400, "Login body must be JSON or a form.", reason="invalid_request")
+    if not isinstance(data, dict):
+        return _error(400, "Login body must be an object with 'token' or 'username' and "
+                      "'password'.", reason="invalid_request")
+    token, user, password = data.get("token"), data.get("username"), data.get("password")
+    ok = False
+    if isinstance(token, str) and token:
+        ok = policy.check_token(token)
+    elif isinstance(user, str) and isinstance(password, str):
+        ok = policy.check_user(user, password)
+    else:
+        return _error(400, "Give 'token', or 'username' and 'password'.", reason="invalid_request")
+    if not ok:
+        policy.record_failure(request)
+        return _error(401, "Wrong credentials.", reason="unauthorized")
+    nxt = data.get("next")
+    if not (isinstance(nxt, str) and nxt.startswith("/") and not nxt.startswith("//")
+            and "\\" not in nxt):
+        nxt = "/"
+    if request.content_type == "application/json":
+        response: web.StreamResponse = web.json_response({"ok": True, "next": nxt})
+    else:
+        response = web.Response(status=303, headers={"Location": nxt})
+    response.set_cookie(SESSION_COOKIE, policy.new_session(), httponly=True, samesite="Strict",
+                        secure=request.secure, path="/", max_age=SESSION_SECONDS)
+    return response
+
+
+_LOGIN_HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><title>Loom — log in</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{font-family:system-ui,sans-serif;background:#1e1e1e;color:#ddd;display:flex;
+justify-content:center;margin-top:15vh}form{display:flex;flex-direction:column;gap:.6em;width:20em}
+input,button{font-size:1em;padding:.5em}</style></head>
+<body><form method="post" action="/login"><h2>Loom</h2>
+__FIELDS__
+<input type="hidden" name="next" id="next" value="/">
+<button type="submit">Log in</button></form>
+<script>const n=new URLSearchParams(location.search).get("next");
+if(n&&n.startsWith("/")&&!n.startsWith("//"))document.getElementById("next").value=n;</script>
+</body></html>"""
+
+
+def _login_page(policy: _Policy) -> web.Response:
+    if policy.user_pass is not None and policy.token is None:
+        fields = ('<input name="username" placeholder="user" autocomplete="username">'
+                  '<input name="password" type="password" placeholder="password" '
+                  'autocomplete="current-password">')
+    elif policy.user_pass is None:
+        fields = '<input name="token" type="password" placeholder="access token" autofocus>'
+    else:
+        fields = ('<input name="username" placeholder="user" autocomplete="username">'
+                  '<input name="password" type="password" placeholder="password">'
+                  '<div>or</div><input name="token" type="password" placeholder="access token">')
+    response = web.Response(text=_LOGIN_HTML.replace("__FIELDS__", fields),
+                            content_type="text/html")
+    # The inline script only copies ?next= into the form; allow exactly that.
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+        "form-action 'self'; frame-ancestors 'none'")
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -91,6 +91,9 @@ class _Checker:
         self.specs: dict[str, NodeSpec] = {}
         self.errors: dict[str, list[NodeError]] = {}
         self._failing_below: dict[str, set[str]] = {}
+        # Upstream nodes of each node through every link whose source exists, valid or not, so
+        # a node behind a mistyped link is still checked and reported.
+        self._deps: dict[str, list[tuple[str, str]]] = {}
 
     def failing_nodes(self, root: str) -> set[str]:
         """Ids of the nodes at or upstream of ``root`` that have errors (iterative DFS)."""
@@ -103,8 +106,8 @@ class _Checker:
             if children_done:
                 state[node_id] = 2
                 bad = {node_id} if self.errors[node_id] else set()
-                for link in self.specs[node_id].links.values():
-                    bad |= self._failing_below.get(link.node_id, set())
+                for _, dep in self._deps[node_id]:
+                    bad |= self._failing_below.get(dep, set())
                 self._failing_below[node_id] = bad
                 continue
             if node_id in self._failing_below or state.get(node_id) == 2:
@@ -112,18 +115,16 @@ class _Checker:
             state[node_id] = 1
             self._check_node(node_id)
             stack.append((node_id, True))
-            for name, link in self.specs[node_id].links.items():
-                if link.node_id not in self.prompt:
-                    continue
-                if state.get(link.node_id) == 1:
+            for name, dep in self._deps[node_id]:
+                if state.get(dep) == 1:
                     self.errors[node_id].append(NodeError(
                         "dependency_cycle",
-                        f"Input '{name}' is part of a cycle: node {link.node_id} depends on this "
+                        f"Input '{name}' is part of a cycle: node {dep} depends on this "
                         "node's own output. Remove one of the links in the loop.",
-                        name, {"input_name": name, "linked_node": link.node_id}))
+                        name, {"input_name": name, "linked_node": dep}))
                     continue
-                if link.node_id not in self._failing_below:
-                    stack.append((link.node_id, False))
+                if dep not in self._failing_below:
+                    stack.append((dep, False))
         return self._failing_below[root]
 
     def _check_node(self, node_id: str) -> None:
@@ -166,6 +167,8 @@ class _Checker:
                 errors.append(NodeError("custom_validation_failed", str(message), "", {}))
         self.specs[node_id] = spec
         self.errors[node_id] = errors
+        self._deps[node_id] = [(name, link.node_id) for name, value in given.items()
+                               if (link := as_link(value)) is not None and link.node_id in self.prompt]
 
     def _check_link(self, name: str, inp, link: LinkRef) -> NodeError | None:
         source = self.prompt.get(link.node_id)

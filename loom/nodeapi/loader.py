@@ -2,8 +2,10 @@
 
 A pack is a module (``name.py``) or a package (``name/__init__.py``) that exports its nodes as
 ``NODES = [NodeClass, ...]`` (the node's name is ``class_type`` if the class sets it, else the
-class name) and/or ``NODE_CLASS_MAPPINGS = {"Name": NodeClass}``. A pack that fails to import
-or declares a node wrongly is recorded with its traceback and skipped: Loom starts anyway.
+class name) and/or ``NODE_CLASS_MAPPINGS = {"Name": NodeClass}``. Classes declared in ComfyUI's
+style (``INPUT_TYPES``/``RETURN_TYPES``/``FUNCTION``) are adapted (see comfy_style.py). A pack
+that fails to import or declares a node wrongly is recorded with its traceback and skipped:
+Loom starts anyway.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
+from loom.nodeapi.comfy_style import adapt, is_comfy_style
 from loom.nodeapi.registry import NodeRegistry, PackInfo, check_declaration
 
 log = logging.getLogger("loom.nodes")
@@ -55,10 +58,17 @@ def import_pack(module_name: str, path: Path):
 
 
 def exported_nodes(module) -> dict[str, type]:
+    """The pack's nodes by name; ComfyUI-style classes are adapted to Loom nodes."""
     nodes: dict[str, type] = {}
     for cls in getattr(module, "NODES", None) or []:
         nodes[getattr(cls, "class_type", None) or cls.__name__] = cls
     nodes.update(getattr(module, "NODE_CLASS_MAPPINGS", None) or {})
+    display = getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None) or {}
+    for class_type, cls in list(nodes.items()):
+        if is_comfy_style(cls):
+            nodes[class_type] = cls = adapt(class_type, cls)
+            if class_type in display:
+                cls.display_name = str(display[class_type])
     return nodes
 
 

@@ -21,12 +21,12 @@ from aiohttp import web
 from loom.config import Settings
 from loom.paths import Folders, UnsafePathError, safe_join
 from loom.server.security import (
-    SESSION_COOKIE,
     InsecureConfigError,
     build_middlewares,
     check_startup_security,
     is_loopback_host,
     listens_on_loopback_only,
+    session_cookie_name,
 )
 
 TOKEN = "s3cret-token-0123456789abcdef"
@@ -344,7 +344,7 @@ def test_login_sets_strict_httponly_session_cookie(token_client):
     cookie_line = headers["_set-cookie"]
     assert "HttpOnly" in cookie_line and "SameSite=Strict" in cookie_line
     cookie = cookie_line.split(";", 1)[0]
-    assert cookie.startswith(SESSION_COOKIE + "=")
+    assert cookie.startswith(session_cookie_name(Settings()) + "=")
     assert c.get("/history", headers={"Cookie": cookie})[0] == 200
     assert c.ws_status({"Cookie": cookie}) == 101
     # A forged or tampered cookie is worthless.
@@ -391,7 +391,7 @@ def test_basic_auth(folder):
         assert c.get("/history", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 401
         status, headers, _ = c.post("/login", body=json.dumps({"username": "ann", "password": "pa:ss"}),
                                     headers={"Content-Type": "application/json"})
-        assert status == 200 and SESSION_COOKIE in headers["_set-cookie"]
+        assert status == 200 and session_cookie_name(Settings()) in headers["_set-cookie"]
 
 
 def test_repeated_failures_are_throttled(token_client):
@@ -491,3 +491,41 @@ def test_folders_root_of_only_known_types(tmp_path):
     for kind in ["models", "user", "../output", ""]:
         with pytest.raises(UnsafePathError):
             f.root_of(kind)
+
+
+def test_declared_oversized_body_refused_before_reading(folder):
+    with serve(Settings(max_upload_mb=1), folder) as port:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        # Headers only: the server must answer without waiting for the 50 MB it was promised.
+        conn.putrequest("POST", "/upload/image")
+        conn.putheader("Content-Length", str(50 * 1024 * 1024))
+        conn.putheader("Content-Type", "application/octet-stream")
+        conn.endheaders()
+        resp = conn.getresponse()
+        assert resp.status == 413
+        assert "limit" in json.loads(resp.read())["error"]["message"]
+        conn.close()
+
+
+def test_cross_origin_cors_read_refused(open_client):
+    c = open_client
+    # Older browsers send no Sec-Fetch-*, but a CORS fetch() from another origin carries Origin.
+    assert c.get("/history", headers={"Origin": "http://evil.example"})[0] == 403
+    assert c.get("/history", headers={"Origin": "null"})[0] == 403
+    assert c.get("/history", headers={"Origin": c.origin()})[0] == 200
+
+
+def test_session_cookie_is_per_port():
+    assert session_cookie_name(Settings(port=8188)) != session_cookie_name(Settings(port=8189))
+
+
+def test_login_page_script_allowed_by_hash_only(token_client):
+    _, headers, body = token_client.get("/login")
+    csp = headers["content-security-policy"]
+    assert "'unsafe-inline'" not in csp.split("script-src", 1)[1].split(";", 1)[0]
+    import base64 as b64
+    import hashlib
+    import re
+    script = re.search(rb"<script>(.*?)</script>", body, re.S).group(1)
+    digest = b64.b64encode(hashlib.sha256(script).digest()).decode()
+    assert f"'sha256-{digest}'" in csp

@@ -46,7 +46,7 @@ log = logging.getLogger("loom.security")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-SESSION_COOKIE = "loom_session"
+SESSION_COOKIE = "loom_session"  # + "_<port>": instances on one host keep their own
 SESSION_SECONDS = 7 * 24 * 3600
 LOGIN_PATH = "/login"
 LOGOUT_PATH = "/logout"
@@ -229,6 +229,10 @@ class _Policy:
         self.own_names = _own_host_names()
         self._secret = secrets.token_bytes(32)
         self.sessions: dict[str, float] = {}
+        self.cookie_name = session_cookie_name(settings)
+        mb = getattr(settings, "max_upload_mb", None)
+        # Multipart framing adds a little to the file itself.
+        self.max_body = int(mb * 1024 * 1024 + 64 * 1024) if mb else None
         self.failures: dict[str, list[float]] = {}
 
     # -- Host (DNS rebinding) --------------------------------------------------------------
@@ -290,7 +294,10 @@ class _Policy:
             if origin is not None:
                 return "requests from an opaque origin (Origin: null) are not allowed"
             return None
-        # Reads (GET/HEAD/OPTIONS).
+        # Reads (GET/HEAD/OPTIONS). A CORS-mode fetch() from another origin carries Origin.
+        if origin is not None and not self.origin_matches(request, origin):
+            return (f"cross-origin read from {origin!r} refused; only this server's own pages "
+                    "(or --allowed-origins) may read its data")
         if site in ("cross-site", "same-site"):
             if origin is not None and self.origin_matches(request, origin):
                 return None
@@ -363,7 +370,7 @@ class _Policy:
                 user, sep, password = decoded.partition(":")
                 return bool(sep) and self.check_user(user, password)
             return False
-        cookie = request.cookies.get(SESSION_COOKIE)
+        cookie = request.cookies.get(self.cookie_name)
         if cookie:
             return True if self.session_valid(cookie) else None
         return None
@@ -392,6 +399,11 @@ class _Policy:
             target = quote(request.path_qs, safe="/?=&")
             raise web.HTTPFound(f"{LOGIN_PATH}?next={target}")
         return _error(401, message, headers=headers, reason="unauthorized")
+
+
+def session_cookie_name(settings: Any) -> str:
+    """Cookies ignore ports, so two Loom servers on one host would clobber each other's."""
+    return f"{SESSION_COOKIE}_{getattr(settings, 'port', 0)}"
 
 
 def _own_host_names() -> set[str]:
@@ -474,6 +486,13 @@ def build_middlewares(settings: Any) -> list:
 
     @web.middleware
     async def host_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # Refuse a declared-too-big body before anything reads it (create_app's client_max_size
+        # still bounds chunked bodies that request.read()/post() consume).
+        length = request.content_length
+        if policy.max_body is not None and length is not None and length > policy.max_body:
+            return _error(413, f"Request body of {length} bytes is over the limit of "
+                          f"{policy.settings.max_upload_mb} MB (--max-upload-size).",
+                          reason="too_large")
         if not policy.host_allowed(request):
             return _error(421, f"Host header {request.headers.get('Host')!r} is not allowed: "
                           "open Loom as http://127.0.0.1:PORT or http://localhost:PORT "
@@ -496,9 +515,9 @@ def build_middlewares(settings: Any) -> list:
             if request.method in ("GET", "HEAD"):
                 return _login_page(policy)
         if path == LOGOUT_PATH and request.method == "POST":
-            policy.end_session(request.cookies.get(SESSION_COOKIE))
+            policy.end_session(request.cookies.get(policy.cookie_name))
             response = web.json_response({"ok": True})
-            response.del_cookie(SESSION_COOKIE, path="/")
+            response.del_cookie(policy.cookie_name, path="/")
             return response
         if not policy.auth_on:
             return await handler(request)
@@ -554,10 +573,14 @@ async def _login(policy: _Policy, request: web.Request) -> web.StreamResponse:
         response: web.StreamResponse = web.json_response({"ok": True, "next": nxt})
     else:
         response = web.Response(status=303, headers={"Location": nxt})
-    response.set_cookie(SESSION_COOKIE, policy.new_session(), httponly=True, samesite="Strict",
+    response.set_cookie(policy.cookie_name, policy.new_session(), httponly=True, samesite="Strict",
                         secure=request.secure, path="/", max_age=SESSION_SECONDS)
     return response
 
+
+_LOGIN_SCRIPT = """const n=new URLSearchParams(location.search).get("next");
+if(n&&n.startsWith("/")&&!n.startsWith("//"))document.getElementById("next").value=n;"""
+_LOGIN_SCRIPT_HASH = base64.b64encode(hashlib.sha256(_LOGIN_SCRIPT.encode()).digest()).decode()
 
 _LOGIN_HTML = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Loom — log in</title>
@@ -569,8 +592,7 @@ input,button{font-size:1em;padding:.5em}</style></head>
 __FIELDS__
 <input type="hidden" name="next" id="next" value="/">
 <button type="submit">Log in</button></form>
-<script>const n=new URLSearchParams(location.search).get("next");
-if(n&&n.startsWith("/")&&!n.startsWith("//"))document.getElementById("next").value=n;</script>
+<script>__SCRIPT__</script>
 </body></html>"""
 
 
@@ -585,11 +607,11 @@ def _login_page(policy: _Policy) -> web.Response:
         fields = ('<input name="username" placeholder="user" autocomplete="username">'
                   '<input name="password" type="password" placeholder="password">'
                   '<div>or</div><input name="token" type="password" placeholder="access token">')
-    response = web.Response(text=_LOGIN_HTML.replace("__FIELDS__", fields),
-                            content_type="text/html")
+    page = _LOGIN_HTML.replace("__FIELDS__", fields).replace("__SCRIPT__", _LOGIN_SCRIPT)
+    response = web.Response(text=page, content_type="text/html")
     # The inline script only copies ?next= into the form; allow exactly that.
     response.headers["Content-Security-Policy"] = (
-        "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+        f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{_LOGIN_SCRIPT_HASH}'; "
         "form-action 'self'; frame-ancestors 'none'")
     response.headers["Cache-Control"] = "no-store"
     return response

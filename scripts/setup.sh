@@ -47,7 +47,10 @@ if ! venv_ok; then
     PY="$(pick_python)"
     "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
         || die "$PY is $("$PY" -V 2>&1); Loom needs Python 3.11 or newer"
-    [[ -e "$VENV" ]] && { log "removing the broken virtual environment at $VENV"; rm -rf "$VENV"; }
+    if [[ -e "$VENV" ]]; then
+        log "removing the broken virtual environment at $VENV"
+        rm -rf "$VENV"
+    fi
     log "creating $VENV with $("$PY" -V 2>&1)"
     "$PY" -m venv "$VENV"
 fi
@@ -60,10 +63,17 @@ if command -v flock >/dev/null 2>&1; then
 fi
 
 # -- 2. is everything already installed? ------------------------------------------------------
+# One stamp for the runtime set, one for runtime + test: hashes of what decides the install.
+hash_of() { { "$VPY" -VV; echo "torch-index=${LOOM_TORCH_INDEX:-}"; cat "$@"; } | sha256sum | cut -c1-64; }
 FILES=("$REPO/requirements.txt" "$REPO/constraints.txt" "$REPO/loom/runtime/torchvision_fix.py")
-[[ $WANT_TEST == 1 ]] && FILES+=("$REPO/requirements-test.txt")
-STAMP_FILE="$VENV/.loom-setup-stamp$([[ $WANT_TEST == 1 ]] && echo -test)"
-stamp="$( { "$VPY" -VV; echo "torch-index=${LOOM_TORCH_INDEX:-}"; cat "${FILES[@]}"; } | sha256sum | cut -c1-64)"
+RUN_STAMP_FILE="$VENV/.loom-setup-stamp"
+run_stamp="$(hash_of "${FILES[@]}")"
+STAMP_FILE="$RUN_STAMP_FILE"
+stamp="$run_stamp"
+if [[ $WANT_TEST == 1 ]]; then
+    STAMP_FILE="$VENV/.loom-setup-stamp-test"
+    stamp="$(hash_of "${FILES[@]}" "$REPO/requirements-test.txt")"
+fi
 
 SITE="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 FIX_PY="$SITE/loom_torchvision_fix.py"
@@ -88,7 +98,7 @@ elif [[ -d /opt/wheels ]]; then
     TORCH_SRC+=(--find-links /opt/wheels)   # the local CPU wheel of this machine kind
 fi
 LOCAL_WHEELS=()
-[[ -d /opt/wheels ]] && LOCAL_WHEELS+=(--find-links /opt/wheels)
+if [[ -d /opt/wheels ]]; then LOCAL_WHEELS+=(--find-links /opt/wheels); fi
 
 log "installing torch==2.13.0"
 "${PIP[@]}" "${TORCH_SRC[@]}" "torch==2.13.0"
@@ -117,5 +127,6 @@ log "checking that diffusers and torchvision import"
 print('[setup] torch', torch.__version__, '| cuda:', torch.cuda.is_available())" \
     || die "diffusers/torchvision do not import: see the traceback above"
 
+echo "$run_stamp" > "$RUN_STAMP_FILE"  # a test set-up covers the runtime one too
 echo "$stamp" > "$STAMP_FILE"
 log "done ($VENV)"

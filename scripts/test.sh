@@ -16,6 +16,6 @@ if [[ "${LOOM_SKIP_LINT:-0}" != 1 ]]; then
     .venv/bin/ruff check .
 fi
 args=(-ra)
-[[ -n "${CI:-}" ]] && args+=(--durations=15)
+if [[ -n "${CI:-}" ]]; then args+=(--durations=15); fi
 echo "[test] pytest ${args[*]} $*" >&2
 exec .venv/bin/python -m pytest "${args[@]}" "$@"

@@ -1,0 +1,463 @@
+"""Image nodes: load from input/, save to output/ (PNG with workflow metadata), preview, and a
+few small utilities.
+
+Tensors follow ComfyUI's layout so workflows and plugins carry over: IMAGE is float32
+``[batch, height, width, channels]`` in 0..1, MASK is float32 ``[batch, height, width]`` in 0..1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, ImageSequence
+from PIL.PngImagePlugin import PngInfo
+
+from loom.nodeapi import Combo, Float, Hidden, Int, Link, Node, NodeResult, Output, String
+from loom.paths import UnsafePathError, safe_join
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif")
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+def list_input_images(ctx: Any) -> list[str]:
+    """Image files under the input folder, recursive, '/'-separated, sorted (hidden ones left out)."""
+    paths = getattr(ctx, "paths", None)
+    root = getattr(paths, "input_dir", None)
+    if root is None or not os.path.isdir(root):
+        return []
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = os.path.relpath(dirpath, root)
+        for f in filenames:
+            if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."):
+                found.append(Path(rel, f).as_posix().removeprefix("./"))
+    return sorted(found, key=str.lower)
+
+
+def _input_path(ctx: Any, name: str) -> Path:
+    paths = getattr(ctx, "paths", None)
+    if paths is None:
+        raise RuntimeError("no input folder: the node was run without ctx.paths")
+    return safe_join(paths.input_dir, name)
+
+
+def _frame_to_arrays(frame: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """One PIL frame as (RGB float32 [H,W,3] in 0..1, alpha float32 [H,W] or None)."""
+    frame = ImageOps.exif_transpose(frame) or frame
+    mode = frame.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        rgb = np.asarray(frame, dtype=np.uint16).astype(np.float32) / 65535.0
+        return np.repeat(rgb[..., None], 3, axis=2), None
+    if mode == "I":  # 32-bit ints; PNGs with 16-bit samples may open like this
+        arr = np.asarray(frame, dtype=np.int64).astype(np.float32)
+        scale = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        rgb = np.clip(arr / scale, 0.0, 1.0)
+        return np.repeat(rgb[..., None], 3, axis=2), None
+    if mode == "F":
+        rgb = np.clip(np.asarray(frame, dtype=np.float32), 0.0, 1.0)
+        return np.repeat(rgb[..., None], 3, axis=2), None
+    has_alpha = "A" in frame.getbands() or (mode in ("P", "L", "RGB") and "transparency" in frame.info)
+    if has_alpha:
+        rgba = np.asarray(frame.convert("RGBA"), dtype=np.float32) / 255.0
+        return rgba[..., :3], rgba[..., 3]
+    return np.asarray(frame.convert("RGB"), dtype=np.float32) / 255.0, None
+
+
+def load_image_file(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
+    """(IMAGE [B,H,W,3], MASK [B,H,W]) from an image file; every frame of an animated file is one
+    batch entry (frames whose size differs from the first are dropped). The mask is 1 where the
+    image is transparent, like ComfyUI's; an image with no alpha gets a 64x64 zero mask."""
+    images, alphas = [], []
+    with Image.open(path) as img:
+        # A multi-picture JPEG (phones' MPO) holds a second, different view: not an animation.
+        frames = [img] if img.format == "MPO" else ImageSequence.Iterator(img)
+        size = None
+        for frame in frames:
+            rgb, alpha = _frame_to_arrays(frame)
+            if size is None:
+                size = rgb.shape[:2]
+            elif rgb.shape[:2] != size:
+                continue
+            images.append(rgb)
+            alphas.append(alpha)
+    if not images:
+        raise ValueError(f"{os.fspath(path)!r} holds no image frames")
+    image = torch.from_numpy(np.stack(images)).contiguous()
+    if all(a is None for a in alphas):
+        mask = torch.zeros((len(images), 64, 64), dtype=torch.float32)
+    else:
+        h, w = images[0].shape[:2]
+        mask = torch.stack([torch.from_numpy(1.0 - a) if a is not None
+                            else torch.zeros((h, w), dtype=torch.float32) for a in alphas])
+    return image, mask
+
+
+# Hashing a big file on every queue is wasteful: remember the hash per (path, size, mtime).
+_hash_cache: dict[tuple[str, int, int], str] = {}
+_hash_lock = threading.Lock()
+
+
+def file_fingerprint(path: Path) -> str:
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    with _hash_lock:
+        if key in _hash_cache:
+            return _hash_cache[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    digest = h.hexdigest()
+    with _hash_lock:
+        if len(_hash_cache) > 4096:
+            _hash_cache.clear()
+        _hash_cache[key] = digest
+    return digest
+
+
+def _missing_image_message(ctx: Any, name: str) -> str | None:
+    try:
+        path = _input_path(ctx, name)
+    except UnsafePathError as e:
+        return f"Invalid image name {name!r}: {e}"
+    except RuntimeError:
+        return None
+    if not path.is_file():
+        return (f"Image file {name!r} was not found in the input folder "
+                f"({ctx.paths.input_dir}). Upload it again or put the file there.")
+    return None
+
+
+class LoadImage(Node):
+    """Loads an image from the input folder. MASK is 1 where the image is transparent."""
+
+    category = "image"
+    display_name = "Load Image"
+    inputs = {"image": Combo(list_input_images, image_upload=True,
+                             tooltip="An image in the input folder (upload one, or copy it there)")}
+    outputs = (Output("IMAGE"), Output("MASK"))
+
+    @classmethod
+    def fingerprint(cls, ctx, image=None, **_):
+        try:
+            return file_fingerprint(_input_path(ctx, image))
+        except (OSError, UnsafePathError, RuntimeError, TypeError):
+            return None
+
+    @classmethod
+    def validate_inputs(cls, ctx, image=None, **_):
+        return _missing_image_message(ctx, image)
+
+    def run(self, image):
+        return load_image_file(_input_path(self.ctx, image))
+
+
+class LoadImageMask(Node):
+    """Loads one channel of an image from the input folder as a MASK (alpha is inverted: 1 =
+    transparent, like LoadImage's mask)."""
+
+    category = "mask"
+    display_name = "Load Image (as Mask)"
+    inputs = {
+        "image": Combo(list_input_images, image_upload=True),
+        "channel": Combo(["alpha", "red", "green", "blue"]),
+    }
+    outputs = (Output("MASK"),)
+
+    fingerprint = LoadImage.fingerprint
+    validate_inputs = LoadImage.validate_inputs
+
+    def run(self, image, channel):
+        with Image.open(_input_path(self.ctx, image)) as img:
+            img = ImageOps.exif_transpose(img) or img
+            if img.mode.startswith("I"):
+                rgb, _ = _frame_to_arrays(img)
+                values = rgb[..., 0]
+                if channel == "alpha":
+                    values = np.ones_like(values)
+            else:
+                band = {"alpha": "A", "red": "R", "green": "G", "blue": "B"}[channel]
+                values = np.asarray(img.convert("RGBA").getchannel(band), dtype=np.float32) / 255.0
+        mask = torch.from_numpy(values.copy())
+        if channel == "alpha":
+            mask = 1.0 - mask
+        return (mask.unsqueeze(0),)
+
+
+# -- writing -------------------------------------------------------------------------------------
+
+
+def tensor_to_pil(image: torch.Tensor) -> Image.Image:
+    """One IMAGE entry [H,W,C] (C = 1, 3 or 4) as a PIL image, rounded to 8 bits."""
+    arr = image.detach().to("cpu", torch.float32).clamp(0.0, 1.0).mul(255.0).round()
+    arr = arr.to(torch.uint8).numpy()
+    channels = arr.shape[2]
+    if channels == 1:
+        return Image.fromarray(arr[..., 0], "L")
+    return Image.fromarray(arr, "RGBA" if channels == 4 else "RGB")
+
+
+_DATE_TOKENS = {"yyyy": "%Y", "yy": "%y", "MM": "%m", "dd": "%d", "hh": "%H", "mm": "%M", "ss": "%S"}
+
+
+def expand_prefix(prefix: str, width: int, height: int, now: float | None = None) -> str:
+    """ComfyUI's filename_prefix tokens: %width%, %height%, %year%, %month%, %day%, %hour%,
+    %minute%, %second% and %date:yyyy-MM-dd hhmmss% (any mix of those fields)."""
+    t = time.localtime(now)
+    simple = {"width": str(width), "height": str(height), "year": f"{t.tm_year:04}",
+              "month": f"{t.tm_mon:02}", "day": f"{t.tm_mday:02}", "hour": f"{t.tm_hour:02}",
+              "minute": f"{t.tm_min:02}", "second": f"{t.tm_sec:02}"}
+
+    def date(m: re.Match) -> str:
+        fmt = re.sub("yyyy|yy|MM|dd|hh|mm|ss", lambda k: _DATE_TOKENS[k.group(0)], m.group(1))
+        return time.strftime(fmt, t)
+
+    prefix = re.sub(r"%date:([^%]+)%", date, prefix)
+    return re.sub(r"%(\w+)%", lambda m: simple.get(m.group(1), m.group(0)), prefix)
+
+
+def _split_prefix(root: Path, prefix: str) -> tuple[Path, str]:
+    """The folder (inside ``root``, created) and file stem a ``filename_prefix`` names."""
+    if not prefix or prefix.endswith("/"):
+        raise ValueError(f"filename_prefix {prefix!r} must end with a file name, not a folder")
+    # safe_join refuses '..', absolute paths and symlinked folders that lead out of root.
+    target = safe_join(root, prefix)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target.parent, target.name
+
+
+def _next_counter(folder: Path, stem: str) -> int:
+    pattern = re.compile(re.escape(stem) + r"_(\d+)_?\.png$")
+    highest = 0
+    for name in os.listdir(folder):
+        m = pattern.fullmatch(name)
+        if m:
+            highest = max(highest, int(m.group(1)))
+    return highest + 1
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_png_atomic(img: Image.Image, folder: Path, stem: str, counter: int,
+                     pnginfo: PngInfo | None, compress_level: int) -> tuple[str, int]:
+    """Write ``{stem}_{counter:05}_.png`` in ``folder`` so that no reader ever sees a partial
+    file: the bytes go to a temporary file in the same folder, are fsynced, and the file then gets
+    its name in one step. If another writer took that name meanwhile, the next counter is used.
+    Returns (file name, counter used)."""
+    # Not tempfile.mkstemp: its files are private (0600); this one keeps the umask's mode.
+    while True:
+        tmp = str(folder / f".{stem[:40]}.{secrets.token_hex(6)}.png.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "wb") as f:
+            img.save(f, format="PNG", pnginfo=pnginfo, compress_level=compress_level)
+            f.flush()
+            os.fsync(f.fileno())
+        while True:
+            name = f"{stem}_{counter:05}_.png"
+            final = folder / name
+            try:
+                os.link(tmp, final)  # atomic, and fails instead of overwriting
+            except FileExistsError:
+                counter += 1
+                continue
+            except OSError:  # file systems without hard links: rename (may replace)
+                if final.exists():
+                    counter += 1
+                    continue
+                os.replace(tmp, final)
+            break
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    _fsync_dir(folder)
+    return name, counter
+
+
+def png_metadata(prompt: Any, extra_pnginfo: Any) -> PngInfo | None:
+    """The ``prompt`` (API format) and each ``extra_pnginfo`` key (``workflow``, …) as JSON
+    tEXt chunks: the same chunks ComfyUI writes, so either tool can reopen the image."""
+    if prompt is None and not extra_pnginfo:
+        return None
+    info = PngInfo()
+    if prompt is not None:
+        info.add_text("prompt", json.dumps(prompt))
+    if isinstance(extra_pnginfo, dict):
+        for key, value in extra_pnginfo.items():
+            info.add_text(str(key), json.dumps(value))
+    return info
+
+
+def _as_batch(images: torch.Tensor) -> torch.Tensor:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be an IMAGE tensor, not {type(images).__name__}")
+    if images.ndim == 3:
+        images = images.unsqueeze(0)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"images must be [batch, height, width, 1|3|4], got {list(images.shape)}")
+    return images
+
+
+class SaveImage(Node):
+    """Saves images as PNG files in the output folder, with the prompt and workflow embedded."""
+
+    category = "image"
+    display_name = "Save Image"
+    output_node = True
+    inputs = {
+        "images": Link("IMAGE", tooltip="The images to save."),
+        "filename_prefix": String("Loom", tooltip=(
+            "File name prefix; may include a subfolder ('portraits/face') and tokens such as "
+            "%date:yyyy-MM-dd%, %width%, %height%.")),
+        "prompt": Hidden("PROMPT"),
+        "extra_pnginfo": Hidden("EXTRA_PNGINFO"),
+    }
+    outputs = ()
+
+    folder_type = "output"
+    compress_level = 4
+
+    def _root(self) -> Path:
+        paths = self.ctx.paths
+        if paths is None:
+            raise RuntimeError("no output folder: the node was run without ctx.paths")
+        return Path(paths.output_dir if self.folder_type == "output" else paths.temp_dir)
+
+    def _metadata_enabled(self) -> bool:
+        return not getattr(self.ctx.settings, "disable_metadata", False)
+
+    def save(self, images: torch.Tensor, filename_prefix: str, prompt: Any = None,
+             extra_pnginfo: Any = None) -> NodeResult:
+        images = _as_batch(images)
+        root = self._root()
+        root.mkdir(parents=True, exist_ok=True)
+        prefix = expand_prefix(filename_prefix, int(images.shape[2]), int(images.shape[1]))
+        folder, stem = _split_prefix(root, prefix)
+        subfolder = Path(os.path.relpath(folder, os.path.realpath(root))).as_posix()
+        subfolder = "" if subfolder == "." else subfolder
+        pnginfo = png_metadata(prompt, extra_pnginfo) if self._metadata_enabled() else None
+        counter = _next_counter(folder, stem)
+        results = []
+        for i, image in enumerate(images):
+            self.ctx.check_interrupted()
+            name, counter = write_png_atomic(tensor_to_pil(image), folder, stem, counter, pnginfo,
+                                             self.compress_level)
+            counter += 1
+            results.append({"filename": name, "subfolder": subfolder, "type": self.folder_type})
+            self.ctx.progress(i + 1, len(images))
+        return NodeResult(outputs=(), ui={"images": results})
+
+    def run(self, images, filename_prefix="Loom", prompt=None, extra_pnginfo=None):
+        return self.save(images, filename_prefix, prompt, extra_pnginfo)
+
+
+class PreviewImage(SaveImage):
+    """Shows images in the editor; the files go to temp/, which is emptied on start."""
+
+    display_name = "Preview Image"
+    inputs = {
+        "images": Link("IMAGE", tooltip="The images to preview."),
+        "prompt": Hidden("PROMPT"),
+        "extra_pnginfo": Hidden("EXTRA_PNGINFO"),
+    }
+    folder_type = "temp"
+    compress_level = 1  # speed over size: previews are thrown away
+
+    def run(self, images, prompt=None, extra_pnginfo=None):
+        # A random prefix per run, so previews of concurrent prompts never share a counter.
+        prefix = f"LoomPreview_{secrets.token_hex(4)}"
+        return self.save(images, prefix, prompt, extra_pnginfo)
+
+
+# -- small utilities -----------------------------------------------------------------------------
+
+
+class ImageInvert(Node):
+    """1 - image, per channel."""
+
+    category = "image"
+    display_name = "Invert Image"
+    inputs = {"image": Link("IMAGE")}
+    outputs = (Output("IMAGE"),)
+
+    def run(self, image):
+        return (1.0 - image,)
+
+
+class EmptyImage(Node):
+    """A batch of images of one solid colour (``color`` is 0xRRGGBB)."""
+
+    category = "image"
+    display_name = "Empty Image"
+    inputs = {
+        "width": Int(512, min=1, max=16384, step=1),
+        "height": Int(512, min=1, max=16384, step=1),
+        "batch_size": Int(1, min=1, max=4096),
+        "color": Int(0, min=0, max=0xFFFFFF, step=1, display="color"),
+    }
+    outputs = (Output("IMAGE"),)
+
+    def run(self, width, height, batch_size=1, color=0):
+        rgb = torch.tensor([(color >> 16) & 0xFF, (color >> 8) & 0xFF, color & 0xFF],
+                           dtype=torch.float32) / 255.0
+        return (rgb.expand(batch_size, height, width, 3).clone(),)
+
+
+class SolidMask(Node):
+    """A mask of one value."""
+
+    category = "mask"
+    display_name = "Solid Mask"
+    inputs = {
+        "value": Float(1.0, min=0.0, max=1.0, step=0.01),
+        "width": Int(512, min=1, max=16384),
+        "height": Int(512, min=1, max=16384),
+    }
+    outputs = (Output("MASK"),)
+
+    def run(self, value, width, height):
+        return (torch.full((1, height, width), float(value), dtype=torch.float32),)
+
+
+class InvertMask(Node):
+    """1 - mask."""
+
+    category = "mask"
+    display_name = "Invert Mask"
+    inputs = {"mask": Link("MASK")}
+    outputs = (Output("MASK"),)
+
+    def run(self, mask):
+        return (1.0 - mask,)
+
+
+NODES = [LoadImage, LoadImageMask, SaveImage, PreviewImage, ImageInvert, EmptyImage, SolidMask,
+         InvertMask]

@@ -92,7 +92,7 @@ def load_packs(registry: NodeRegistry, folder: Path, *, builtin: bool) -> list[P
             for class_type, cls in nodes.items():
                 registry.register(class_type, cls, python_module)
                 info.nodes.append(class_type)
-        except Exception:
+        except (Exception, SystemExit):  # plugins do call sys.exit() on a missing dependency
             info.error = traceback.format_exc()
             log.error("Node pack %s failed to load and was skipped:\n%s", path, info.error)
         info.seconds = time.perf_counter() - start

@@ -1,0 +1,1 @@
+"""The aiohttp server: routes, websocket, workers, request guards."""

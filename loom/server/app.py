@@ -1,0 +1,163 @@
+"""The aiohttp application: ``create_app(settings)`` builds it, ``main.py`` runs it.
+
+Routes are grouped by resource in :mod:`loom.server.routes` (each module a ``RouteTableDef``
+named ``routes``) and registered twice, at ``/x`` and at ``/api/x`` (ComfyUI's newer clients use
+the prefix). Everything one server holds is an :class:`~loom.server.state.AppState` on the app.
+
+Start-up (in order): folders are created, node packs loaded (built-in ``nodes/`` first, then
+``custom_nodes/`` unless disabled), the SQLite store opened, prompts a crash left running put
+back in the queue, and the workers started. Clean-up closes websockets, stops the workers
+(an unfinished prompt stays queued for the next start) and closes the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from aiohttp import web
+
+from loom.config import Settings
+from loom.engine.cache import OutputCache
+from loom.graph.errors import PromptError
+from loom.nodeapi.registry import NodeRegistry
+from loom.paths import UnsafePathError
+from loom.server.routes import files, history, nodes, prompt, queue, system, userdata, web_pages, ws
+from loom.server.routes._common import ApiError, error_response
+from loom.server.state import STATE, AppState, LazyModelManager
+from loom.server.worker import Worker, WorkerPool
+from loom.server.ws import Hub
+from loom.store import Store
+
+log = logging.getLogger("loom.server")
+
+ROUTE_MODULES = [prompt, queue, history, nodes, files, system, userdata, ws, web_pages]
+try:  # the workflow routes (UI workflow -> prompt conversion) come from another module
+    from loom.server.routes import workflow
+
+    ROUTE_MODULES.insert(3, workflow)
+except ImportError:  # pragma: no cover - until loom/server/routes/workflow.py lands
+    pass
+
+_HTTP_ERROR_TYPES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden",
+                     404: "not_found", 405: "method_not_allowed", 409: "conflict",
+                     413: "too_large", 415: "unsupported_media_type"}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Client mistakes become JSON 4xx responses; anything unexpected a logged JSON 500."""
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return e.response()
+    except PromptError as e:
+        return web.json_response(e.to_json(), status=400)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return error_response(400, "invalid_json", f"Malformed request body: {e}")
+    except UnsafePathError as e:
+        return error_response(400, "invalid_path", str(e))
+    except web.HTTPException as e:
+        if e.status < 400 or e.content_type == "application/json":
+            raise
+        headers = {k: v for k, v in e.headers.items()
+                   if k.lower() not in ("content-type", "content-length")}
+        response = error_response(e.status, _HTTP_ERROR_TYPES.get(e.status, "http_error"),
+                                  e.reason if not e.text or e.text.startswith(f"{e.status}:")
+                                  else e.text)
+        response.headers.update(headers)
+        response.set_status(e.status, e.reason)
+        return response
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("Unhandled error in %s %s", request.method, request.path)
+        return error_response(500, "internal_error",
+                              "Internal server error (see the server log for details)")
+
+
+def _security(settings: Settings) -> list:
+    from loom.server.security import build_middlewares, check_startup_security
+
+    check_startup_security(settings)
+    return build_middlewares(settings)
+
+
+def create_app(settings: Settings, registry: NodeRegistry | None = None) -> web.Application:
+    """The Loom server for ``settings``. With a ``registry`` given, its nodes are used as they
+    are (no packs are loaded); otherwise packs are loaded at start-up."""
+    app = web.Application(middlewares=[*_security(settings), error_middleware],
+                          client_max_size=settings.max_upload_mb * 2**20 + 64 * 1024)
+    app[STATE] = AppState(settings=settings, registry=registry or NodeRegistry(), hub=Hub(),
+                          models=LazyModelManager(settings), load_packs=registry is None)
+    for module in ROUTE_MODULES:
+        for route in module.routes:
+            for prefix in ("", "/api"):
+                app.router.add_route(route.method, prefix + route.path, route.handler)
+    root = web_pages.web_root(settings)
+    if root.is_dir():
+        app.router.add_static("/", root, follow_symlinks=False)
+    app.cleanup_ctx.append(_lifecycle)
+    app.on_shutdown.append(_close_websockets)
+    return app
+
+
+def load_node_packs(state: AppState) -> None:
+    from loom.nodeapi.loader import load_packs
+
+    settings = state.settings
+    infos = load_packs(state.registry, settings.builtin_nodes_dir, builtin=True)
+    if settings.disable_custom_nodes:
+        log.info("Custom nodes are disabled (--disable-custom-nodes)")
+    else:
+        infos += load_packs(state.registry, settings.custom_nodes_dir, builtin=False)
+    failed = [i for i in infos if i.error]
+    log.info("Node packs: %d loaded, %d failed; %d node types", len(infos) - len(failed),
+             len(failed), len(state.registry.classes))
+    for info in failed:
+        log.error("Pack %s failed to load (see the traceback above): %s", info.name,
+                  info.error.strip().splitlines()[-1] if info.error else "")
+
+
+def make_workers(state: AppState) -> WorkerPool:
+    settings = state.settings
+    count = max(1, settings.workers)
+    workers = []
+    for i in range(count):
+        # The RAM budget is the server's: each worker's cache gets its share.
+        cache = OutputCache(max_entries=settings.cache_max_entries,
+                            max_bytes=settings.cache_max_ram_mb * 2**20 // count)
+        workers.append(Worker(f"worker-{i}", state.store.queue, state.registry,
+                              sink=state.hub.post_threadsafe, cache=cache,
+                              folders=settings.folders, models=state.models, settings=settings))
+    return WorkerPool(workers)
+
+
+async def _lifecycle(app: web.Application):
+    state = app[STATE]
+    settings = state.settings
+    state.hub.bind(asyncio.get_running_loop())
+    settings.folders.create()
+    if state.load_packs:
+        load_node_packs(state)
+    store = Store(settings.database_path, history_max_items=settings.history_max_items)
+    state.store = store
+    store.queue.add_listener(state.hub.status_changed_threadsafe)
+    state.hub.status_source = lambda: {"exec_info": {"queue_remaining": store.queue.count()}}
+    store.queue.recover()
+    state.workers = make_workers(state)
+    state.workers.start()
+    state.started = time.time()
+    log.info("Store at %s; %d prompt(s) queued; %d worker(s)", settings.database_path,
+             store.queue.count(), len(state.workers.workers))
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(state.workers.stop)
+        store.close()
+
+
+async def _close_websockets(app: web.Application) -> None:
+    await app[STATE].hub.close_all()

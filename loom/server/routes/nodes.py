@@ -1,0 +1,83 @@
+"""``/object_info`` (node descriptions for the editor), ``/embeddings``, ``/extensions``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from loom.paths import UnsafePathError, safe_join
+from loom.server.routes._common import not_found
+from loom.server.state import AppState, get_state
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/object_info")
+async def object_info(request: web.Request) -> web.Response:
+    state = get_state(request)
+    return web.json_response(state.registry.object_info(state.node_ctx()))
+
+
+@routes.get("/object_info/{node_class}")
+async def object_info_one(request: web.Request) -> web.Response:
+    state = get_state(request)
+    name = request.match_info["node_class"]
+    if name not in state.registry:
+        raise not_found(f"Unknown node class {name!r}")
+    return web.json_response({name: state.registry.describe(name, state.node_ctx())})
+
+
+@routes.get("/embeddings")
+async def embeddings(request: web.Request) -> web.Response:
+    folders = get_state(request).settings.folders
+    names = [n.rsplit(".", 1)[0] for n in folders.list_models("embeddings")]
+    return web.json_response(names)
+
+
+def web_directories(state: AppState) -> dict[str, Path]:
+    """Pack name -> its ``WEB_DIRECTORY`` (front-end extension files), for loaded packs."""
+    out: dict[str, Path] = {}
+    for key, info in state.registry.packs.items():
+        if info.error:
+            continue
+        module = sys.modules.get(key)
+        web_dir = getattr(module, "WEB_DIRECTORY", None) if module is not None else None
+        if not isinstance(web_dir, str) or not web_dir:
+            continue
+        base = Path(info.path)
+        base = base if base.is_dir() else base.parent
+        try:
+            folder = safe_join(base, web_dir.removeprefix("./"))
+        except UnsafePathError:
+            continue
+        if folder.is_dir():
+            out[info.name] = folder
+    return out
+
+
+@routes.get("/extensions")
+async def extensions(request: web.Request) -> web.Response:
+    """URLs of the JavaScript files node packs ship for the editor."""
+    urls = []
+    for name, folder in sorted(web_directories(get_state(request)).items()):
+        for path in sorted(folder.rglob("*.js")):
+            rel = path.relative_to(folder).as_posix()
+            if not any(part.startswith(".") for part in rel.split("/")):
+                urls.append(f"/extensions/{name}/{rel}")
+    return web.json_response(urls)
+
+
+@routes.get("/extensions/{pack}/{path:.+}")
+async def extension_file(request: web.Request) -> web.StreamResponse:
+    folder = web_directories(get_state(request)).get(request.match_info["pack"])
+    if folder is None:
+        raise not_found("Unknown extension")
+    try:
+        path = safe_join(folder, request.match_info["path"])
+    except UnsafePathError as e:
+        raise not_found(str(e)) from None
+    if not path.is_file():
+        raise not_found("Unknown extension file")
+    return web.FileResponse(path, headers={"Cache-Control": "no-cache"})

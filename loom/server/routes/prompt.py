@@ -1,0 +1,75 @@
+"""``/prompt``: queue a prompt (validated first), and the queue length."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+from aiohttp import web
+
+from loom.engine.validate import validate_prompt
+from loom.graph.errors import PromptError
+from loom.server.routes._common import ApiError, field, json_body
+from loom.server.state import get_state
+from loom.store.queue import DuplicatePromptId, number_json
+
+routes = web.RouteTableDef()
+
+# Prompts with more nodes than this are validated in a thread, keeping the event loop free.
+INLINE_VALIDATION_NODES = 200
+MAX_PROMPT_ID_LENGTH = 200
+
+
+@routes.get("/prompt")
+async def get_prompt(request: web.Request) -> web.Response:
+    state = get_state(request)
+    return web.json_response({"exec_info": {"queue_remaining": state.store.queue.count()}})
+
+
+@routes.post("/prompt")
+async def post_prompt(request: web.Request) -> web.Response:
+    state = get_state(request)
+    data = await json_body(request)
+    if "prompt" not in data:
+        return web.json_response(PromptError("no_prompt", "No prompt provided",
+                                             "the body must have a 'prompt' object").to_json(),
+                                 status=400)
+    client_id = field(data, "client_id", str)
+    extra_data = field(data, "extra_data", dict, {})
+    front = field(data, "front", bool, False)
+    number = field(data, "number", (int, float))
+    prompt_id = field(data, "prompt_id", str) or str(uuid.uuid4())
+    if not prompt_id.strip() or len(prompt_id) > MAX_PROMPT_ID_LENGTH:
+        raise ApiError(400, "invalid_request",
+                       f"'prompt_id' must be a non-empty string of at most {MAX_PROMPT_ID_LENGTH} "
+                       "characters")
+    targets = field(data, "partial_execution_targets", list)
+    if targets is not None and not all(isinstance(t, (str, int)) and not isinstance(t, bool)
+                                       for t in targets):
+        raise ApiError(400, "invalid_request", "'partial_execution_targets' must be a list of node ids")
+
+    prompt = data["prompt"]
+    try:
+        if isinstance(prompt, dict) and len(prompt) > INLINE_VALIDATION_NODES:
+            validated = await asyncio.to_thread(validate_prompt, prompt, state.registry,
+                                                state.node_ctx(), targets)
+        else:
+            validated = validate_prompt(prompt, state.registry, state.node_ctx(), targets)
+    except PromptError as e:
+        return web.json_response(e.to_json(), status=400)
+
+    extra_data = dict(extra_data)
+    if client_id is not None:
+        extra_data["client_id"] = client_id
+    else:
+        client_id = extra_data.get("client_id") if isinstance(extra_data.get("client_id"), str) \
+            else None
+    extra_data.setdefault("create_time", int(time.time() * 1000))
+    try:
+        number = state.store.queue.enqueue(prompt_id, validated.raw, extra_data, validated.outputs,
+                                           client_id=client_id, front=front, number=number)
+    except DuplicatePromptId as e:
+        raise ApiError(400, "duplicate_prompt_id", str(e)) from None
+    return web.json_response({"prompt_id": prompt_id, "number": number_json(number),
+                              "node_errors": {}})

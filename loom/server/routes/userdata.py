@@ -1,0 +1,154 @@
+"""User files (saved workflows, ...), settings and users: ComfyUI's ``/userdata`` routes.
+
+``{file}`` is a URL-encoded relative path, e.g. ``workflows%2Fportrait.json``. Files live in
+SQLite (see :mod:`loom.store.userdata`), so a save is atomic.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+
+from aiohttp import web
+
+from loom.server.routes._common import ApiError, bad_request, json_body, not_found, query_bool
+from loom.server.state import get_state
+from loom.store.userdata import UserData, UserFileExists, UserPathError
+
+routes = web.RouteTableDef()
+
+
+def _store(request: web.Request) -> UserData:
+    return get_state(request).store.userdata
+
+
+def _path(raw: str) -> str:
+    from loom.store.userdata import clean_path
+
+    try:
+        return clean_path(raw)
+    except UserPathError as e:
+        raise bad_request(str(e), "invalid_path") from None
+
+
+@routes.get("/userdata")
+async def list_userdata(request: web.Request) -> web.Response:
+    directory = request.query.get("dir")
+    if directory is None:
+        raise bad_request("query parameter 'dir' is required")
+    recurse = query_bool(request, "recurse", False)
+    full_info = query_bool(request, "full_info", False)
+    split = query_bool(request, "split", False)
+    try:
+        files = _store(request).list(directory, recurse=recurse)
+    except UserPathError as e:
+        raise bad_request(str(e), "invalid_path") from None
+    if full_info:
+        return web.json_response([f.as_json() for f in files])
+    if split:
+        return web.json_response([[f.path, *f.path.split("/")] for f in files])
+    return web.json_response([f.path for f in files])
+
+
+@routes.get("/v2/userdata")
+async def list_userdata_v2(request: web.Request) -> web.Response:
+    try:
+        return web.json_response(_store(request).entries(request.query.get("path", "")))
+    except UserPathError as e:
+        raise bad_request(str(e), "invalid_path") from None
+
+
+@routes.get("/userdata/{file}")
+async def get_userdata(request: web.Request) -> web.Response:
+    path = _path(request.match_info["file"])
+    content = _store(request).get(path)
+    if content is None:
+        raise not_found(f"{path} does not exist")
+    ctype = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    if ctype not in ("application/json", "text/plain", "text/csv", "text/markdown"):
+        ctype = "application/octet-stream"
+    return web.Response(body=content, content_type=ctype,
+                        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
+
+
+@routes.post("/userdata/{file}")
+async def post_userdata(request: web.Request) -> web.Response:
+    state = get_state(request)
+    path = _path(request.match_info["file"])
+    overwrite = query_bool(request, "overwrite", True)
+    full_info = query_bool(request, "full_info", False)
+    limit = state.settings.max_upload_mb * 2**20
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "too_large", f"the file is larger than {state.settings.max_upload_mb} MB")
+    body = await request.read()
+    try:
+        info = _store(request).put(path, body, overwrite=overwrite)
+    except UserFileExists as e:
+        raise ApiError(409, "exists", f"{e}; pass ?overwrite=true to replace it") from None
+    except UserPathError as e:
+        raise bad_request(str(e), "invalid_path") from None
+    return web.json_response(info.as_json() if full_info else info.path)
+
+
+@routes.delete("/userdata/{file}")
+async def delete_userdata(request: web.Request) -> web.Response:
+    path = _path(request.match_info["file"])
+    if not _store(request).delete(path):
+        raise not_found(f"{path} does not exist")
+    return web.Response(status=204)
+
+
+@routes.post("/userdata/{file}/move/{dest}")
+async def move_userdata(request: web.Request) -> web.Response:
+    source = _path(request.match_info["file"])
+    dest = _path(request.match_info["dest"])
+    overwrite = query_bool(request, "overwrite", True)
+    full_info = query_bool(request, "full_info", False)
+    try:
+        info = _store(request).move(source, dest, overwrite=overwrite)
+    except UserFileExists as e:
+        raise ApiError(409, "exists", f"{e}; pass ?overwrite=true to replace it") from None
+    except UserPathError as e:
+        raise bad_request(str(e), "invalid_path") from None
+    if info is None:
+        raise not_found(f"{source} does not exist")
+    return web.json_response(info.as_json() if full_info else info.path)
+
+
+@routes.get("/settings")
+async def get_settings(request: web.Request) -> web.Response:
+    return web.json_response(_store(request).settings())
+
+
+@routes.post("/settings")
+async def post_settings(request: web.Request) -> web.Response:
+    data = await json_body(request)
+    _store(request).update_settings(data)
+    return web.json_response({"ok": True})
+
+
+@routes.get("/settings/{id}")
+async def get_setting(request: web.Request) -> web.Response:
+    return web.json_response(_store(request).setting(request.match_info["id"]))
+
+
+@routes.post("/settings/{id}")
+async def post_setting(request: web.Request) -> web.Response:
+    raw = await request.read()
+    try:
+        value = json.loads(raw) if raw.strip() else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise bad_request(f"Malformed JSON in the request body: {e}", "invalid_json") from None
+    _store(request).update_settings({request.match_info["id"]: value})
+    return web.json_response({"ok": True})
+
+
+@routes.get("/users")
+async def get_users(request: web.Request) -> web.Response:
+    # Single user. "migrated" tells ComfyUI's front end not to show a user picker.
+    return web.json_response({"storage": "server", "migrated": True, "users": {}})
+
+
+@routes.post("/users")
+async def post_users(request: web.Request) -> web.Response:
+    raise ApiError(400, "single_user", "Loom runs single-user: there are no users to create")

@@ -1,0 +1,53 @@
+"""``/ws?clientId=``: the websocket each editor tab (or script) listens on."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+from aiohttp import WSMsgType, web
+
+from loom.server.state import get_state
+from loom.server.ws import Connection
+
+log = logging.getLogger("loom.server")
+
+routes = web.RouteTableDef()
+
+MAX_CLIENT_ID_LENGTH = 200
+
+
+@routes.get("/ws")
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    state = get_state(request)
+    client_id = request.query.get("clientId") or ""
+    if not client_id or len(client_id) > MAX_CLIENT_ID_LENGTH:
+        client_id = uuid.uuid4().hex
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=1 << 20)
+    await ws.prepare(request)
+    conn = Connection(client_id, ws)
+    state.hub.add(conn)
+    try:
+        state.hub.send_status(client_id)
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                _on_message(state, conn, msg.data)
+            elif msg.type == WSMsgType.ERROR:
+                log.debug("websocket %s closed with %s", client_id, ws.exception())
+    finally:
+        await state.hub.remove(conn)
+    return ws
+
+
+def _on_message(state, conn: Connection, text: str) -> None:
+    """Clients may announce their features; we answer with ours (ComfyUI's feature_flags)."""
+    try:
+        msg = json.loads(text)
+    except json.JSONDecodeError:
+        return
+    if isinstance(msg, dict) and msg.get("type") == "feature_flags":
+        conn.push(json.dumps({"type": "feature_flags", "data": {
+            "supports_preview_metadata": False,
+            "max_upload_size": state.settings.max_upload_mb * 2**20,
+        }}))

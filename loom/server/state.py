@@ -1,0 +1,66 @@
+"""What one running server holds, kept on the aiohttp app (never in module globals)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from loom.config import Settings
+from loom.nodeapi.node import RunContext
+from loom.nodeapi.registry import NodeRegistry
+from loom.server.ws import Hub
+from loom.store import Store
+
+
+class LazyModelManager:
+    """The runtime's ModelManager, created on first use: a server whose nodes never touch a
+    model (tests, a CPU box running image nodes) does not pay for importing torch."""
+
+    def __init__(self, settings: Settings):
+        self._settings = settings
+        self._manager: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def created(self) -> bool:
+        return self._manager is not None
+
+    def get(self) -> Any:
+        if self._manager is None:
+            with self._lock:
+                if self._manager is None:
+                    from loom.runtime.devices import DevicePolicy
+                    from loom.runtime.model_manager import ModelManager
+
+                    self._manager = ModelManager(DevicePolicy.detect(force_cpu=self._settings.cpu))
+        return self._manager
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.get(), name)
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    registry: NodeRegistry
+    hub: Hub
+    models: LazyModelManager
+    store: Store | None = None
+    workers: Any = None  # loom.server.worker.WorkerPool once started
+    load_packs: bool = True
+    started: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def node_ctx(self) -> RunContext:
+        """The context validation and /object_info see (model folders for combo choices)."""
+        return RunContext(paths=self.settings.folders, models=self.models, settings=self.settings)
+
+
+STATE: web.AppKey[AppState] = web.AppKey("loom_state", AppState)
+
+
+def get_state(request: web.Request) -> AppState:
+    return request.app[STATE]

@@ -1,0 +1,226 @@
+"""Workers: threads that take prompts from the queue and run them.
+
+Each worker owns an :class:`~loom.engine.executor.Executor` with its own output cache and runs
+one prompt at a time off the event loop, so the server answers while a node runs for a minute.
+The boundary between queue and worker is four calls on :class:`~loom.store.queue.PromptQueue`
+(``wait_for_work``, ``claim``, ``finish``, ``release``) and one callback for events: several
+workers can share a queue now, and a worker per GPU, or one on another machine speaking those
+calls over a transport such as Ray, fits the same shape.
+
+A prompt is validated again when a worker claims it: node packs, model files and the registry
+may have changed since it was queued (or it was queued before a restart). A prompt that no
+longer validates gets an error history entry and an ``execution_error`` event.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from loom.engine.cache import OutputCache
+from loom.engine.executor import ExecutionResult, Executor
+from loom.engine.validate import validate_prompt
+from loom.graph.errors import PromptError
+from loom.nodeapi.node import RunContext
+from loom.nodeapi.registry import NodeRegistry
+from loom.store.queue import PromptQueue, QueueItem, number_json
+
+log = logging.getLogger("loom.worker")
+
+# (event, data, client_id) -> delivered to websocket clients; called from the worker thread.
+EventSink = Callable[[str, dict, "str | None"], None]
+
+TERMINAL_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
+
+
+class Worker:
+    def __init__(self, worker_id: str, queue: PromptQueue, registry: NodeRegistry, *,
+                 sink: EventSink, cache: OutputCache | None = None, folders: Any = None,
+                 models: Any = None, settings: Any = None):
+        self.worker_id = worker_id
+        self.queue = queue
+        self.registry = registry
+        self.sink = sink
+        self.settings = settings
+        self.executor = Executor(cache or OutputCache(), paths=folders, models=models,
+                                 settings=settings)
+        self.validation_ctx = RunContext(paths=folders, models=models, settings=settings)
+        self.current: str | None = None  # prompt id being run
+        self._lock = threading.Lock()
+        self._interrupt_requested = False
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_result: ExecutionResult | None = None
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name=f"loom-{self.worker_id}",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the current node; an unfinished prompt goes back to the queue."""
+        self._stopping.set()
+        self.executor.interrupt.set()
+        self.queue.wake_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("%s did not stop within %.0f s (a node ignores interrupt)",
+                            self.worker_id, timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def interrupt(self, prompt_id: str | None = None) -> bool:
+        """Interrupt the running prompt (only if it is ``prompt_id``, when given)."""
+        with self._lock:
+            if self.current is None or (prompt_id is not None and prompt_id != self.current):
+                return False
+            self._interrupt_requested = True
+            self.executor.interrupt.set()
+            return True
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            generation = self.queue.generation
+            try:
+                item = self.queue.claim(self.worker_id)
+            except Exception:
+                log.exception("%s could not claim from the queue", self.worker_id)
+                self._stopping.wait(1.0)
+                continue
+            if item is None:
+                self.queue.wait_for_work(generation, timeout=5.0)
+                continue
+            try:
+                self.process(item)
+            except Exception:  # a bug here must not kill the worker
+                log.exception("%s failed on prompt %s", self.worker_id, item.prompt_id)
+                self._finish_with_error(item, "internal error", traceback.format_exc(), [])
+
+    def process(self, item: QueueItem) -> None:
+        with self._lock:
+            self.current = item.prompt_id
+            self._interrupt_requested = False
+        client_id = item.client_id
+        deferred: list[tuple[str, dict]] = []
+
+        def emit(event: str, data: dict) -> None:
+            if event == "execution_start" and self._interrupt_requested:
+                # The executor clears its interrupt flag as it starts; an interrupt that came
+                # between the claim and now must not be lost.
+                self.executor.interrupt.set()
+            # Terminal events wait until history is written: a client that fetches
+            # /history/{id} on "executing null" must find the entry.
+            if event in TERMINAL_EVENTS or (event == "executing" and data.get("node") is None):
+                deferred.append((event, data))
+                return
+            self.sink(event, data, client_id)
+
+        try:
+            try:
+                validated = validate_prompt(item.prompt, self.registry, self.validation_ctx,
+                                            partial_outputs=item.outputs or None)
+            except PromptError as e:
+                self._finish_with_error(item, f"{e.message}: {e.details}" if e.details else e.message,
+                                        [], [], error_type="loom.graph.errors.PromptError",
+                                        node_errors=e.node_errors)
+                return
+            result = self.executor.execute(validated, item.prompt_id, emit, item.extra_data)
+            self.last_result = result
+            if result.status == "interrupted" and self._stopping.is_set() \
+                    and not self._interrupt_requested:
+                # Stopped by shutdown, not by the user: run it again after the restart.
+                self.queue.release(item.prompt_id)
+                return
+            self.queue.finish(item.prompt_id, self.history_entry(item, result),
+                              "success" if result.status == "success" else result.status)
+            for event, data in deferred:
+                self.sink(event, data, client_id)
+        finally:
+            with self._lock:
+                self.current = None
+                self._interrupt_requested = False
+
+    @staticmethod
+    def history_entry(item: QueueItem, result: ExecutionResult) -> dict:
+        return {
+            "prompt": item.as_list(),
+            "outputs": result.outputs,
+            "status": {
+                "status_str": "success" if result.status == "success" else "error",
+                "completed": result.status == "success",
+                "messages": [[event, data] for event, data in result.messages],
+            },
+            "meta": {node_id: {"node_id": node_id, "display_node": node_id, "parent_node": None,
+                               "real_node_id": node_id} for node_id in result.outputs},
+        }
+
+    def _finish_with_error(self, item: QueueItem, message: str, tb: list[str] | str,
+                           executed: list[str], *, error_type: str = "loom.InternalError",
+                           node_errors: dict | None = None) -> None:
+        """A prompt that failed outside its nodes (validation, or a bug): error history and
+        events, so the client is not left waiting."""
+        now = int(time.time() * 1000)
+        error = {"prompt_id": item.prompt_id, "node_id": None, "node_type": None,
+                 "executed": executed, "exception_message": message, "exception_type": error_type,
+                 "traceback": [tb] if isinstance(tb, str) else tb, "current_inputs": {},
+                 "current_outputs": []}
+        if node_errors:
+            error["node_errors"] = node_errors
+        entry = {
+            "prompt": [number_json(item.number), item.prompt_id, item.prompt, item.extra_data,
+                       item.outputs],
+            "outputs": {},
+            "status": {"status_str": "error", "completed": False, "messages": [
+                ["execution_start", {"prompt_id": item.prompt_id, "timestamp": now}],
+                ["execution_error", {**error, "timestamp": now}]]},
+            "meta": {},
+        }
+        try:
+            self.queue.finish(item.prompt_id, entry, "error")
+        except Exception:
+            log.exception("could not record the failure of prompt %s", item.prompt_id)
+        self.sink("execution_start", {"prompt_id": item.prompt_id}, item.client_id)
+        self.sink("execution_error", error, item.client_id)
+        self.sink("executing", {"node": None, "prompt_id": item.prompt_id}, item.client_id)
+
+
+class WorkerPool:
+    """The workers of one server: ``settings.workers`` of them on one queue."""
+
+    def __init__(self, workers: list[Worker]):
+        self.workers = workers
+
+    def start(self) -> None:
+        for w in self.workers:
+            w.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for w in self.workers:
+            w._stopping.set()
+            w.executor.interrupt.set()
+        for w in self.workers:
+            w.stop(timeout)
+
+    def interrupt(self, prompt_id: str | None = None) -> bool:
+        hit = False
+        for w in self.workers:
+            hit = w.interrupt(prompt_id) or hit
+        return hit
+
+    def running(self) -> list[str]:
+        return [w.current for w in self.workers if w.current]
+
+    def clear_caches(self) -> None:
+        for w in self.workers:
+            w.executor.cache.clear()

@@ -1,0 +1,249 @@
+"""The persistent prompt queue.
+
+A row is ``pending`` until a worker claims it (``running``); when the prompt has run, the row is
+deleted and its history entry written in the same transaction, so a prompt is always in exactly
+one of queue and history. Rows a crash left ``running`` are put back to ``pending`` at start-up
+(:meth:`PromptQueue.recover`); a prompt that was running during several crashes in a row is
+given up on, with an error history entry, rather than crashing the server forever.
+
+Ordering follows ComfyUI's ``number``: each queued prompt gets the next number (persisted, so
+numbers keep growing across restarts); ``front`` queues it at ``-number``; a client may give a
+``number`` of its own. The lowest number runs first, ties in queueing order.
+
+Workers are threads here, but they only use :meth:`claim`, :meth:`finish`, :meth:`release` and
+:meth:`wait_for_work`: a worker in another process (one per GPU, or on another machine) can
+speak the same four calls over any transport.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from loom.store.db import Database, dumps
+from loom.store.history import prune, write_entry
+
+log = logging.getLogger("loom.store")
+
+# A prompt running during this many crashes in a row is moved to history as an error.
+MAX_CRASH_ATTEMPTS = 3
+
+
+def number_json(number: float) -> int | float:
+    """ComfyUI numbers are ints unless a client sent a fractional one."""
+    return int(number) if float(number).is_integer() else number
+
+
+@dataclass
+class QueueItem:
+    prompt_id: str
+    number: float
+    prompt: dict
+    extra_data: dict
+    outputs: list[str]  # output node ids to execute
+    client_id: str | None
+    attempts: int = 0
+
+    def as_list(self) -> list:
+        """ComfyUI's queue/history tuple: [number, prompt_id, prompt, extra_data, outputs]."""
+        return [number_json(self.number), self.prompt_id, self.prompt, self.extra_data,
+                self.outputs]
+
+
+class DuplicatePromptId(ValueError):
+    pass
+
+
+class PromptQueue:
+    def __init__(self, db: Database, history_max_items: int = 10_000):
+        self.db = db
+        self.history_max_items = history_max_items
+        self._cond = threading.Condition()
+        self._generation = 0  # bumped on every enqueue: workers wait for it to change
+        self._listeners: list[Callable[[], None]] = []
+
+    # -- change notification --------------------------------------------------------------
+
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """``callback()`` runs (in the changing thread) after every committed change."""
+        self._listeners.append(callback)
+
+    def _changed(self, work_added: bool = False) -> None:
+        if work_added:
+            with self._cond:
+                self._generation += 1
+                self._cond.notify_all()
+        for callback in self._listeners:
+            try:
+                callback()
+            except Exception:
+                log.exception("queue listener failed")
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def wait_for_work(self, generation: int, timeout: float | None = None) -> None:
+        """Block until something was queued after ``generation`` was read (or timeout)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._generation != generation, timeout)
+
+    def wake_all(self) -> None:
+        """Wake every waiting worker (used when stopping)."""
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+    # -- producers --------------------------------------------------------------------------
+
+    def enqueue(self, prompt_id: str, prompt: dict, extra_data: dict, outputs: list[str], *,
+                client_id: str | None = None, front: bool = False,
+                number: float | None = None) -> float:
+        """Add a prompt; returns its number. Raises DuplicatePromptId if the id is queued."""
+        prompt_text = dumps(prompt)
+        extra_text = dumps(extra_data)
+        outputs_text = dumps(outputs)
+        with self.db.tx() as c:
+            if c.execute("SELECT 1 FROM queue WHERE prompt_id = ?", (prompt_id,)).fetchone():
+                raise DuplicatePromptId(f"prompt_id {prompt_id!r} is already queued")
+            row = c.execute("SELECT value FROM meta WHERE key = 'next_number'").fetchone()
+            counter = int(row[0]) if row else 1  # from 1, so -counter is ahead
+            c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_number', ?)",
+                      (str(counter + 1),))
+            if number is None:
+                number = -counter if front else counter
+            c.execute("INSERT INTO queue (prompt_id, number, prompt, extra_data, outputs, client_id,"
+                      " created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      (prompt_id, float(number), prompt_text, extra_text, outputs_text, client_id,
+                       time.time()))
+        self._changed(work_added=True)
+        return number
+
+    # -- workers ----------------------------------------------------------------------------
+
+    def claim(self, worker_id: str) -> QueueItem | None:
+        """Atomically take the lowest-numbered pending prompt and mark it running by
+        ``worker_id``; None when nothing is pending."""
+        with self.db.tx() as c:
+            row = c.execute("SELECT seq, prompt_id, number, prompt, extra_data, outputs, client_id,"
+                            " attempts FROM queue WHERE state = 'pending' ORDER BY number, seq"
+                            " LIMIT 1").fetchone()
+            if row is None:
+                return None
+            c.execute("UPDATE queue SET state = 'running', worker = ?, claimed = ? WHERE seq = ?",
+                      (worker_id, time.time(), row[0]))
+        item = QueueItem(prompt_id=row[1], number=row[2], prompt=json.loads(row[3]),
+                         extra_data=json.loads(row[4]), outputs=json.loads(row[5]),
+                         client_id=row[6], attempts=row[7])
+        self._changed()
+        return item
+
+    def finish(self, prompt_id: str, entry: dict, status: str) -> None:
+        """Remove a finished prompt from the queue and write its history entry, atomically."""
+        with self.db.tx() as c:
+            c.execute("DELETE FROM queue WHERE prompt_id = ?", (prompt_id,))
+            write_entry(c, prompt_id, entry, status)
+            prune(c, self.history_max_items)
+        self._changed()
+
+    def release(self, prompt_id: str) -> None:
+        """Put a claimed prompt back to pending (its worker is stopping before it finished)."""
+        with self.db.tx() as c:
+            c.execute("UPDATE queue SET state = 'pending', worker = NULL, claimed = NULL"
+                      " WHERE prompt_id = ?", (prompt_id,))
+        self._changed(work_added=True)
+
+    def recover(self) -> list[str]:
+        """At start-up: prompts left running by a crash go back to pending (at the front of
+        their number order, as before). Returns the ids of prompts given up on."""
+        given_up = []
+        with self.db.tx() as c:
+            rows = c.execute("SELECT prompt_id, attempts, number, prompt, extra_data, outputs"
+                             " FROM queue WHERE state = 'running'").fetchall()
+            for prompt_id, attempts, number, prompt, extra, outputs in rows:
+                if attempts + 1 >= MAX_CRASH_ATTEMPTS:
+                    message = (f"Loom stopped {attempts + 1} times while this prompt was running;"
+                               " it was not run again")
+                    entry = {
+                        "prompt": [number_json(number), prompt_id, json.loads(prompt),
+                                   json.loads(extra), json.loads(outputs)],
+                        "outputs": {},
+                        "status": {"status_str": "error", "completed": False, "messages": [
+                            ["execution_error", {"prompt_id": prompt_id, "node_id": None,
+                                                 "node_type": None, "exception_message": message,
+                                                 "exception_type": "loom.store.Crashed",
+                                                 "traceback": [], "executed": [],
+                                                 "timestamp": int(time.time() * 1000)}]]},
+                        "meta": {},
+                    }
+                    c.execute("DELETE FROM queue WHERE prompt_id = ?", (prompt_id,))
+                    write_entry(c, prompt_id, entry, "error")
+                    given_up.append(prompt_id)
+                    log.error("Prompt %s: %s", prompt_id, message)
+                else:
+                    c.execute("UPDATE queue SET state = 'pending', worker = NULL, claimed = NULL,"
+                              " attempts = attempts + 1 WHERE prompt_id = ?", (prompt_id,))
+            if rows:
+                log.warning("Recovered %d prompt(s) that were running when Loom stopped",
+                            len(rows) - len(given_up))
+        if rows:
+            self._changed(work_added=True)
+        return given_up
+
+    # -- clients ----------------------------------------------------------------------------
+
+    def count(self) -> int:
+        """Prompts pending or running (ComfyUI's ``queue_remaining``)."""
+        with self.db.read() as c:
+            return c.execute("SELECT COUNT(*) FROM queue").fetchone()[0]
+
+    def listing_json(self) -> tuple[list[str], list[str]]:
+        """(running, pending) as JSON texts of ComfyUI's 5-element lists, in run order; built
+        from the stored JSON without decoding it (prompts can be large)."""
+        with self.db.read() as c:
+            rows = c.execute("SELECT state, number, prompt_id, prompt, extra_data, outputs"
+                             " FROM queue ORDER BY number, seq").fetchall()
+        running, pending = [], []
+        for state, number, prompt_id, prompt, extra, outputs in rows:
+            text = f"[{dumps(number_json(number))},{dumps(prompt_id)},{prompt},{extra},{outputs}]"
+            (running if state == "running" else pending).append(text)
+        return running, pending
+
+    def items(self, state: str | None = None) -> list[QueueItem]:
+        query = ("SELECT prompt_id, number, prompt, extra_data, outputs, client_id, attempts"
+                 " FROM queue")
+        args: tuple = ()
+        if state is not None:
+            query += " WHERE state = ?"
+            args = (state,)
+        with self.db.read() as c:
+            rows = c.execute(query + " ORDER BY number, seq", args).fetchall()
+        return [QueueItem(r[0], r[1], json.loads(r[2]), json.loads(r[3]), json.loads(r[4]), r[5],
+                          r[6]) for r in rows]
+
+    def state_of(self, prompt_id: str) -> str | None:
+        with self.db.read() as c:
+            row = c.execute("SELECT state FROM queue WHERE prompt_id = ?", (prompt_id,)).fetchone()
+        return row[0] if row else None
+
+    def delete_pending(self, prompt_ids: list[str]) -> int:
+        """Remove pending prompts (running ones are interrupted instead, by the caller)."""
+        with self.db.tx() as c:
+            n = 0
+            for prompt_id in prompt_ids:
+                n += c.execute("DELETE FROM queue WHERE prompt_id = ? AND state = 'pending'",
+                               (prompt_id,)).rowcount
+        if n:
+            self._changed()
+        return n
+
+    def clear_pending(self) -> int:
+        with self.db.tx() as c:
+            n = c.execute("DELETE FROM queue WHERE state = 'pending'").rowcount
+        if n:
+            self._changed()
+        return n

@@ -1,0 +1,157 @@
+"""Start the Loom server: ``python main.py --help``."""
+
+from loom.runtime import torchvision_fix  # first: before anything that may import torchvision
+
+torchvision_fix.install()
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from loom.config import REPO_ROOT, Settings  # noqa: E402
+from loom.paths import Folders  # noqa: E402
+
+log = logging.getLogger("loom")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="main.py", description="Loom: a local node-graph studio for image generation.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    net = p.add_argument_group("network and security")
+    net.add_argument("--listen", default="127.0.0.1", metavar="ADDRESS",
+                     help="address(es) to listen on, comma-separated; anything but loopback needs "
+                          "--auth-token or --auth-user")
+    net.add_argument("--port", type=int, default=8188, help="TCP port")
+    net.add_argument("--auth-token", metavar="TOKEN",
+                     help="require 'Authorization: Bearer TOKEN' (or a login with it)")
+    net.add_argument("--auth-user", metavar="USER:PASSWORD",
+                     help="require HTTP basic auth (or a login) with this user and password")
+    net.add_argument("--allow-unauthenticated-network-access", action="store_true",
+                     help="DANGEROUS: listen beyond loopback WITHOUT authentication; anyone who "
+                          "can reach this machine can run workflows and read your images")
+    net.add_argument("--allowed-origin", action="append", default=[], metavar="ORIGIN",
+                     help="an extra origin (scheme://host[:port], e.g. a reverse proxy's) allowed "
+                          "to make requests; repeatable")
+    net.add_argument("--max-upload-mb", type=int, default=100,
+                     help="largest upload (and request body) accepted, in MB")
+
+    dirs = p.add_argument_group("folders")
+    dirs.add_argument("--base-dir", type=Path, default=REPO_ROOT,
+                      help="the folder holding models/, input/, output/, temp/ and user/")
+    dirs.add_argument("--models-dir", type=Path, help="models folder (default: BASE/models)")
+    dirs.add_argument("--input-dir", type=Path, help="input folder (default: BASE/input)")
+    dirs.add_argument("--output-dir", type=Path, help="output folder (default: BASE/output)")
+    dirs.add_argument("--temp-dir", type=Path, help="temp folder (default: BASE/temp)")
+    dirs.add_argument("--user-dir", type=Path,
+                      help="user folder: the SQLite database with queue, history and saved "
+                           "workflows (default: BASE/user)")
+    dirs.add_argument("--custom-nodes-dir", type=Path,
+                      help="folder of custom node packs (default: REPO/custom_nodes)")
+    dirs.add_argument("--builtin-nodes-dir", type=Path,
+                      help="folder of the built-in node packs (default: REPO/nodes; for "
+                           "development and tests)")
+
+    run = p.add_argument_group("execution")
+    run.add_argument("--disable-custom-nodes", action="store_true",
+                     help="do not load any pack from the custom nodes folder")
+    run.add_argument("--workers", type=int, default=1,
+                     help="prompts run at the same time (each worker has its own output cache)")
+    run.add_argument("--cache-max-entries", type=int, default=10_000,
+                     help="node results kept in the output cache (per worker)")
+    run.add_argument("--cache-max-ram-mb", type=int, default=4096,
+                     help="RAM the output caches may hold in total, in MB")
+    run.add_argument("--history-max-items", type=int, default=10_000,
+                     help="finished prompts kept in the history")
+    run.add_argument("--cpu", action="store_true", help="compute on the CPU even if a GPU is present")
+
+    misc = p.add_argument_group("other")
+    misc.add_argument("--log-level", default="INFO",
+                      choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], help="log verbosity")
+    misc.add_argument("--quick-test-for-ci", action="store_true",
+                      help="start, check that the server answers and the built-in packs loaded, "
+                           "then exit (0 when all is well)")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    folders = Folders.under(args.base_dir, models_dir=args.models_dir, input_dir=args.input_dir,
+                            output_dir=args.output_dir, temp_dir=args.temp_dir,
+                            user_dir=args.user_dir)
+    settings = Settings(
+        listen=args.listen, port=args.port, auth_token=args.auth_token, auth_user=args.auth_user,
+        insecure_no_auth=args.allow_unauthenticated_network_access,
+        allowed_origins=list(args.allowed_origin), folders=folders,
+        disable_custom_nodes=args.disable_custom_nodes, workers=args.workers,
+        cache_max_entries=args.cache_max_entries, cache_max_ram_mb=args.cache_max_ram_mb,
+        max_upload_mb=args.max_upload_mb, history_max_items=args.history_max_items, cpu=args.cpu,
+        log_level=args.log_level)
+    if args.custom_nodes_dir is not None:
+        settings.custom_nodes_dir = args.custom_nodes_dir.resolve()
+    if args.builtin_nodes_dir is not None:
+        settings.builtin_nodes_dir = args.builtin_nodes_dir.resolve()
+    return settings
+
+
+async def serve(settings: Settings, quick_test: bool = False) -> int:
+    from aiohttp import web
+
+    from loom.server.app import create_app
+    from loom.server.state import STATE
+
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    hosts = [h.strip() for h in settings.listen.split(",") if h.strip()] or ["127.0.0.1"]
+    for host in hosts:
+        await web.TCPSite(runner, host, settings.port).start()
+    f = settings.folders
+    log.info("Folders: models %s | input %s | output %s | user %s", f.models_dir, f.input_dir,
+             f.output_dir, f.user_dir)
+    for host in hosts:
+        shown = f"[{host}]" if ":" in host else host
+        log.info("Loom is listening on http://%s:%d", shown, settings.port)
+    try:
+        if quick_test:
+            return await _quick_test(app[STATE], hosts[0], settings.port)
+        await asyncio.Event().wait()  # until Ctrl+C
+        return 0
+    finally:
+        await runner.cleanup()
+
+
+async def _quick_test(state, host: str, port: int) -> int:
+    import aiohttp
+
+    failed = [p.name for p in state.registry.packs.values() if p.error and p.builtin]
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    headers = {}
+    if state.settings.auth_token:
+        headers["Authorization"] = f"Bearer {state.settings.auth_token}"
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.get(f"http://{host}:{port}/object_info") as r:
+            ok = r.status == 200 and isinstance(await r.json(), dict)
+    if failed:
+        log.error("Quick test: built-in packs failed to load: %s", ", ".join(failed))
+    log.info("Quick test: %s", "OK" if ok and not failed else "FAILED")
+    return 0 if ok and not failed else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_from_args(args)
+    try:
+        return asyncio.run(serve(settings, quick_test=args.quick_test_for_ci))
+    except KeyboardInterrupt:
+        log.info("Stopped")
+        return 0
+    except OSError as e:
+        log.error("Could not start the server: %s", e)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,368 @@
+"""Start the REAL Loom server in tests and talk to it over HTTP and websocket.
+
+Reusable by every test file (``tests/conftest.py`` imports the fixtures from here):
+
+``loom_server``
+    A running server (``create_app`` + aiohttp ``AppRunner`` on ``127.0.0.1``, a free port, its
+    own event loop in a background thread) with a fresh temporary base dir, built-in packs not
+    loaded, and the test pack ``tests/fixture_nodes/`` as ``custom_nodes``. Stopped after the
+    test. It is a :class:`LoomTestServer`: ``.url``, ``.settings``, ``.app``, ``.state`` and a
+    synchronous HTTP/websocket client (the :class:`LoomClient` methods are available on it)::
+
+        def test_something(loom_server):
+            ws = loom_server.ws()                          # websocket, own clientId
+            r = loom_server.post("/prompt", json={"prompt": PROMPT, "client_id": ws.client_id})
+            assert r.status == 200, r.json()
+            events = ws.prompt_events(r.json()["prompt_id"])   # until "executing" node=None
+            entry = loom_server.wait_history(r.json()["prompt_id"])
+            assert loom_server.runs() == [...]             # which recorded test nodes ran
+
+``loom_server_factory``
+    ``loom_server_factory(**settings_overrides)`` starts a server with other settings, e.g.
+    ``auth_token="x"*20``, ``builtin=True`` (load the real ``nodes/`` packs),
+    ``custom_nodes_dir=path``, ``workers=2``; ``base_dir=path`` reuses a base dir (restart).
+    Every server it made is stopped after the test.
+
+Helpers for subprocess servers (``main.py``): :func:`free_port`, :func:`start_main`,
+:class:`LoomClient` (a client for any URL).
+
+The nodes of the test pack (IntConst, StrConst, Add, Inc, Choose, Sleep, Fail, Sink, StrSink,
+SaveText) are documented in ``tests/fixture_nodes/loom_test_nodes.py``; the recorded ones
+append to ``<temp>/fixture_runs.log``, which :meth:`LoomTestServer.runs` reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json as jsonlib
+import os
+import queue as queuelib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from loom.config import REPO_ROOT, Settings
+from loom.paths import Folders
+
+FIXTURE_NODES = Path(__file__).resolve().parent / "fixture_nodes"
+RUNS_LOG = "fixture_runs.log"
+
+__all__ = ["FIXTURE_NODES", "LoomClient", "LoomTestServer", "Response", "WsClient", "free_port",
+           "loom_server", "loom_server_factory", "make_settings", "start_main"]
+
+
+# -- a synchronous client ----------------------------------------------------------------------
+
+@dataclass
+class Response:
+    status: int
+    headers: Any  # multidict, case-insensitive
+    body: bytes
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+class _LoopThread:
+    """An event loop in a daemon thread; ``run(coro)`` waits for a coroutine's result."""
+
+    def __init__(self, name: str):
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coro, timeout: float | None = 60):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+        if not self.loop.is_running():
+            self.loop.close()
+
+
+class WsClient:
+    """A websocket connection; received messages are kept in order (binary ones as bytes)."""
+
+    def __init__(self, client: LoomClient, client_id: str | None, headers: dict | None = None):
+        self.client = client
+        self.messages: queuelib.Queue = queuelib.Queue()
+        self.received: list[Any] = []  # every message taken off the queue so far
+        self._ws = client._loop.run(self._connect(client_id, headers or {}))
+        self._reader = asyncio.run_coroutine_threadsafe(self._read(), client._loop.loop)
+        first = self.next(10)
+        assert first["type"] == "status", first
+        self.client_id = first["data"]["sid"]
+
+    async def _connect(self, client_id, headers):
+        session = await self.client._session()
+        url = "/ws" + (f"?clientId={client_id}" if client_id else "")
+        return await session.ws_connect(self.client.url + url, headers=headers, autoping=True)
+
+    async def _read(self):
+        async for msg in self._ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                self.messages.put(jsonlib.loads(msg.data))
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                self.messages.put(msg.data)
+        self.messages.put(None)  # closed
+
+    def next(self, timeout: float = 10) -> Any:
+        try:
+            msg = self.messages.get(timeout=timeout)
+        except queuelib.Empty:
+            raise TimeoutError(f"no websocket message within {timeout} s; got so far: "
+                               f"{[m.get('type') if isinstance(m, dict) else m for m in self.received]}"
+                               ) from None
+        if msg is None:
+            raise ConnectionError("websocket closed")
+        self.received.append(msg)
+        return msg
+
+    def wait_for(self, type: str, timeout: float = 10, **data_match: Any) -> dict:
+        """The next message of ``type`` whose data has the given items (others are skipped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.next(max(0.01, deadline - time.monotonic()))
+            if isinstance(msg, dict) and msg.get("type") == type and all(
+                    msg["data"].get(k) == v for k, v in data_match.items()):
+                return msg
+
+    def prompt_events(self, prompt_id: str, timeout: float = 30) -> list[dict]:
+        """The messages about ``prompt_id`` up to and including ``executing`` with node None."""
+        out = []
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.next(max(0.01, deadline - time.monotonic()))
+            if not isinstance(msg, dict) or msg["data"].get("prompt_id") != prompt_id:
+                continue
+            out.append(msg)
+            if msg["type"] == "executing" and msg["data"].get("node") is None:
+                return out
+
+    def drain(self, wait: float = 0.1) -> list[Any]:
+        """Messages that arrive within ``wait`` seconds."""
+        out = []
+        while True:
+            try:
+                out.append(self.next(wait))
+            except TimeoutError:
+                return out
+
+    def send_json(self, data: Any) -> None:
+        self.client._loop.run(self._ws.send_json(data))
+
+    def close(self) -> None:
+        try:
+            self.client._loop.run(self._ws.close(), timeout=5)
+        except Exception:
+            pass
+
+
+class LoomClient:
+    """A synchronous HTTP + websocket client for a Loom server at ``url``."""
+
+    def __init__(self, url: str, headers: dict | None = None):
+        self.url = url.rstrip("/")
+        self.headers = dict(headers or {})
+        self._loop = _LoopThread("loom-test-client")
+        self._http: aiohttp.ClientSession | None = None
+        self._sockets: list[WsClient] = []
+
+    async def _session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(headers=self.headers)
+        return self._http
+
+    async def _request(self, method, path, kwargs, timeout):
+        session = await self._session()
+        async with session.request(method, self.url + path, allow_redirects=False,
+                                   timeout=aiohttp.ClientTimeout(total=timeout), **kwargs) as r:
+            return Response(r.status, r.headers, await r.read())
+
+    def request(self, method: str, path: str, *, timeout: float = 30, **kwargs) -> Response:
+        """``kwargs`` as aiohttp's: ``json=``, ``data=`` (bytes, str or aiohttp.FormData),
+        ``params=``, ``headers=``."""
+        return self._loop.run(self._request(method, path, kwargs, timeout), timeout + 5)
+
+    def get(self, path: str, **kwargs) -> Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs) -> Response:
+        return self.request("POST", path, **kwargs)
+
+    def delete(self, path: str, **kwargs) -> Response:
+        return self.request("DELETE", path, **kwargs)
+
+    def ws(self, client_id: str | None = None, headers: dict | None = None) -> WsClient:
+        sock = WsClient(self, client_id, headers)
+        self._sockets.append(sock)
+        return sock
+
+    # -- prompt helpers -----------------------------------------------------------------------
+
+    def queue_prompt(self, prompt: dict, client_id: str | None = None, **extra) -> str:
+        r = self.post("/prompt", json={"prompt": prompt, "client_id": client_id, **extra})
+        assert r.status == 200, r.text
+        return r.json()["prompt_id"]
+
+    def wait_history(self, prompt_id: str, timeout: float = 30) -> dict:
+        """Poll ``/history/{id}`` until the entry exists; returns the entry."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.get(f"/history/{prompt_id}")
+            assert r.status == 200, r.text
+            entry = r.json().get(prompt_id)
+            if entry is not None:
+                return entry
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout} s; "
+                                   f"queue: {self.get('/queue').json()}")
+            time.sleep(0.02)
+
+    def run_prompt(self, prompt: dict, timeout: float = 30, **extra) -> dict:
+        return self.wait_history(self.queue_prompt(prompt, **extra), timeout)
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        if self._http is not None:
+            try:
+                self._loop.run(self._http.close(), timeout=5)
+            except Exception:
+                pass
+        self._loop.stop()
+
+
+# -- an in-process server ----------------------------------------------------------------------
+
+def make_settings(base_dir: Path, *, builtin: bool = False, **overrides) -> Settings:
+    """Settings for a test server under ``base_dir`` (fixture pack as custom nodes; built-in
+    packs only with ``builtin=True``)."""
+    base_dir = Path(base_dir)
+    empty = base_dir / "_no_builtin_nodes"
+    empty.mkdir(parents=True, exist_ok=True)
+    values: dict[str, Any] = {
+        "folders": Folders.under(base_dir),
+        "custom_nodes_dir": FIXTURE_NODES,
+        "builtin_nodes_dir": REPO_ROOT / "nodes" if builtin else empty,
+        "web_dir": base_dir / "_no_web_dist",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+class LoomTestServer(LoomClient):
+    def __init__(self, settings: Settings, registry=None):
+        from loom.server.app import create_app
+
+        self.settings = settings
+        self._server_loop = _LoopThread("loom-test-server")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        settings.port = sock.getsockname()[1]
+        settings.listen = "127.0.0.1"
+
+        async def start():
+            self.app = create_app(settings, registry)
+            self.runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=5)
+            await self.runner.setup()
+            await web.SockSite(self.runner, sock).start()
+
+        self._server_loop.run(start())
+        super().__init__(f"http://127.0.0.1:{settings.port}")
+
+    @property
+    def state(self):
+        from loom.server.state import STATE
+
+        return self.app[STATE]
+
+    def runs(self) -> list[tuple[str, str, str]]:
+        """(prompt_id, node_id, class) of every recorded test node that ran, in order."""
+        path = self.settings.folders.temp_dir / RUNS_LOG
+        if not path.exists():
+            return []
+        return [tuple(line.split(" ", 2)) for line in path.read_text().splitlines() if line]
+
+    def ran(self, prompt_id: str) -> list[str]:
+        """Node ids of the recorded test nodes that ran for ``prompt_id``."""
+        return [node for pid, node, _ in self.runs() if pid == prompt_id]
+
+    def stop(self) -> None:
+        super().close()
+        try:
+            self._server_loop.run(self.runner.cleanup(), timeout=30)
+        finally:
+            self._server_loop.stop()
+
+
+@pytest.fixture
+def loom_server_factory(tmp_path):
+    servers: list[LoomTestServer] = []
+    counter = iter(range(1000))
+
+    def factory(*, base_dir: Path | None = None, registry=None, **overrides) -> LoomTestServer:
+        base = Path(base_dir) if base_dir is not None else tmp_path / f"loom{next(counter)}"
+        server = LoomTestServer(make_settings(base, **overrides), registry)
+        servers.append(server)
+        return server
+
+    yield factory
+    for server in reversed(servers):
+        server.stop()
+
+
+@pytest.fixture
+def loom_server(loom_server_factory) -> LoomTestServer:
+    return loom_server_factory()
+
+
+# -- a server in a subprocess (main.py) --------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_main(base_dir: Path, port: int, *args: str, log_path: Path | None = None,
+               timeout: float = 60) -> subprocess.Popen:
+    """Run ``main.py`` (the fixture pack as custom nodes, no built-in packs) and wait until it
+    answers. Its output goes to ``log_path`` (default ``base_dir/server.log``)."""
+    empty = Path(base_dir) / "_no_builtin_nodes"
+    empty.mkdir(parents=True, exist_ok=True)
+    log_path = log_path or Path(base_dir) / "server.log"
+    log = open(log_path, "ab")
+    cmd = [sys.executable, str(REPO_ROOT / "main.py"), "--port", str(port), "--base-dir",
+           str(base_dir), "--custom-nodes-dir", str(FIXTURE_NODES), "--builtin-nodes-dir",
+           str(empty), *args]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    log.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"main.py exited with {proc.returncode}:\n{log_path.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise TimeoutError(f"main.py did not start within {timeout} s:\n{log_path.read_text()}")

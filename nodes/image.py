@@ -128,7 +128,9 @@ def file_fingerprint(path: Path) -> str:
     return digest
 
 
-def _missing_image_message(ctx: Any, name: str) -> str | None:
+def _missing_image_message(ctx: Any, name: Any) -> str | None:
+    if not isinstance(name, str):
+        return None
     try:
         path = _input_path(ctx, name)
     except UnsafePathError as e:
@@ -141,13 +143,23 @@ def _missing_image_message(ctx: Any, name: str) -> str | None:
     return None
 
 
+class InputImage(Combo):
+    """A combo of the images in the input folder; an unknown name gets an error saying where the
+    file should be, rather than a list of the other files."""
+
+    def __init__(self, *, tooltip: str | None = None):
+        super().__init__(list_input_images, image_upload=True, tooltip=tooltip)
+
+    def not_in_list_message(self, value: Any, choices: list[str], ctx: Any = None) -> str:
+        return _missing_image_message(ctx, value) or super().not_in_list_message(value, choices, ctx)
+
+
 class LoadImage(Node):
     """Loads an image from the input folder. MASK is 1 where the image is transparent."""
 
     category = "image"
     display_name = "Load Image"
-    inputs = {"image": Combo(list_input_images, image_upload=True,
-                             tooltip="An image in the input folder (upload one, or copy it there)")}
+    inputs = {"image": InputImage(tooltip="An image in the input folder (upload one, or copy it there)")}
     outputs = (Output("IMAGE"), Output("MASK"))
 
     @classmethod
@@ -172,7 +184,7 @@ class LoadImageMask(Node):
     category = "mask"
     display_name = "Load Image (as Mask)"
     inputs = {
-        "image": Combo(list_input_images, image_upload=True),
+        "image": InputImage(),
         "channel": Combo(["alpha", "red", "green", "blue"]),
     }
     outputs = (Output("MASK"),)

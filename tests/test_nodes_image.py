@@ -15,6 +15,7 @@ from PIL import Image
 
 from loom.engine.executor import Executor
 from loom.engine.validate import validate_prompt
+from loom.graph.errors import PromptError
 from loom.nodeapi import NodeRegistry, RunContext
 from loom.nodeapi.loader import load_packs
 from loom.paths import Folders, UnsafePathError
@@ -167,6 +168,21 @@ def test_validate_inputs_names_a_missing_file_and_refuses_traversal(ctx):
     assert "Invalid image name" in LoadImage.validate_inputs(ctx, image="../../etc/passwd")
     with pytest.raises(UnsafePathError):
         load(ctx, "../secret.png")
+
+
+def test_queueing_a_missing_image_says_where_it_should_be(ctx, folders):
+    Image.new("RGB", (2, 2)).save(folders.input_dir / "there.png")
+    registry = NodeRegistry()
+    registry.register("LoadImage", LoadImage)
+    registry.register("PreviewImage", PreviewImage)
+    prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": "gone.png"}},
+              "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+    with pytest.raises(PromptError) as err:
+        validate_prompt(prompt, registry, ctx)
+    [problem] = err.value.node_errors["1"]["errors"]
+    assert problem["type"] == "value_not_in_list"
+    assert "'gone.png' was not found in the input folder" in problem["message"]
+    assert str(folders.input_dir) in problem["message"]
 
 
 @pytest.mark.parametrize("channel,expected", [

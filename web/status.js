@@ -98,9 +98,10 @@ async function queue() {
   if (!data || typeof data !== "object" || Array.isArray(data)) {
     showError("Expected a JSON object: an API prompt or a UI workflow"); return;
   }
-  // A UI workflow goes as-is: the server converts it (and embeds it in the PNGs it saves).
+  // A UI workflow goes as-is: the server converts it to a prompt. Like ComfyUI's editor, we
+  // send it in extra_pnginfo too, so SaveImage embeds it in the PNGs.
   const body = isWorkflow(data)
-    ? { workflow: data, client_id: clientId }
+    ? { workflow: data, client_id: clientId, extra_data: { extra_pnginfo: { workflow: data } } }
     : { prompt: data, client_id: clientId };
   const res = await api("/prompt", body).catch((e) => ({ ok: false, status: 0, data: { error: { message: String(e) } } }));
   if (!res.ok) { showError(describeError(res.data, res.status)); return; }

@@ -17,6 +17,9 @@ Reusable by every test file (``tests/conftest.py`` imports the fixtures from her
             entry = loom_server.wait_history(r.json()["prompt_id"])
             assert loom_server.runs() == [...]             # which recorded test nodes ran
 
+``loom_server_shared``
+    The same, but one server per test module (faster for many small read-only tests).
+
 ``loom_server_factory``
     ``loom_server_factory(**settings_overrides)`` starts a server with other settings, e.g.
     ``auth_token="x"*20``, ``builtin=True`` (load the real ``nodes/`` packs),
@@ -57,7 +60,7 @@ FIXTURE_NODES = Path(__file__).resolve().parent / "fixture_nodes"
 RUNS_LOG = "fixture_runs.log"
 
 __all__ = ["FIXTURE_NODES", "LoomClient", "LoomTestServer", "Response", "WsClient", "free_port",
-           "loom_server", "loom_server_factory", "make_settings", "start_main"]
+           "loom_server", "loom_server_factory", "loom_server_shared", "make_settings", "start_main"]
 
 
 # -- a synchronous client ----------------------------------------------------------------------
@@ -331,6 +334,15 @@ def loom_server_factory(tmp_path):
 @pytest.fixture
 def loom_server(loom_server_factory) -> LoomTestServer:
     return loom_server_factory()
+
+
+@pytest.fixture(scope="module")
+def loom_server_shared(tmp_path_factory) -> LoomTestServer:
+    """One server for a whole test module: for tests that only read, or that do not care what
+    other tests of the module queued (starting a server costs ~0.1 s)."""
+    server = LoomTestServer(make_settings(tmp_path_factory.mktemp("loom_shared")))
+    yield server
+    server.stop()
 
 
 # -- a server in a subprocess (main.py) --------------------------------------------------------

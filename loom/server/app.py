@@ -96,9 +96,7 @@ def create_app(settings: Settings, registry: NodeRegistry | None = None) -> web.
         for route in module.routes:
             for prefix in ("", "/api"):
                 app.router.add_route(route.method, prefix + route.path, route.handler)
-    root = web_pages.web_root(settings)
-    if root.is_dir():
-        app.router.add_static("/", root, follow_symlinks=False)
+    app.router.add_get("/{path:.+}", web_pages.static_route(web_pages.web_root(settings)))
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_close_websockets)
     return app

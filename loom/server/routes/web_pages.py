@@ -7,6 +7,8 @@ from pathlib import Path
 from aiohttp import web
 
 from loom.config import REPO_ROOT, Settings
+from loom.paths import UnsafePathError, safe_join
+from loom.server.routes._common import not_found
 from loom.server.state import get_state
 
 routes = web.RouteTableDef()
@@ -27,3 +29,22 @@ async def index(request: web.Request) -> web.StreamResponse:
                                  "the HTTP API is at /prompt, /queue, /history, /object_info.",
                             content_type="text/plain")
     return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
+
+
+def static_route(root: Path):
+    """A handler for the editor's files under ``root`` (registered last, at the root only).
+
+    Our own rather than ``add_static``: a missing file must be a JSON 404 like every other, and
+    nothing outside ``root`` (or hidden) may be reached."""
+
+    async def static_file(request: web.Request) -> web.StreamResponse:
+        rel = request.match_info["path"]
+        try:
+            path = safe_join(root, rel)
+        except UnsafePathError:
+            raise not_found(f"No such file: /{rel}") from None
+        if any(part.startswith(".") for part in rel.split("/")) or not path.is_file():
+            raise not_found(f"No such file or route: /{rel}")
+        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+    return static_file

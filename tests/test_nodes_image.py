@@ -376,3 +376,38 @@ def test_load_edit_save_through_the_engine(folders):
     Image.fromarray(rng_image(6, 6, 4, seed=7), "RGBA").save(folders.input_dir / "in.png")
     third = executor.execute(validate_prompt(prompt, registry, ctx), "p3")
     assert "1" in third.executed and "1" not in third.cached
+
+
+def test_upload_load_save_and_view_over_http(loom_server_factory):
+    import io
+
+    import aiohttp
+
+    server = loom_server_factory(builtin=True)
+    arr = rng_image(5, 7, 4, seed=8)
+    buf = io.BytesIO()
+    Image.fromarray(arr, "RGBA").save(buf, format="PNG")
+    form = aiohttp.FormData()
+    form.add_field("image", buf.getvalue(), filename="upload.png", content_type="image/png")
+    form.add_field("subfolder", "tests")
+    r = server.post("/upload/image", data=form)
+    assert r.status == 200, r.text
+    name = f"{r.json()['subfolder']}/{r.json()['name']}"
+    choices = server.get("/object_info/LoadImage").json()["LoadImage"]["input"]["required"]["image"]
+    assert name in choices[0]
+
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": name}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "web/up"}},
+    }
+    entry = server.run_prompt(prompt, extra_data={"extra_pnginfo": {"workflow": WORKFLOW}})
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    [saved] = entry["outputs"]["2"]["images"]
+    assert saved == {"filename": "up_00001_.png", "subfolder": "web", "type": "output"}
+    view = server.get("/view", params=saved)
+    assert view.status == 200 and view.headers["Content-Type"] == "image/png"
+    with Image.open(io.BytesIO(view.body)) as png:
+        png.load()
+        assert json.loads(png.text["prompt"]) == prompt
+        assert json.loads(png.text["workflow"]) == WORKFLOW
+        np.testing.assert_array_equal(np.asarray(png), arr[..., :3])

@@ -275,3 +275,26 @@ def test_text_nodes_through_validation_and_the_executor(example, tmp_path):
         validate_prompt(bad, example, ctx, partial_outputs=["1"])
     [problem] = err.value.to_json()["node_errors"]["1"]["errors"]
     assert problem["type"] == "value_not_in_list" and "missing.txt" in problem["message"]
+
+
+# -- in the real server ------------------------------------------------------------------------
+
+
+def test_server_starts_with_a_broken_pack_and_can_skip_all_packs(custom_nodes, loom_server_factory):
+    write(custom_nodes, "broken.py", "raise ImportError('no module named imaginary_dependency')\n")
+    shutil.copytree(EXAMPLE, custom_nodes / "example_pack")
+
+    server = loom_server_factory(custom_nodes_dir=custom_nodes)
+    info = server.get("/object_info").json()
+    assert "ExampleJoinStrings" in info
+    assert info["ExampleJoinStrings"]["python_module"] == "custom_nodes.example_pack"
+    packs = server.state.registry.packs
+    assert "imaginary_dependency" in packs["custom_nodes.broken"].error
+    ran = server.run_prompt({"1": {"class_type": "ExampleJoinStrings",
+                                   "inputs": {"first": "a", "second": "b", "separator": "+"}}},
+                            partial_execution_targets=["1"])
+    assert ran["status"]["status_str"] == "success", ran["status"]
+
+    off = loom_server_factory(custom_nodes_dir=custom_nodes, disable_custom_nodes=True)
+    assert not any(name.startswith("Example") for name in off.get("/object_info").json())
+    assert not any(key.startswith("custom_nodes.") for key in off.state.registry.packs)

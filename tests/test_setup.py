@@ -193,3 +193,21 @@ def test_model_placeholders_and_input_folder_are_tracked():
     # and what users put there is not
     for user_file in ("models/checkpoints/x.safetensors", "input/photo.png"):
         assert subprocess.run(["git", "check-ignore", "-q", user_file], cwd=REPO).returncode == 0
+
+
+def test_main_help_explains_every_flag():
+    import main
+
+    parser = main.build_parser()
+    flags = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+    assert flags, "main.py declares no flags"
+    for action in flags:
+        assert action.help and len(action.help) > 10, f"{action.option_strings} has no help text"
+    out = subprocess.run([sys.executable, str(REPO / "main.py"), "--help"], capture_output=True,
+                         text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    for action in flags:
+        assert action.option_strings[0] in out.stdout
+    for flag in ("--listen", "--port", "--disable-custom-nodes"):
+        assert flag in out.stdout
+    assert "127.0.0.1" in out.stdout and "8188" in out.stdout

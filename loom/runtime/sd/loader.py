@@ -1,0 +1,316 @@
+"""Loading Stable Diffusion checkpoints (single files and diffusers folders) and VAE files.
+
+Everything is built from local configs (shipped or read off the file) and never fetched: the
+single-file layout is converted with diffusers' own converters (``single_file_utils``), modules
+are created without random initialisation (``init_empty_weights``) and take the file's tensors
+directly. Loaders build on the CPU in the dtypes of the device policy and hand the modules over
+in the :mod:`loom.runtime.sd.types` wrappers; the model manager moves them to the GPU when a node
+uses them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from loom.runtime.devices import DevicePolicy
+from loom.runtime.sd import detect
+from loom.runtime.sd.detect import CheckpointInfo, TextEncoderSpec
+from loom.runtime.sd.reader import ModelFileError, human_size, load_state_dict, read_metadata
+from loom.runtime.sd.shipped import base_config, clip_tokenizer
+from loom.runtime.sd.types import DiffusionModel, TextEncoder, Vae
+
+log = logging.getLogger("loom.models")
+
+Progress = Callable[[int, int], None] | None
+
+
+def _nbytes(sd: dict) -> int:
+    return sum(t.numel() * t.element_size() for t in sd.values())
+
+
+def _materialise(module: torch.nn.Module, sd: dict, what: str, dtype: torch.dtype) -> torch.nn.Module:
+    """Load ``sd`` into a module created under ``init_empty_weights`` (parameters on 'meta')."""
+    expected = set(module.state_dict().keys())
+    missing = sorted(expected - set(sd))
+    unexpected = sorted(set(sd) - expected)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} weights missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        raise ModelFileError(f"{what}: the file's weights do not fit the detected architecture: "
+                             + "; ".join(parts))
+    own = module.state_dict()
+    for key, value in sd.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise ModelFileError(f"{what}: weight {key} has shape {tuple(value.shape)}, the detected "
+                                 f"architecture expects {tuple(own[key].shape)}")
+    module.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()},
+                           strict=True, assign=True)
+    for buf in module.buffers():  # (not module.to(): diffusers warns about it needlessly)
+        if buf.is_floating_point():
+            buf.data = buf.data.to(dtype)
+    return module.eval().requires_grad_(False)
+
+
+def _empty(factory):
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        return factory()
+
+
+# -- components -------------------------------------------------------------------------------
+
+def build_unet(unet_sd: dict, config: dict, dtype: torch.dtype, what: str = "UNet"):
+    from diffusers import UNet2DConditionModel
+
+    cfg = {k: v for k, v in config.items() if not k.startswith("_")}
+    unet = _empty(lambda: UNet2DConditionModel(**cfg))
+    return _materialise(unet, unet_sd, what, dtype)
+
+
+def build_vae(vae_sd: dict, config: dict, dtype: torch.dtype, what: str = "VAE"):
+    from diffusers import AutoencoderKL
+
+    cfg = {k: v for k, v in config.items() if not k.startswith("_")}
+    vae = _empty(lambda: AutoencoderKL(**cfg))
+    return _materialise(vae, vae_sd, what, dtype)
+
+
+def build_text_encoder(te_sd: dict, config: dict, with_projection: bool, dtype: torch.dtype,
+                       what: str = "text encoder"):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
+    model = _empty(lambda: cls(CLIPTextConfig(**config)))
+    # transformers 5: CLIPTextModel has no "text_model." level, CLIPTextModelWithProjection does.
+    if hasattr(model, "text_model"):
+        te_sd = {(k if k.startswith(("text_model.", "text_projection")) else "text_model." + k): v
+                 for k, v in te_sd.items()}
+    else:
+        te_sd = {k.removeprefix("text_model."): v for k, v in te_sd.items()}
+    return _materialise(model, te_sd, what, dtype)
+
+
+def _convert_text(sd: dict, spec: TextEncoderSpec) -> dict:
+    from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint, convert_open_clip_checkpoint
+
+    sub = {k: v for k, v in sd.items() if k.startswith(spec.prefix)}
+    if spec.layout == "clip":
+        out = convert_ldm_clip_checkpoint(sub, remove_prefix=spec.prefix)
+    else:
+        class _Stub:  # the converter only reads the width from its config when the file has no projection
+            class config:
+                hidden_size = spec.config["hidden_size"]
+
+        out = convert_open_clip_checkpoint(_Stub, sub, prefix=spec.prefix)
+    n_layers = spec.config["num_hidden_layers"]
+    kept = {}
+    for key, value in out.items():
+        bare = key.removeprefix("text_model.")
+        if bare.startswith("encoder.layers."):
+            if int(bare.split(".")[2]) >= n_layers:
+                continue  # SD 2.x: the last OpenCLIP block, which SD 2.x does not use
+        elif bare == "embeddings.position_ids":
+            continue
+        elif key.startswith("text_projection") and not spec.with_projection:
+            continue
+        kept[key] = value
+    return kept
+
+
+# -- single-file checkpoints ------------------------------------------------------------------
+
+def load_checkpoint(path: str | Path, *, policy: DevicePolicy | None = None,
+                    prediction_type: str | None = None, embeddings_dir: str | None = None,
+                    progress: Progress = None, load_text: bool = True, load_vae: bool = True,
+                    ) -> tuple[DiffusionModel, TextEncoder | None, Vae | None]:
+    """MODEL, CLIP and VAE of an original-layout checkpoint (``.safetensors`` or ``.ckpt``).
+
+    ``prediction_type`` ("epsilon"/"v_prediction") overrides detection. The VAE is None when the
+    file has none.
+    """
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+
+    path = Path(path)
+    policy = policy or DevicePolicy.detect()
+    start = time.perf_counter()
+    sd = load_state_dict(path, what="checkpoint", progress=progress)
+    info = detect.detect_checkpoint(sd, name=path.name, metadata=read_metadata(path))
+    if prediction_type:
+        info.prediction_type, info.prediction_source = prediction_type, "override"
+        info.scheduler_config["prediction_type"] = prediction_type
+    log.info("%s: %s checkpoint, %s (%s)%s", path.name, info.family, info.prediction_type,
+             info.prediction_source, ", inpainting" if info.inpaint else "")
+
+    if info.family == "sdxl":
+        detect.finish_sdxl_config(info.unet_config, info.text_encoders[1].config["projection_dim"])
+    unet_sd = convert_ldm_unet_checkpoint({k: v for k, v in sd.items() if k.startswith(detect.UNET_PREFIX)},
+                                          info.unet_config)
+    log.info("  UNet: %s, %d tensors", human_size(_nbytes(unet_sd)), len(unet_sd))
+    unet = build_unet(unet_sd, info.unet_config, policy.dtype, f"{path.name} (UNet)")
+    del unet_sd
+    model = DiffusionModel(
+        unet=unet, family=info.family, prediction_type=info.prediction_type,
+        scheduler_config=info.scheduler_config, latent_scaling_factor=info.latent_scaling_factor,
+        source=str(path), options=_model_options(info))
+
+    clip = None
+    if load_text:
+        clip = _text_from_single_file(sd, info, policy, path, embeddings_dir)
+
+    vae = None
+    if load_vae and info.vae_config is not None:
+        vae_sd = {"first_stage_model." + k.removeprefix(info.vae_prefix): v
+                  for k, v in sd.items() if k.startswith(info.vae_prefix)}
+        vae_sd = convert_ldm_vae_checkpoint(vae_sd, info.vae_config)
+        log.info("  VAE: %s, %d tensors", human_size(_nbytes(vae_sd)), len(vae_sd))
+        module = build_vae(vae_sd, info.vae_config, policy.vae_dtype, f"{path.name} (VAE)")
+        vae = Vae(vae=module, family=detect.latent_space(info.family),
+                  scaling_factor=info.latent_scaling_factor,
+                  latent_channels=info.vae_config["latent_channels"], source=str(path))
+    elif load_vae:
+        log.warning("%s has no VAE weights; load one with VAELoader", path.name)
+    del sd
+    log.info("Loaded %s in %.1f s", path.name, time.perf_counter() - start)
+    return model, clip, vae
+
+
+def _model_options(info: CheckpointInfo) -> dict:
+    return {"in_channels": info.unet_config["in_channels"], "inpaint": info.inpaint,
+            "prediction_source": info.prediction_source}
+
+
+def _text_from_single_file(sd, info: CheckpointInfo, policy, path: Path, embeddings_dir):
+    encoders, tokenizers = [], []
+    for i, spec in enumerate(info.text_encoders):
+        te_sd = _convert_text(sd, spec)
+        log.info("  text encoder %d (%s, %d layers): %s", i + 1, spec.layout,
+                 spec.config["num_hidden_layers"], human_size(_nbytes(te_sd)))
+        encoders.append(build_text_encoder(te_sd, spec.config, spec.with_projection, policy.dtype,
+                                           f"{path.name} (text encoder {i + 1})"))
+        tokenizers.append(clip_tokenizer(spec.tokenizer))
+    return TextEncoder(tokenizers=tuple(tokenizers), encoders=tuple(encoders), family=info.family,
+                       embeddings_dir=embeddings_dir, source=str(path))
+
+
+# -- diffusers folders ------------------------------------------------------------------------
+
+def _family_of_folder(folder: Path, unet_cfg: dict) -> str:
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    cls = index.get("_class_name", "")
+    if "XL" in cls or unet_cfg.get("addition_embed_type") == "text_time":
+        return "sdxl"
+    ctx = unet_cfg.get("cross_attention_dim")
+    if ctx == 1024:
+        return "sd2"
+    if ctx == 768:
+        return "sd1"
+    te_cfg_path = folder / "text_encoder" / "config.json"
+    if te_cfg_path.is_file():
+        te = json.loads(te_cfg_path.read_text(encoding="utf-8"))
+        if te.get("hidden_act") == "gelu":  # OpenCLIP (SD 2.x); OpenAI CLIP uses quick_gelu
+            return "sd2"
+    return "sd1"
+
+
+def load_diffusers(folder: str | Path, *, policy: DevicePolicy | None = None,
+                   prediction_type: str | None = None, embeddings_dir: str | None = None,
+                   ) -> tuple[DiffusionModel, TextEncoder, Vae]:
+    """MODEL, CLIP and VAE of a diffusers folder (``model_index.json``, ``unet/``, ``vae/``, …)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    folder = Path(folder)
+    if not (folder / "model_index.json").is_file():
+        raise ModelFileError(f"{folder} is not a diffusers model folder (no model_index.json)")
+    for sub in ("unet", "vae", "text_encoder"):
+        if not (folder / sub).is_dir():
+            raise ModelFileError(f"{folder.name}: the diffusers folder has no {sub}/ subfolder; Loom "
+                                 "loads Stable Diffusion 1.x/2.x/SDXL pipelines")
+    policy = policy or DevicePolicy.detect()
+    start = time.perf_counter()
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=policy.dtype,
+                                                local_files_only=True).eval().requires_grad_(False)
+    family = _family_of_folder(folder, dict(unet.config))
+    vae_module = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=policy.vae_dtype,
+                                               local_files_only=True).eval().requires_grad_(False)
+    sched_path = folder / "scheduler" / "scheduler_config.json"
+    sched = (json.loads(sched_path.read_text(encoding="utf-8")) if sched_path.is_file()
+             else base_config(f"{detect.REFERENCE[family]}_scheduler"))
+    pred = prediction_type or sched.get("prediction_type", "epsilon")
+    sched["prediction_type"] = pred
+
+    encoders, tokenizers = [], []
+    names = [("text_encoder", "tokenizer", CLIPTextModel)]
+    if family == "sdxl":
+        names.append(("text_encoder_2", "tokenizer_2", CLIPTextModelWithProjection))
+    for te_name, tok_name, cls in names:
+        enc = cls.from_pretrained(folder / te_name, torch_dtype=policy.dtype, local_files_only=True)
+        encoders.append(enc.eval().requires_grad_(False))
+        if (folder / tok_name / "vocab.json").is_file():
+            tok = CLIPTokenizer.from_pretrained(folder / tok_name, local_files_only=True)
+        else:
+            tok = clip_tokenizer("open_clip" if (family == "sd2" or te_name.endswith("_2")) else "clip_l")
+        tokenizers.append(tok)
+    scaling = float(vae_module.config.get("scaling_factor", detect.LATENT_SCALE[family]))
+    model = DiffusionModel(unet=unet, family=family, prediction_type=pred, scheduler_config=sched,
+                           latent_scaling_factor=scaling, source=str(folder),
+                           options={"in_channels": unet.config.in_channels,
+                                    "inpaint": unet.config.in_channels == 9,
+                                    "prediction_source": "override" if prediction_type
+                                    else "scheduler config"})
+    clip = TextEncoder(tokenizers=tuple(tokenizers), encoders=tuple(encoders), family=family,
+                       embeddings_dir=embeddings_dir, source=str(folder))
+    vae = Vae(vae=vae_module, family=detect.latent_space(family), scaling_factor=scaling,
+              latent_channels=vae_module.config.latent_channels, source=str(folder))
+    log.info("Loaded diffusers %s model %s in %.1f s", family, folder.name, time.perf_counter() - start)
+    return model, clip, vae
+
+
+# -- VAE files --------------------------------------------------------------------------------
+
+def load_vae_file(path: str | Path, *, policy: DevicePolicy | None = None, progress: Progress = None) -> Vae:
+    """A ``VAE`` from models/vae/: original or diffusers layout, or the VAE of a full checkpoint."""
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    path = Path(path)
+    policy = policy or DevicePolicy.detect()
+    sd = load_state_dict(path, what="VAE", progress=progress)
+    metadata = read_metadata(path)
+    kind = detect.classify(sd)
+    family, sure = detect.guess_vae_family(path.name, metadata)
+    if kind == "checkpoint":
+        info = detect.detect_checkpoint(sd, name=path.name, metadata=metadata)
+        if info.vae_config is None:
+            raise ModelFileError(f"{path.name} is a {info.family} checkpoint without VAE weights")
+        family, sure = detect.latent_space(info.family), "checkpoint"
+        prefix = info.vae_prefix
+    elif kind == "vae":
+        prefix = next((p for p in detect.VAE_PREFIXES if f"{p}decoder.conv_in.weight" in sd), "")
+    else:
+        raise detect.wrong_kind_error(path.name, sd, "a VAE")
+    if "encoder.down_blocks.0.resnets.0.conv1.weight" in sd:  # diffusers layout
+        config = detect.infer_diffusers_vae_config(sd, family)
+        vae_sd = {k: v for k, v in sd.items() if k.startswith(("encoder.", "decoder.", "quant_conv",
+                                                                "post_quant_conv"))}
+    else:
+        config = detect.infer_vae_config(sd, prefix, family)
+        vae_sd = {"first_stage_model." + k.removeprefix(prefix): v for k, v in sd.items()
+                  if k.startswith(prefix) and (prefix or k.startswith(("encoder.", "decoder.", "quant_conv",
+                                                                       "post_quant_conv")))}
+        vae_sd = convert_ldm_vae_checkpoint(vae_sd, config)
+    module = build_vae(vae_sd, config, policy.vae_dtype, path.name)
+    scaling = detect.LATENT_SCALE.get(family, float(config.get("scaling_factor", 0.18215)))
+    log.info("Loaded VAE %s (%s latent space%s)", path.name, family or "unknown",
+             f", from {sure}" if sure else "")
+    return Vae(vae=module, family=family, scaling_factor=scaling,
+               latent_channels=config["latent_channels"], source=str(path))

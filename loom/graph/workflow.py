@@ -64,7 +64,10 @@ MAX_SUBGRAPH_DEPTH = 32
 
 def convert_workflow(workflow: Any, node_defs: dict[str, dict]) -> dict[str, dict]:
     """The API prompt for a UI workflow. Raises :class:`PromptError` ("invalid_workflow")."""
-    return _Converter(workflow, node_defs).convert()
+    try:
+        return _Converter(workflow, node_defs).convert()
+    except RecursionError:  # a chain of thousands of reroutes: a crafted file, not a drawing
+        raise _error("Invalid workflow: its links are chained too deep to follow") from None
 
 
 def is_ui_workflow(data: Any) -> bool:
@@ -147,12 +150,12 @@ class _Converter:
     def convert(self) -> dict[str, dict]:
         wf = self.workflow
         if not isinstance(wf, dict):
-            raise _error("Invalid workflow", f"a workflow must be a JSON object, got {type(wf).__name__}")
+            raise _error(f"Invalid workflow: it must be a JSON object, got {type(wf).__name__}")
         if not isinstance(wf.get("nodes"), list):
             if looks_like_api_prompt(wf):
                 raise _error("This is an API-format prompt, not a UI workflow",
                              "queue it as it is: POST it as {\"prompt\": ...} to /prompt")
-            raise _error("Invalid workflow", "a UI workflow has a 'nodes' list (and a 'links' list)")
+            raise _error("Invalid workflow: a UI workflow has a 'nodes' list (and a 'links' list)")
         definitions = _subgraph_definitions(wf)
         self._add_graph(wf, "", definitions, depth=0, parent_mode=MODE_ALWAYS)
         prompt: dict[str, dict] = {}
@@ -183,12 +186,13 @@ class _Converter:
     def _add_graph(self, graph: dict, scope: str, definitions: dict[str, dict], depth: int,
                    parent_mode: int) -> None:
         if depth > MAX_SUBGRAPH_DEPTH:
-            raise _error("Invalid workflow", f"subgraphs are nested more than {MAX_SUBGRAPH_DEPTH} deep "
+            raise _error(f"Invalid workflow: subgraphs are nested more than {MAX_SUBGRAPH_DEPTH} deep "
                          "(a subgraph that contains itself?)")
         where = f" in subgraph node {scope[:-1]}" if scope else ""
-        raw_links = graph.get("links") or []
+        raw_links = graph.get("links")
+        raw_links = [] if raw_links is None else raw_links
         if not isinstance(raw_links, list):
-            raise _error("Invalid workflow", f"'links'{where} must be a list")
+            raise _error(f"Invalid workflow: 'links'{where} must be a list")
         for raw in raw_links:
             link_id, link = _parse_link(raw, where)
             if link_id is not None:
@@ -196,20 +200,23 @@ class _Converter:
 
         raw_nodes = graph.get("nodes")
         if not isinstance(raw_nodes, list):
-            raise _error("Invalid workflow", f"'nodes'{where} must be a list")
+            raise _error(f"Invalid workflow: 'nodes'{where} must be a list")
         parsed: list[tuple[tuple, _Node, dict]] = []
         for index, raw in enumerate(raw_nodes):
             if not isinstance(raw, dict):
-                raise _error("Invalid workflow", f"node #{index}{where} is not an object")
+                raise _error(f"Invalid workflow: node #{index}{where} is not an object")
             node_id, node_type = raw.get("id"), raw.get("type")
             if isinstance(node_id, bool) or not isinstance(node_id, (int, str)) or node_id == "":
-                raise _error("Invalid workflow", f"node #{index}{where} has no valid 'id'")
+                raise _error(f"Invalid workflow: node #{index}{where} has no valid 'id'")
             if not isinstance(node_type, str) or not node_type:
-                raise _error("Invalid workflow", f"node {node_id}{where} has no 'type'")
+                raise _error(f"Invalid workflow: node {node_id}{where} has no 'type'")
             mode = raw.get("mode", MODE_ALWAYS)
             mode = mode if isinstance(mode, int) and not isinstance(mode, bool) else MODE_ALWAYS
             if parent_mode in (MODE_NEVER, MODE_BYPASS):
                 mode = parent_mode
+            for key in ("inputs", "outputs"):
+                if raw.get(key) is not None and not isinstance(raw[key], list):
+                    raise _error(f"Invalid workflow: '{key}' of node {node_id}{where} must be a list")
             title = raw.get("title")
             node = _Node(
                 id=scope + str(node_id), scope=scope, type=node_type, mode=mode,
@@ -218,8 +225,8 @@ class _Converter:
                 outputs=[o for o in (raw.get("outputs") or []) if isinstance(o, dict)],
                 widgets_values=raw.get("widgets_values"),
                 definition=definitions.get(node_type))
-            if node.id in self.nodes:
-                raise _error("Invalid workflow", f"two nodes have the id {node_id}{where}")
+            if node.id in self.nodes or any(other.id == node.id for _, other, _ in parsed):
+                raise _error(f"Invalid workflow: two nodes have the id {node_id}{where}")
             order = raw.get("order")
             key = (order if isinstance(order, int) and not isinstance(order, bool) else 1 << 30, index)
             parsed.append((key, node, raw))
@@ -349,7 +356,7 @@ class _Converter:
             return _Resolved("dropped", reason=f"is linked to node {node_id}, which is not in the "
                                                "workflow: reconnect it")
         if node_id in seen:
-            raise _error("Invalid workflow", f"links loop through {node.label} without reaching a node "
+            raise _error(f"Invalid workflow: links loop through {node.label} without reaching a node "
                          "that runs (a cycle of reroutes or bypassed nodes)", node_id=node_id)
         seen = seen | {node_id}
         if node.type in REROUTE_TYPES:
@@ -414,7 +421,18 @@ class _Converter:
     def _from_subgraph_input(self, instance: _Node, slot: int, seen: set[str]) -> _Resolved:
         if 0 <= slot < len(instance.inputs) and instance.inputs[slot].get("link") is not None:
             return self._follow(instance.scope, instance.inputs[slot]["link"], seen | {instance.id})
-        # Unconnected subgraph input: the inner node keeps the value of its own widget.
+        # An unconnected input that the subgraph node shows as a widget: the value is the
+        # instance's own (each use of a subgraph may set it differently). The instance saves
+        # one value per widget input, in order.
+        widget_slots = [i for i, s in enumerate(instance.inputs) if isinstance(s.get("widget"), dict)]
+        values = instance.widgets_values
+        if slot in widget_slots:
+            name = instance.inputs[slot]["widget"].get("name")
+            if isinstance(values, dict) and isinstance(name, str) and name in values:
+                return _Resolved("const", value=values[name])
+            if isinstance(values, list) and len(values) == len(widget_slots):
+                return _Resolved("const", value=values[widget_slots.index(slot)])
+        # Otherwise the inner node keeps the value of its own widget.
         return _Resolved("dropped", reason=f"comes from input {slot} of subgraph {instance.label}, "
                                            "which is not connected")
 
@@ -450,13 +468,13 @@ def _parse_link(raw: Any, where: str) -> tuple[str | None, _Link]:
     elif raw is None:  # old editors leave holes in the list
         return None, _Link("", 0, "", 0, "*")
     else:
-        raise _error("Invalid workflow", f"a link{where} is neither a list nor an object: {str(raw)[:80]}")
+        raise _error(f"Invalid workflow: a link{where} is neither a list nor an object: {str(raw)[:80]}")
     for value, what in ((link_id, "id"), (origin_id, "origin_id"), (target_id, "target_id")):
         if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise _error("Invalid workflow", f"link {link_id}{where} has no valid {what}")
+            raise _error(f"Invalid workflow: link {link_id}{where} has no valid {what}")
     for value, what in ((origin_slot, "origin_slot"), (target_slot, "target_slot")):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise _error("Invalid workflow", f"link {link_id}{where} has no valid {what}")
+            raise _error(f"Invalid workflow: link {link_id}{where} has no valid {what}")
     return str(link_id), _Link(str(origin_id), origin_slot, str(target_id), target_slot,
                                link_type if isinstance(link_type, str) else "*")
 

@@ -178,13 +178,14 @@ def token_client(folder):
 
 # -- startup ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("listen", ["127.0.0.1", "localhost", "::1", "127.0.0.2", "127.0.0.1,::1"])
+@pytest.mark.parametrize("listen", ["127.0.0.1", "localhost", "::1", "127.0.0.2", "127.0.0.1,::1", "",
+                                    " 127.0.0.1 , "])
 def test_loopback_listen_starts_without_auth(listen):
     assert listens_on_loopback_only(Settings(listen=listen))
     check_startup_security(Settings(listen=listen))
 
 
-@pytest.mark.parametrize("listen", ["0.0.0.0", "::", "", "192.168.1.20", "127.0.0.1,0.0.0.0",
+@pytest.mark.parametrize("listen", ["0.0.0.0", "::", "192.168.1.20", "127.0.0.1,0.0.0.0", ", 0.0.0.0",
                                     "myhost.example", "::ffff:10.0.0.1"])
 def test_network_listen_without_auth_is_refused(listen):
     with pytest.raises(InsecureConfigError) as info:

@@ -60,7 +60,7 @@ FILE_ROUTE_PREFIXES = ("/view", "/userdata/", "/userdata")
 INLINE_SAFE_TYPES = frozenset({
     "image/png", "image/jpeg", "image/webp", "image/gif", "image/avif", "image/bmp",
     "video/mp4", "video/webm", "audio/mpeg", "audio/wav", "audio/x-wav", "audio/flac",
-    "audio/ogg", "audio/webm", "text/plain", "application/json",
+    "audio/ogg", "audio/webm", "text/plain", "text/csv", "text/markdown", "application/json",
 })
 FILE_CSP = "default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'; sandbox"
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -87,15 +87,13 @@ class InsecureConfigError(SystemExit):
 # -- addresses ---------------------------------------------------------------------------------
 
 def listen_addresses(listen: str | Iterable[str] | None) -> list[str]:
-    """``settings.listen`` as a list: it may be one address or several, comma-separated."""
+    """``settings.listen`` as a list: one address or several, comma-separated; empty entries are
+    dropped and nothing at all means 127.0.0.1 (as main.py binds). ``None`` (aiohttp's "every
+    interface") is kept as ``""``, which counts as the network."""
     if listen is None:
         return [""]
-    if isinstance(listen, str):
-        items = listen.split(",")
-    else:
-        items = list(listen)
-    out = [str(a).strip() for a in items]
-    return out or [""]
+    items = listen.split(",") if isinstance(listen, str) else [str(a) for a in listen]
+    return [a.strip() for a in items if a.strip()] or ["127.0.0.1"]
 
 
 def is_loopback_host(host: str) -> bool:

@@ -274,6 +274,7 @@ class LoomTestServer(LoomClient):
         from loom.server.app import create_app
 
         self.settings = settings
+        self._stopped = False
         self._server_loop = _LoopThread("loom-test-server")
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -308,6 +309,10 @@ class LoomTestServer(LoomClient):
         return [node for pid, node, _ in self.runs() if pid == prompt_id]
 
     def stop(self) -> None:
+        """Stop the server (as on Ctrl+C: a running prompt goes back to the queue)."""
+        if self._stopped:
+            return
+        self._stopped = True
         super().close()
         try:
             self._server_loop.run(self.runner.cleanup(), timeout=30)

@@ -1,0 +1,149 @@
+"""Extension points of the sampling loop (ControlNet residuals, inpaint masks, …).
+
+Two ways in, both used by :func:`loom.runtime.sampling.sample`:
+
+* **Per conditioning entry** (ComfyUI's way for ControlNet): a CONDITIONING entry's dict may hold
+  ``"control"``: any object with ``unet_kwargs(call: UNetCall) -> dict | None``. The loop batches
+  entries that share a control object into one UNet call and merges what it returns into the
+  call's keyword arguments, e.g. ``down_block_additional_residuals`` /
+  ``mid_block_additional_residual`` for diffusers' ``UNet2DConditionModel``. Entries without a
+  control (often the negative prompt) go into a separate call.
+* **Per run**: :class:`SamplingHooks` objects passed to ``sample(hooks=…)`` or attached to a model
+  as ``DiffusionModel.options["sampling_hooks"]`` (a tuple). They see the run's
+  :class:`SamplingState` at the start, may add UNet kwargs to every call, and may rewrite the
+  latents after every solver step (noise-mask blending is such a hook:
+  :class:`NoiseMaskHook`).
+
+When several sources return the same UNet kwarg, tensors (and tuples of tensors) are summed,
+which is how stacked ControlNets combine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class UNetCall:
+    """One UNet evaluation, as a hook sees it (before the call)."""
+
+    step: int  # index of the solver iteration in this run (0-based)
+    timestep: torch.Tensor  # the diffusers timestep passed to the UNet
+    sigma: float  # noise level of the current sample (x0 + sigma * eps form)
+    sample: torch.Tensor  # the UNet input [n*B, C, h, w], already scaled by the scheduler
+    encoder_hidden_states: torch.Tensor  # [n*B, L, D]
+    added_cond_kwargs: dict | None  # SDXL: text_embeds, time_ids
+    entries: list[dict]  # the CONDITIONING dicts, one per chunk of B rows, in batch order
+    is_uncond: list[bool]  # per chunk: negative prompt?
+    batch_size: int  # B: rows per chunk
+    area: tuple[int, int, int, int] | None  # (h, w, y, x) in latent pixels, or None (whole latent)
+
+
+@dataclass
+class SamplingState:
+    """What hooks may read about a run. Latents are in the scheduler's own form."""
+
+    scheduler: Any
+    timesteps: torch.Tensor  # the timesteps this run iterates (after denoise / start / end)
+    levels: list[float]  # noise level (sigma) per index of ``timesteps``, plus one past the end
+    noise: torch.Tensor  # the unit-variance initial noise on the device (zeros if add_noise off)
+    latent_image: torch.Tensor  # the input latent, scaled by the model's scaling factor
+    space: str  # "ve" or "vp", see loom.runtime.sampling.schedulers.SamplerSpec
+    device: torch.device
+    extras: dict = field(default_factory=dict)
+
+    def alpha(self, index: int) -> float:
+        """Factor from the x0 + sigma * eps form to the scheduler's form at ``levels[index]``."""
+        if self.space == "ve":
+            return 1.0
+        return 1.0 / (1.0 + self.levels[index] ** 2) ** 0.5
+
+    def noised(self, latent: torch.Tensor, index: int) -> torch.Tensor:
+        """``latent`` (clean, scaled) noised with this run's noise to ``levels[index]``, in the
+        scheduler's form: what the sample would be there if the image were ``latent``."""
+        sigma = self.levels[index]
+        return (latent + self.noise * sigma) * self.alpha(index)
+
+
+class SamplingHooks:
+    """Base class: override what you need. Methods run on the sampling thread."""
+
+    def on_start(self, state: SamplingState) -> None:
+        pass
+
+    def unet_kwargs(self, call: UNetCall) -> dict | None:
+        return None
+
+    def after_step(self, step: int, index: int, latents: torch.Tensor,
+                   state: SamplingState) -> torch.Tensor:
+        """Called after each complete solver step; ``latents`` are now at ``levels[index]``."""
+        return latents
+
+    def on_end(self, latents: torch.Tensor, state: SamplingState) -> torch.Tensor:
+        """Called with the final latents in x0 + sigma * eps form (scaled)."""
+        return latents
+
+
+class NoiseMaskHook(SamplingHooks):
+    """Inpainting with a LATENT ``noise_mask`` (ComfyUI's SetLatentNoiseMask semantics).
+
+    Where the mask is 1 the sampler works freely; where it is 0 the original latent is kept:
+    after every step those pixels are reset to the original noised to the current level (the
+    way diffusers' inpaint pipeline does it for 4-channel UNets), and at the end to the clean
+    original. Values between 0 and 1 blend.
+    """
+
+    def __init__(self, mask: torch.Tensor):
+        self.mask = mask  # [B or 1, 1, h, w] at latent resolution, on the device
+
+    def after_step(self, step, index, latents, state):
+        keep = state.noised(state.latent_image, index)
+        return torch.lerp(keep, latents, self.mask.to(latents.dtype))
+
+    def on_end(self, latents, state):
+        return torch.lerp(state.latent_image, latents, self.mask.to(latents.dtype))
+
+
+def prepare_mask(mask: torch.Tensor, batch: int, height: int, width: int,
+                 device: torch.device) -> torch.Tensor:
+    """A LATENT ``noise_mask`` (``[H, W]``, ``[B, H, W]`` or ``[B, 1, H, W]``, at pixel or latent
+    resolution) as ``[B, 1, height, width]`` float32 in 0..1 on ``device``."""
+    m = mask.to(device=device, dtype=torch.float32)
+    if m.dim() == 2:
+        m = m[None, None]
+    elif m.dim() == 3:
+        m = m[:, None]
+    elif m.dim() != 4:
+        raise ValueError(f"noise_mask must have 2 to 4 dimensions, got shape {tuple(mask.shape)}")
+    if m.shape[1] != 1:
+        m = m[:, :1]
+    if m.shape[-2:] != (height, width):
+        m = torch.nn.functional.interpolate(m, size=(height, width), mode="bilinear",
+                                            align_corners=False)
+    if m.shape[0] != batch:
+        if batch % m.shape[0] != 0:
+            raise ValueError(f"noise_mask batch {m.shape[0]} does not divide latent batch {batch}")
+        m = m.repeat(batch // m.shape[0], 1, 1, 1)
+    return m.clamp(0.0, 1.0)
+
+
+def merge_unet_kwargs(into: dict, extra: dict | None) -> dict:
+    """Merge ``extra`` into ``into``; values under the same key are summed (ControlNet stacks)."""
+    if not extra:
+        return into
+    for key, value in extra.items():
+        if key not in into or into[key] is None:
+            into[key] = value
+        elif value is None:
+            continue
+        elif isinstance(value, torch.Tensor):
+            into[key] = into[key] + value
+        elif isinstance(value, Sequence):
+            into[key] = type(into[key])(a + b for a, b in zip(into[key], value, strict=True))
+        else:
+            raise TypeError(f"cannot combine two values for UNet argument {key!r}")
+    return into

@@ -1,0 +1,297 @@
+"""Loom's sampling loop over diffusers schedulers.
+
+``sample`` takes ComfyUI-shaped values (MODEL, CONDITIONING, LATENT) and KSampler's settings and
+returns a LATENT. The loop does what a diffusers Stable Diffusion pipeline does per step, in the
+same order and with the same arithmetic, so results match the pipeline to float precision:
+
+    x_in = scheduler.scale_model_input(cat([x] * n), t)
+    out  = unet(x_in, t, encoder_hidden_states=[negative rows, positive rows], added_cond_kwargs)
+    eps  = out_neg + cfg * (out_pos - out_neg)       # the negative pass is skipped at cfg == 1
+    x    = scheduler.step(eps, t, x, generator=<the seed's CPU generator>).prev_sample
+
+Steps, denoise and start/end follow ComfyUI:
+
+* ``denoise < 1`` (img2img): a schedule of ``int(steps / denoise)`` steps is built and its last
+  ``steps`` are run, after noising the input latent to the first of them (``scheduler.add_noise``).
+  This is diffusers' img2img with ``num_inference_steps=int(steps / denoise)`` and
+  ``strength=denoise`` (when ``int(that * strength) == steps``), except that the user's step count
+  is what runs, as in ComfyUI.
+* ``start_step``/``end_step`` (KSamplerAdvanced) cut a ``steps``-step schedule. Ending early with
+  ``force_full_denoise`` returns the model's clean prediction at the last step run (the solver
+  "stepping to sigma 0"); without it, the latent keeps its leftover noise.
+
+LATENT values always hold latents in the x0 + sigma * eps form, divided by the VAE scaling factor
+(ComfyUI's convention), whatever the solver's internal form: a DDIM-style ("vp") solver's sample
+alpha * (x0 + sigma * eps) is converted on the way in and out. So a KSamplerAdvanced chain can hand
+a half-denoised latent from one sampler to another.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from loom.runtime.sampling.conditioning import build_groups, prepare_entries
+from loom.runtime.sampling.hooks import (
+    NoiseMaskHook,
+    SamplingHooks,
+    SamplingState,
+    UNetCall,
+    merge_unet_kwargs,
+    prepare_mask,
+)
+from loom.runtime.sampling.noise import initial_noise, seeded_generator
+from loom.runtime.sampling.schedulers import make_scheduler
+
+ProgressCallback = Callable[[int, int], Any]
+
+_default_models = None
+_default_lock = threading.Lock()
+
+
+def default_model_manager():
+    """The model manager used when a node runs without one (unit tests, scripts)."""
+    global _default_models
+    with _default_lock:
+        if _default_models is None:
+            from loom.runtime.model_manager import ModelManager
+
+            _default_models = ModelManager()
+        return _default_models
+
+
+def schedule_window(steps: int, denoise: float, start_step: int | None,
+                    end_step: int | None) -> tuple[int, int, int]:
+    """``(total, start, end)``: build a ``total``-step schedule and run steps ``start..end-1``."""
+    if steps < 1:
+        raise ValueError("steps must be at least 1")
+    total = steps
+    if denoise < 1.0:
+        total = max(steps, int(steps / denoise)) if denoise > 0 else steps
+    start = total - steps
+    if start_step is not None:
+        start = max(start, int(start_step))
+    end = total if end_step is None else min(total, int(end_step))
+    return total, start, end
+
+
+@torch.no_grad()
+def sample(model: Any, positive: list, negative: list, latent: dict, *, seed: int, steps: int,
+           cfg: float, sampler_name: str, scheduler: str, denoise: float = 1.0,
+           start_step: int | None = None, end_step: int | None = None, add_noise: bool = True,
+           force_full_denoise: bool = True, callback: ProgressCallback | None = None,
+           hooks: Sequence[SamplingHooks] = (), models: Any = None) -> dict:
+    """Denoise ``latent`` (a LATENT dict) with ``model`` (a DiffusionModel); returns a new LATENT.
+
+    ``callback(done, total)`` runs after every solver iteration; raising from it (e.g. the
+    node's ``ctx.progress``, which raises ``Interrupted``) stops sampling there.
+    """
+    out = dict(latent)
+    if denoise <= 0.0:
+        return out
+    total, start, end = schedule_window(steps, denoise, start_step, end_step)
+    if start >= end:
+        return out
+
+    models = models if models is not None else default_model_manager()
+    all_hooks = [*model.options.get("sampling_hooks", ()), *hooks]
+    with models.use((model.unet, model.patches)):
+        samples = _run(model, positive, negative, latent, seed=seed, total=total, start=start,
+                       end=end, cfg=cfg, sampler_name=sampler_name, scheduler_name=scheduler,
+                       add_noise=add_noise, force_full_denoise=force_full_denoise,
+                       callback=callback, hooks=all_hooks, device=models.device)
+    out["samples"] = samples
+    return out
+
+
+def _run(model, positive, negative, latent, *, seed, total, start, end, cfg, sampler_name,
+         scheduler_name, add_noise, force_full_denoise, callback, hooks, device) -> torch.Tensor:
+    unet = model.unet
+    unet_dtype = next(unet.parameters()).dtype
+    sched, spec, step_kwargs = make_scheduler(model.scheduler_config, model.prediction_type,
+                                              sampler_name, scheduler_name)
+    scale = float(model.latent_scaling_factor)
+    order = int(getattr(sched, "order", 1))
+
+    # -- schedule --------------------------------------------------------------------------
+    sched.set_timesteps(total, device=device)
+    all_timesteps = sched.timesteps
+    levels = _noise_levels(sched)
+    first = start * order
+    stop = len(all_timesteps) if end == total else end * order
+    early_stop = end < total
+    clean_at_end = early_stop and force_full_denoise
+    if clean_at_end:
+        stop = (end - 1) * order + 1  # the last step ends on the clean prediction
+    timesteps = all_timesteps[first:stop]
+    if first > 0 and hasattr(sched, "set_begin_index"):
+        sched.set_begin_index(first)
+
+    # -- latents and noise ------------------------------------------------------------------
+    image = latent["samples"].to(device=device, dtype=torch.float32) * scale
+    batch, _, height, width = image.shape
+    generator = seeded_generator(seed)
+    if add_noise:
+        noise = initial_noise(image.shape, generator, latent.get("batch_index")).to(device)
+    else:
+        noise = torch.zeros_like(image)
+    state = SamplingState(scheduler=sched, timesteps=timesteps, levels=levels[first:],
+                          noise=noise, latent_image=image, space=spec.space, device=device)
+    if latent.get("noise_mask") is not None:
+        hooks = [*hooks, NoiseMaskHook(prepare_mask(latent["noise_mask"], batch, height, width,
+                                                    device))]
+
+    if add_noise and first == 0:
+        # txt2img: exactly what a diffusers pipeline starts from (randn * init_noise_sigma); a
+        # non-empty input latent is added at the first noise level (ComfyUI's behaviour).
+        x = noise * sched.init_noise_sigma + image * state.alpha(0)
+    elif add_noise:
+        # img2img / a later start: diffusers' Img2Img pipeline noises the image this way.
+        x = sched.add_noise(image, noise, timesteps[:1].repeat(batch))
+    else:
+        x = image * state.alpha(0)  # already noisy (a KSamplerAdvanced hand-over)
+
+    # -- conditioning -----------------------------------------------------------------------
+    common = dict(batch=batch, height=height, width=width, device=device, dtype=unet_dtype,
+                  unet=unet)
+    cond_entries = prepare_entries(positive, is_uncond=False, **common)
+    if not cond_entries:
+        raise ValueError("the positive conditioning is empty")
+    uncond_entries = [] if cfg == 1.0 else prepare_entries(negative, is_uncond=True, **common)
+    if cfg != 1.0 and not uncond_entries:
+        raise ValueError("the negative conditioning is empty (connect a prompt, or set cfg to 1)")
+    groups = build_groups(uncond_entries + cond_entries)
+    simple = (len(groups) == 1 and groups[0].area is None and len(cond_entries) == 1
+              and len(uncond_entries) <= 1 and not isinstance(cond_entries[0].weight, torch.Tensor)
+              and (not uncond_entries or not isinstance(uncond_entries[0].weight, torch.Tensor)))
+
+    accepts = inspect.signature(sched.step).parameters
+    if "generator" in accepts:
+        step_kwargs = {**step_kwargs, "generator": generator}
+    for h in hooks:
+        h.on_start(state)
+    unet_hooks = [h for h in hooks if type(h).unet_kwargs is not SamplingHooks.unet_kwargs]
+    step_hooks = [h for h in hooks if type(h).after_step is not SamplingHooks.after_step]
+    two_stage = hasattr(sched, "state_in_first_order")
+
+    # -- the loop ---------------------------------------------------------------------------
+    n_iter = len(timesteps)
+    for i, t in enumerate(timesteps):
+        last = i == n_iter - 1
+        model_in = sched.scale_model_input(x, t)
+        sigma = levels[first + i]
+        if simple:
+            g = groups[0]
+            n = len(g.entries)
+            x_in = torch.cat([model_in] * n) if n > 1 else model_in
+            pred = _call_unet(unet, g, x_in.to(unet_dtype), t, i, sigma, batch, unet_hooks).float()
+            if n > 1:
+                pred_uncond, pred_cond = pred.chunk(2)
+                pred = pred_uncond + cfg * (pred_cond - pred_uncond)
+        else:
+            pred = _combined_prediction(unet, groups, model_in, t, i, sigma, batch, cfg,
+                                        unet_dtype, unet_hooks)
+
+        if last and clean_at_end:
+            x = _predict_clean(x, pred, sigma, spec.space, model.prediction_type)
+            break
+        x = sched.step(pred, t, x, **step_kwargs, return_dict=False)[0]
+        if step_hooks and not last and (not two_stage or sched.state_in_first_order):
+            for h in step_hooks:
+                x = h.after_step(i, i + 1, x, state)
+        if callback is not None:
+            callback(i + 1, n_iter)
+
+    if callback is not None and clean_at_end:
+        callback(n_iter, n_iter)
+    # Back to x0 + sigma * eps: at the end of a full run sigma is ~0; after an early stop the
+    # leftover noise is at the level of the next step.
+    if early_stop and not clean_at_end:
+        x = x / state.alpha(len(timesteps))
+    for h in hooks:
+        x = h.on_end(x, state)
+    return (x / scale).to("cpu", torch.float32)
+
+
+def _call_unet(unet, group, x_in, t, step, sigma, batch, unet_hooks) -> torch.Tensor:
+    kwargs: dict = {}
+    if group.control is not None or unet_hooks:
+        call = UNetCall(step=step, timestep=t, sigma=sigma, sample=x_in,
+                        encoder_hidden_states=group.context,
+                        added_cond_kwargs=group.added_cond_kwargs, entries=group.raw,
+                        is_uncond=group.is_uncond, batch_size=batch, area=group.area)
+        if group.control is not None:
+            merge_unet_kwargs(kwargs, group.control.unet_kwargs(call))
+        for h in unet_hooks:
+            merge_unet_kwargs(kwargs, h.unet_kwargs(call))
+    return unet(x_in, t, encoder_hidden_states=group.context,
+                added_cond_kwargs=group.added_cond_kwargs, return_dict=False, **kwargs)[0]
+
+
+def _combined_prediction(unet, groups, model_in, t, step, sigma, batch, cfg, unet_dtype,
+                         unet_hooks) -> torch.Tensor:
+    """Several entries and/or areas: each entry's prediction, weight-averaged per side."""
+    sums = {False: torch.zeros_like(model_in), True: torch.zeros_like(model_in)}
+    weights = {False: torch.zeros_like(model_in[:, :1]), True: torch.zeros_like(model_in[:, :1])}
+    for g in groups:
+        if g.area is None:
+            part = model_in
+        else:
+            h, w, y, x = g.area
+            part = model_in[:, :, y:y + h, x:x + w]
+        n = len(g.entries)
+        x_in = torch.cat([part] * n) if n > 1 else part
+        out = _call_unet(unet, g, x_in.to(unet_dtype), t, step, sigma, batch, unet_hooks).float()
+        for k, e in enumerate(g.entries):
+            chunk = out[k * batch:(k + 1) * batch]
+            w = e.weight
+            if g.area is None:
+                sums[e.is_uncond] += chunk * w
+                weights[e.is_uncond] += w
+            else:
+                h, w_, y, x = g.area
+                sums[e.is_uncond][:, :, y:y + h, x:x + w_] += chunk * w
+                weights[e.is_uncond][:, :, y:y + h, x:x + w_] += w
+    cond = sums[False] / weights[False].clamp_min(1e-8)
+    if cfg == 1.0:
+        return cond
+    uncond = sums[True] / weights[True].clamp_min(1e-8)
+    # Where only one side has a prediction, the other borrows it (no guidance there).
+    cond = torch.where(weights[False] > 0, cond, uncond)
+    uncond = torch.where(weights[True] > 0, uncond, cond)
+    return uncond + cfg * (cond - uncond)
+
+
+def _predict_clean(x, pred, sigma, space, prediction_type) -> torch.Tensor:
+    """The model's x0 estimate from its output ``pred`` at noise level ``sigma``, in the
+    scheduler's form ``x`` (a step to sigma 0 by any first-order solver lands here)."""
+    if prediction_type == "sample":
+        return pred
+    if space == "ve":
+        if prediction_type == "v_prediction":
+            return pred * (-sigma / (sigma**2 + 1) ** 0.5) + x / (sigma**2 + 1)
+        return x - sigma * pred
+    alpha = 1.0 / (1.0 + sigma**2) ** 0.5
+    sigma_t = sigma * alpha
+    if prediction_type == "v_prediction":
+        return alpha * x - sigma_t * pred
+    return (x - sigma_t * pred) / alpha
+
+
+def _noise_levels(sched) -> list[float]:
+    """Sigma (x0 + sigma * eps form) for each index of ``sched.timesteps``, plus one past the
+    end. Read once on the CPU so the loop never syncs with the device for it."""
+    timesteps = sched.timesteps
+    n = len(timesteps)
+    sigmas = getattr(sched, "sigmas", None)
+    if isinstance(sigmas, torch.Tensor) and sigmas.numel() >= n:
+        values = sigmas.detach().to("cpu", torch.float64).tolist()
+        return values[:n] + [values[n] if len(values) > n else 0.0]
+    ac = sched.alphas_cumprod.to("cpu", torch.float64)
+    idx = timesteps.detach().to("cpu").round().long().clamp(0, len(ac) - 1)
+    a = ac[idx]
+    return (((1 - a) / a) ** 0.5).tolist() + [0.0]

@@ -1,0 +1,102 @@
+"""KSampler and KSamplerAdvanced: ComfyUI's sampler nodes on Loom's sampling loop.
+
+Class names, input names, defaults and outputs are ComfyUI's, so saved workflows run unchanged.
+The work is done by :func:`loom.runtime.sampling.sample`; see it for the semantics of
+``denoise``, start/end steps, noise and seeds.
+"""
+
+from __future__ import annotations
+
+from loom.nodeapi import Combo, Float, Int, Link, Node, Output
+from loom.runtime.sampling import SAMPLER_NAMES, SCHEDULER_NAMES, sample, unsupported_reason
+
+SEED_MAX = 0xFFFFFFFFFFFFFFFF
+
+
+def _sampler_inputs() -> dict:
+    return {
+        "steps": Int(20, min=1, max=10000, tooltip="Number of denoising steps."),
+        "cfg": Float(8.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                     tooltip="Classifier-free guidance scale; 1 skips the negative prompt."),
+        "sampler_name": Combo(SAMPLER_NAMES, default=SAMPLER_NAMES[0],
+                              tooltip="The solver (each maps onto a diffusers scheduler)."),
+        "scheduler": Combo(SCHEDULER_NAMES, default=SCHEDULER_NAMES[0],
+                           tooltip="How the noise levels of the steps are spaced."),
+        "positive": Link("CONDITIONING", tooltip="What the image should show."),
+        "negative": Link("CONDITIONING", tooltip="What the image should not show."),
+        "latent_image": Link("LATENT", tooltip="The latent to denoise (Empty Latent Image for "
+                                                "txt2img, a VAE-encoded image for img2img)."),
+    }
+
+
+def _check_pair(inputs: dict) -> str | None:
+    sampler, scheduler = inputs.get("sampler_name"), inputs.get("scheduler")
+    if sampler is None or scheduler is None:  # linked from another node: checked at run time
+        return None
+    return unsupported_reason(sampler, scheduler)
+
+
+def _models(ctx):
+    return getattr(ctx, "models", None)
+
+
+class KSampler(Node):
+    category = "sampling"
+    display_name = "KSampler"
+    description = "Denoises a latent with a model, guided by positive and negative conditioning."
+    inputs = {
+        "model": Link("MODEL"),
+        "seed": Int(0, min=0, max=SEED_MAX, control_after_generate=True,
+                    tooltip="The seed of the initial noise (and of ancestral/SDE solvers)."),
+        **_sampler_inputs(),
+        "denoise": Float(1.0, min=0.0, max=1.0, step=0.01,
+                         tooltip="How much of the schedule to run: below 1 keeps part of the "
+                                 "input latent (img2img)."),
+    }
+    outputs = (Output("LATENT"),)
+
+    @classmethod
+    def validate_inputs(cls, ctx, **inputs):
+        return _check_pair(inputs)
+
+    def run(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
+            latent_image, denoise=1.0):
+        out = sample(model, positive, negative, latent_image, seed=seed, steps=steps, cfg=cfg,
+                     sampler_name=sampler_name, scheduler=scheduler, denoise=denoise,
+                     callback=self.ctx.progress, models=_models(self.ctx))
+        return (out,)
+
+
+class KSamplerAdvanced(Node):
+    category = "sampling"
+    display_name = "KSampler (Advanced)"
+    description = ("KSampler with control over the noise and the part of the schedule that runs "
+                   "(for base/refiner chains).")
+    inputs = {
+        "model": Link("MODEL"),
+        "add_noise": Combo(["enable", "disable"], default="enable"),
+        "noise_seed": Int(0, min=0, max=SEED_MAX, control_after_generate=True),
+        **_sampler_inputs(),
+        "start_at_step": Int(0, min=0, max=10000),
+        "end_at_step": Int(10000, min=0, max=10000),
+        "return_with_leftover_noise": Combo(["disable", "enable"], default="disable"),
+    }
+    outputs = (Output("LATENT"),)
+
+    @classmethod
+    def validate_inputs(cls, ctx, **inputs):
+        return _check_pair(inputs)
+
+    def run(self, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive,
+            negative, latent_image, start_at_step=0, end_at_step=10000,
+            return_with_leftover_noise="disable"):
+        out = sample(model, positive, negative, latent_image, seed=noise_seed, steps=steps,
+                     cfg=cfg, sampler_name=sampler_name, scheduler=scheduler,
+                     start_step=start_at_step, end_step=end_at_step,
+                     add_noise=add_noise == "enable",
+                     force_full_denoise=return_with_leftover_noise == "disable",
+                     callback=self.ctx.progress, models=_models(self.ctx))
+        return (out,)
+
+
+NODES = [KSampler, KSamplerAdvanced]

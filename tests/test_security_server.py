@@ -399,7 +399,9 @@ def test_upload_path_traversal_contained(server, outside, fields, filename):
         reply = json.loads(data)
         assert reply["type"] == "input" and "/" not in reply["name"] and "\\" not in reply["name"]
         assert ".." not in reply["name"] and ".." not in reply["subfolder"]
-        stored = server.settings.folders.input_dir / reply["subfolder"] / reply["name"]
+        input_dir = server.settings.folders.input_dir.resolve()
+        stored = input_dir / reply["subfolder"] / reply["name"]
+        assert stored.resolve().is_relative_to(input_dir), stored
         assert stored.is_file() and not stored.is_symlink()
     else:
         assert 400 <= status < 500, (fields, filename, status, data)

@@ -24,7 +24,18 @@ from loom.engine.cache import OutputCache
 from loom.graph.errors import PromptError
 from loom.nodeapi.registry import NodeRegistry
 from loom.paths import UnsafePathError
-from loom.server.routes import files, history, nodes, prompt, queue, system, userdata, web_pages, ws
+from loom.server.routes import (
+    files,
+    history,
+    nodes,
+    prompt,
+    queue,
+    system,
+    userdata,
+    web_pages,
+    workflow,
+    ws,
+)
 from loom.server.routes._common import ApiError, error_response
 from loom.server.state import STATE, AppState, LazyModelManager
 from loom.server.worker import Worker, WorkerPool
@@ -33,13 +44,8 @@ from loom.store import Store
 
 log = logging.getLogger("loom.server")
 
-ROUTE_MODULES = [prompt, queue, history, nodes, files, system, userdata, ws, web_pages]
-try:  # the workflow routes (UI workflow -> prompt conversion) come from another module
-    from loom.server.routes import workflow
-
-    ROUTE_MODULES.insert(3, workflow)
-except ImportError:  # pragma: no cover - until loom/server/routes/workflow.py lands
-    pass
+# web_pages last: its catch-all static route must come after every other route.
+ROUTE_MODULES = [prompt, queue, history, workflow, nodes, files, system, userdata, ws, web_pages]
 
 _HTTP_ERROR_TYPES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden",
                      404: "not_found", 405: "method_not_allowed", 409: "conflict",

@@ -392,7 +392,7 @@ class SaveImage(Node):
 
 
 class PreviewImage(SaveImage):
-    """Shows images in the editor; the files go to temp/, which is emptied on start."""
+    """Shows images in the editor without keeping them: the files go to the temp folder."""
 
     display_name = "Preview Image"
     inputs = {

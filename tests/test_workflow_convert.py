@@ -147,6 +147,25 @@ def test_upload_value_comes_after_all_required_widgets(values):
     assert convert_workflow(wf, NODE_DEFS)["17"]["inputs"] == {"image": "example.png", "channel": "red"}
 
 
+UPLOAD_DEFS = {"LoadFrame": {
+    "input": {"required": {"video": [["a.mp4", "b.mp4"], {"video_upload": True}]},
+              "optional": {"frame": ["INT", {"default": 0}]}},
+    "input_order": {"required": ["video"], "optional": ["frame"]},
+    "output": ["IMAGE"], "name": "LoadFrame"}}
+
+
+@pytest.mark.parametrize("values", [["b.mp4", "video", 7], ["b.mp4", "whatever the button says", 7],
+                                    ["b.mp4", None, 7]])
+def test_upload_value_before_optional_widgets_is_skipped(values):
+    wf = {"nodes": [{"id": 1, "type": "LoadFrame", "mode": 0, "widgets_values": values}]}
+    assert convert_workflow(wf, UPLOAD_DEFS)["1"]["inputs"] == {"video": "b.mp4", "frame": 7}
+
+
+def test_missing_upload_value_before_optional_widgets():
+    wf = {"nodes": [{"id": 1, "type": "LoadFrame", "mode": 0, "widgets_values": ["b.mp4", 7]}]}
+    assert convert_workflow(wf, UPLOAD_DEFS)["1"]["inputs"] == {"video": "b.mp4", "frame": 7}
+
+
 def test_missing_widget_values_take_the_declared_defaults():
     wf = load("default_txt2img.json")
     node(wf, 3)["widgets_values"] = [7, "fixed", 30]
@@ -368,6 +387,22 @@ def test_bypass_prefers_the_input_at_the_same_index_then_the_first_connected():
     assert convert_workflow(wf, NODE_DEFS)["9"]["inputs"]["images"] == ["21", 0]
     wf = _batch_workflow(mode=0)
     assert convert_workflow(wf, NODE_DEFS)["9"]["inputs"]["images"] == ["20", 0]
+
+
+def test_bypass_output_slot_gets_the_input_at_the_same_index():
+    """A bypassed node with two IMAGE inputs and two IMAGE outputs: output 1 gets input 1."""
+    wf = _batch_workflow(mode=0)
+    wf["nodes"].append({"id": 22, "type": "PairOfImages (some pack)", "mode": 4,
+                        "inputs": [{"name": "a", "type": "IMAGE", "link": 40},
+                                   {"name": "b", "type": "IMAGE", "link": 41}],
+                        "outputs": [{"name": "A", "type": "IMAGE", "links": [42]},
+                                    {"name": "B", "type": "IMAGE", "links": [43]}]})
+    wf["links"] = [link for link in wf["links"] if link[0] not in (31, 32)]
+    wf["links"] += [[40, 8, 0, 22, 0, "IMAGE"], [41, 21, 0, 22, 1, "IMAGE"],
+                    [42, 22, 0, 20, 0, "IMAGE"], [43, 22, 1, 20, 1, "IMAGE"]]
+    node(wf, 20)["inputs"][0]["link"], node(wf, 20)["inputs"][1]["link"] = 42, 43
+    inputs = convert_workflow(wf, NODE_DEFS)["20"]["inputs"]
+    assert inputs == {"image1": ["8", 0], "image2": ["21", 0]}
 
 
 def test_bypassed_node_without_an_input_to_pass_through_is_an_error():

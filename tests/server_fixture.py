@@ -30,7 +30,7 @@ Helpers for subprocess servers (``main.py``): :func:`free_port`, :func:`start_ma
 :class:`LoomClient` (a client for any URL).
 
 The nodes of the test pack (IntConst, StrConst, Add, Inc, Choose, Sleep, Fail, Sink, StrSink,
-SaveText) are documented in ``tests/fixture_nodes/loom_test_nodes.py``; the recorded ones
+SaveText, BadUi) are documented in ``tests/fixture_nodes/loom_test_nodes.py``; the recorded ones
 append to ``<temp>/fixture_runs.log``, which :meth:`LoomTestServer.runs` reads.
 """
 

@@ -265,3 +265,16 @@ def test_output_files_are_referenced_in_history_and_served(loom_server: LoomTest
     assert r.status == 200 and r.body == b"hi there"
     leftovers = [p.name for p in loom_server.settings.folders.output_dir.iterdir()]
     assert leftovers == ["t_00000.txt"]  # no temporary files left behind
+
+
+def test_an_output_that_is_not_json_is_an_error_not_a_dead_worker(loom_server: LoomTestServer):
+    ws = loom_server.ws()
+    pid = loom_server.queue_prompt({"1": {"class_type": "BadUi", "inputs": {}}},
+                                   client_id=ws.client_id)
+    events = ws.prompt_events(pid)
+    assert types(events).count("execution_start") == 1
+    assert types(events)[-2:] == ["execution_error", "executing"]
+    entry = loom_server.wait_history(pid)
+    assert entry["status"]["status_str"] == "error"
+    assert "TypeError" in entry["status"]["messages"][-1][1]["exception_message"]
+    assert loom_server.run_prompt(const_add_sink(1))["status"]["status_str"] == "success"

@@ -226,6 +226,7 @@ def test_object_info_and_index(loom_server: LoomTestServer):
     one = loom_server.get("/object_info/Choose").json()
     assert list(one) == ["Choose"] and one["Choose"]["input"]["required"]["mode"][0] == ["a", "b"]
     assert loom_server.get("/extensions").json() == []
+    assert loom_server.get("/features").json()["max_upload_size"] == 100 * 2**20
     assert loom_server.get("/").status == 200
 
 

@@ -52,6 +52,7 @@ class Worker:
         self.current: str | None = None  # prompt id being run
         self._lock = threading.Lock()
         self._interrupt_requested = False
+        self._started = False
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_result: ExecutionResult | None = None
@@ -103,21 +104,26 @@ class Worker:
                 continue
             try:
                 self.process(item)
-            except Exception:  # a bug here must not kill the worker
+            except Exception as e:  # a bug (or an output that is not JSON) must not kill it
                 log.exception("%s failed on prompt %s", self.worker_id, item.prompt_id)
-                self._finish_with_error(item, "internal error", traceback.format_exc(), [])
+                self._finish_with_error(item, f"Loom could not complete the prompt: "
+                                        f"{type(e).__name__}: {e}", traceback.format_exc(), [])
 
     def process(self, item: QueueItem) -> None:
         with self._lock:
             self.current = item.prompt_id
             self._interrupt_requested = False
+        self._started = False  # whether execution_start went out for this prompt
         client_id = item.client_id
         deferred: list[tuple[str, dict]] = []
 
         def emit(event: str, data: dict) -> None:
-            if event == "execution_start" and self._interrupt_requested:
-                # The executor clears its interrupt flag as it starts; an interrupt that came
-                # between the claim and now must not be lost.
+            if event == "execution_start":
+                self._started = True
+            if event == "execution_start" and (self._interrupt_requested
+                                               or self._stopping.is_set()):
+                # The executor clears its interrupt flag as it starts; an interrupt (or a
+                # shutdown) that came between the claim and now must not be lost.
                 self.executor.interrupt.set()
             # Terminal events wait until history is written: a client that fetches
             # /history/{id} on "executing null" must find the entry.
@@ -190,7 +196,8 @@ class Worker:
             self.queue.finish(item.prompt_id, entry, "error")
         except Exception:
             log.exception("could not record the failure of prompt %s", item.prompt_id)
-        self.sink("execution_start", {"prompt_id": item.prompt_id}, item.client_id)
+        if not self._started:
+            self.sink("execution_start", {"prompt_id": item.prompt_id}, item.client_id)
         self.sink("execution_error", error, item.client_id)
         self.sink("executing", {"node": None, "prompt_id": item.prompt_id}, item.client_id)
 

@@ -147,4 +147,16 @@ class SaveText(_Recorded):
         return NodeResult(ui={"texts": [{"filename": name, "subfolder": "", "type": "output"}]})
 
 
-NODES = [IntConst, StrConst, Add, Inc, Choose, Sleep, Fail, Sink, StrSink, SaveText]
+class BadUi(Node):
+    """Output node whose UI output is not JSON (a set): the server must survive it."""
+
+    category = "testing"
+    output_node = True
+    inputs = {}
+    outputs = ()
+
+    def run(self):
+        return NodeResult(ui={"values": {1, 2}})
+
+
+NODES = [IntConst, StrConst, Add, Inc, Choose, Sleep, Fail, Sink, StrSink, SaveText, BadUi]

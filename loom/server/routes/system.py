@@ -65,3 +65,11 @@ async def model_files(request: web.Request) -> web.Response:
         raise not_found(f"Unknown model folder {folder!r}; known: {', '.join(MODEL_FOLDERS)}")
     folders = get_state(request).settings.folders
     return web.json_response(await asyncio.to_thread(folders.list_models, folder))
+
+
+@routes.get("/features")
+async def features(request: web.Request) -> web.Response:
+    """What this server supports (ComfyUI's feature flags, for its front end)."""
+    settings = get_state(request).settings
+    return web.json_response({"supports_preview_metadata": False,
+                              "max_upload_size": settings.max_upload_mb * 2**20})

@@ -102,7 +102,8 @@ def test_duplicate_prompt_id_while_queued(loom_server: LoomTestServer):
     loom_server.post("/interrupt")
 
 
-BAD_BODIES = [b"{not json", b"[1, 2]", b"\xff\xfe\x00", b'"text"', b"null"]
+BAD_BODIES = [b"{not json", b"[1, 2]", b"\xff\xfe\x00", b'"text"', b"null", b'{"number": NaN}',
+              b'{"prompt": {}, "extra_data": {"x": Infinity}}', b'{"number": 1e400}']
 BODY_ROUTES = ["/prompt", "/queue", "/history", "/interrupt", "/free", "/settings",
                "/api/prompt", "/api/queue"]
 

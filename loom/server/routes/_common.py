@@ -7,6 +7,7 @@ Every client mistake becomes an :class:`ApiError`, which the app's error middlew
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from aiohttp import web
@@ -42,16 +43,34 @@ async def json_body(request: web.Request, *, allow_empty: bool = False) -> dict:
         if allow_empty:
             return {}
         raise bad_request("The request body is empty; send a JSON object", "invalid_json")
-    try:
-        data = json.loads(raw)
-    except UnicodeDecodeError as e:
-        raise bad_request(f"The request body is not UTF-8 text: {e}", "invalid_json") from None
-    except json.JSONDecodeError as e:
-        raise bad_request(f"Malformed JSON in the request body: {e}", "invalid_json") from None
+    data = loads(raw)
     if not isinstance(data, dict):
         raise bad_request(f"The request body must be a JSON object, not {_json_type(data)}",
                           "invalid_json")
     return data
+
+
+def loads(raw: bytes | str):
+    """Strict JSON (no NaN or Infinity); ApiError 400 when malformed."""
+    try:
+        return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    except UnicodeDecodeError as e:
+        raise bad_request(f"The request body is not UTF-8 text: {e}", "invalid_json") from None
+    except json.JSONDecodeError as e:
+        raise bad_request(f"Malformed JSON in the request body: {e}", "invalid_json") from None
+
+
+def _reject_constant(name: str):
+    # Python's json accepts NaN and Infinity; JSON (and browsers) do not, and a stored NaN
+    # would make /queue and /history unreadable for every client.
+    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400
+        raise json.JSONDecodeError(f"{text} is out of range", text, 0)
+    return value
 
 
 def field(data: dict, name: str, types: type | tuple[type, ...], default: Any = None, *,

@@ -6,12 +6,18 @@ SQLite (see :mod:`loom.store.userdata`), so a save is atomic.
 
 from __future__ import annotations
 
-import json
 import mimetypes
 
 from aiohttp import web
 
-from loom.server.routes._common import ApiError, bad_request, json_body, not_found, query_bool
+from loom.server.routes._common import (
+    ApiError,
+    bad_request,
+    json_body,
+    loads,
+    not_found,
+    query_bool,
+)
 from loom.server.state import get_state
 from loom.store.userdata import UserData, UserFileExists, UserPathError
 
@@ -135,10 +141,7 @@ async def get_setting(request: web.Request) -> web.Response:
 @routes.post("/settings/{id}")
 async def post_setting(request: web.Request) -> web.Response:
     raw = await request.read()
-    try:
-        value = json.loads(raw) if raw.strip() else None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise bad_request(f"Malformed JSON in the request body: {e}", "invalid_json") from None
+    value = loads(raw) if raw.strip() else None
     _store(request).update_settings({request.match_info["id"]: value})
     return web.json_response({"ok": True})
 

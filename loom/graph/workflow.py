@@ -122,7 +122,7 @@ class _Resolved:
     slot: int = 0
     value: Any = None
     reason: str = ""  # for "dropped": why, naming the node responsible
-    culprit: _Node | None = None
+    culprit: _Node | None = None  # the muted/bypassed node that cut the link
 
 
 @dataclass
@@ -144,6 +144,7 @@ class _Converter:
     links: dict[tuple[str, str], _Link] = field(default_factory=dict)
     errors: dict[str, dict] = field(default_factory=dict)
     _widget_cache: dict[str, list[_WidgetSpec]] = field(default_factory=dict)
+    _linked: set[tuple[str, str]] | None = None  # (scope, node id) of every link end
 
     # -- entry ------------------------------------------------------------------------------
 
@@ -202,6 +203,7 @@ class _Converter:
         if not isinstance(raw_nodes, list):
             raise _error(f"Invalid workflow: 'nodes'{where} must be a list")
         parsed: list[tuple[tuple, _Node, dict]] = []
+        seen_ids: set[str] = set()
         for index, raw in enumerate(raw_nodes):
             if not isinstance(raw, dict):
                 raise _error(f"Invalid workflow: node #{index}{where} is not an object")
@@ -225,8 +227,9 @@ class _Converter:
                 outputs=[o for o in (raw.get("outputs") or []) if isinstance(o, dict)],
                 widgets_values=raw.get("widgets_values"),
                 definition=definitions.get(node_type))
-            if node.id in self.nodes or any(other.id == node.id for _, other, _ in parsed):
+            if node.id in self.nodes or node.id in seen_ids:
                 raise _error(f"Invalid workflow: two nodes have the id {node_id}{where}")
+            seen_ids.add(node.id)
             order = raw.get("order")
             key = (order if isinstance(order, int) and not isinstance(order, bool) else 1 << 30, index)
             parsed.append((key, node, raw))
@@ -255,7 +258,7 @@ class _Converter:
                                  "custom_nodes/ and restart, or remove the node")
             return None  # an unknown node that is not wired to anything: an editor-only note
         inputs: dict[str, Any] = {}
-        widget_values = self._widget_values(node, node_def)
+        widget_values = self._widget_values(node)
         declared = _declared_inputs(node_def)
         slots = self._input_slots(node)
         for name, optional in declared:
@@ -268,7 +271,8 @@ class _Converter:
                 inputs[name] = widget_values[name]
                 continue
             if resolved is not None and not optional:
-                self._fail(node, f"Input '{name}' of {node.label} {resolved.reason}", name)
+                culprit = {"linked_node": resolved.culprit.id} if resolved.culprit else {}
+                self._fail(node, f"Input '{name}' of {node.label} {resolved.reason}", name, **culprit)
             elif name in self._widget_names(node.type) and not optional:
                 self._fail(node, f"Widget '{name}' of {node.label} has no value in the workflow "
                                  "and no default", name)
@@ -285,9 +289,10 @@ class _Converter:
             return True
         if any(o.get("links") for o in node.outputs):
             return True
-        local_id = node.id[len(node.scope):]
-        return any(scope == node.scope and local_id in (link.origin_id, link.target_id)
-                   for (scope, _), link in self.links.items())
+        if self._linked is None:
+            self._linked = {(scope, end) for (scope, _), link in self.links.items()
+                            for end in (link.origin_id, link.target_id)}
+        return (node.scope, node.id[len(node.scope):]) in self._linked
 
     def _input_slots(self, node: _Node) -> dict[str, dict]:
         """The node's linked input sockets by input name (a widget's name when converted)."""
@@ -313,7 +318,7 @@ class _Converter:
             cached = self._widget_cache[class_type] = _widget_specs(self.node_defs[class_type])
         return cached
 
-    def _widget_values(self, node: _Node, node_def: dict) -> dict[str, Any]:
+    def _widget_values(self, node: _Node) -> dict[str, Any]:
         """Widget name -> value: the saved value, or the declared default when there is none."""
         specs = self._widget_specs(node.type)
         values = node.widgets_values

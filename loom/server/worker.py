@@ -7,9 +7,12 @@ The boundary between queue and worker is four calls on :class:`~loom.store.queue
 workers can share a queue now, and a worker per GPU, or one on another machine speaking those
 calls over a transport such as Ray, fits the same shape.
 
-A prompt is validated again when a worker claims it: node packs, model files and the registry
-may have changed since it was queued (or it was queued before a restart). A prompt that no
-longer validates gets an error history entry and an ``execution_error`` event.
+A prompt is validated again when a worker claims it if the node classes changed since it was
+queued, or it was queued before a restart (it then comes from the database). A prompt queued by
+this process with the same node classes is run as validated by ``POST /prompt`` (its
+:class:`Prevalidated` payload): validating a 1,000-node prompt twice would double the cost of a
+cached re-queue. (A model file deleted in between is then reported by the node that loads it.)
+A prompt that no longer validates gets an error history entry and an ``execution_error`` event.
 """
 
 from __future__ import annotations
@@ -19,15 +22,16 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from loom.engine.cache import OutputCache
 from loom.engine.executor import ExecutionResult, Executor
-from loom.engine.validate import validate_prompt
+from loom.engine.validate import ValidatedPrompt, validate_prompt
 from loom.graph.errors import PromptError
 from loom.nodeapi.node import RunContext
 from loom.nodeapi.registry import NodeRegistry
-from loom.store.queue import PromptQueue, QueueItem, number_json
+from loom.store.queue import PromptQueue, QueueItem
 
 log = logging.getLogger("loom.worker")
 
@@ -35,6 +39,15 @@ log = logging.getLogger("loom.worker")
 EventSink = Callable[[str, dict, "str | None"], None]
 
 TERMINAL_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
+
+
+@dataclass
+class Prevalidated:
+    """What ``POST /prompt`` hands the worker through the queue: the validated prompt and the
+    node classes it was validated against."""
+
+    prompt: ValidatedPrompt
+    classes: dict[str, type]
 
 
 class Worker:
@@ -134,8 +147,12 @@ class Worker:
 
         try:
             try:
-                validated = validate_prompt(item.prompt, self.registry, self.validation_ctx,
-                                            partial_outputs=item.outputs or None)
+                pre = item.payload
+                if isinstance(pre, Prevalidated) and pre.classes == self.registry.classes:
+                    validated = pre.prompt
+                else:
+                    validated = validate_prompt(item.prompt, self.registry, self.validation_ctx,
+                                                partial_outputs=item.outputs or None)
             except PromptError as e:
                 self._finish_with_error(item, f"{e.message}: {e.details}" if e.details else e.message,
                                         [], [], error_type="loom.graph.errors.PromptError",
@@ -148,7 +165,7 @@ class Worker:
                 # Stopped by shutdown, not by the user: run it again after the restart.
                 self.queue.release(item.prompt_id)
                 return
-            self.queue.finish(item.prompt_id, self.history_entry(item, result),
+            self.queue.finish(item, self.history_entry(item, result),
                               "success" if result.status == "success" else result.status)
             for event, data in deferred:
                 self.sink(event, data, client_id)
@@ -159,8 +176,8 @@ class Worker:
 
     @staticmethod
     def history_entry(item: QueueItem, result: ExecutionResult) -> dict:
+        """The entry without its "prompt" list, which the queue adds from the stored JSON."""
         return {
-            "prompt": item.as_list(),
             "outputs": result.outputs,
             "status": {
                 "status_str": "success" if result.status == "success" else "error",
@@ -184,8 +201,6 @@ class Worker:
         if node_errors:
             error["node_errors"] = node_errors
         entry = {
-            "prompt": [number_json(item.number), item.prompt_id, item.prompt, item.extra_data,
-                       item.outputs],
             "outputs": {},
             "status": {"status_str": "error", "completed": False, "messages": [
                 ["execution_start", {"prompt_id": item.prompt_id, "timestamp": now}],
@@ -193,7 +208,7 @@ class Worker:
             "meta": {},
         }
         try:
-            self.queue.finish(item.prompt_id, entry, "error")
+            self.queue.finish(item, entry, "error")
         except Exception:
             log.exception("could not record the failure of prompt %s", item.prompt_id)
         if not self._started:

@@ -33,12 +33,17 @@ def file_refs(outputs: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     return refs
 
 
-def write_entry(c: sqlite3.Connection, prompt_id: str, entry: dict, status: str) -> None:
-    """Insert (or replace) an entry inside the caller's transaction."""
+def write_entry(c: sqlite3.Connection, prompt_id: str, entry: dict, status: str, *,
+                prompt_json: str | None = None) -> None:
+    """Insert (or replace) an entry inside the caller's transaction. ``prompt_json``, when
+    given, is the entry's ``"prompt"`` value already encoded (``entry`` then has none)."""
+    text = dumps(entry)
+    if prompt_json is not None:
+        text = '{"prompt":' + prompt_json + ("," + text[1:] if len(text) > 2 else "}")
     c.execute("DELETE FROM history WHERE prompt_id = ?", (prompt_id,))
     c.execute("DELETE FROM history_files WHERE prompt_id = ?", (prompt_id,))
     c.execute("INSERT INTO history (prompt_id, entry, status, completed) VALUES (?, ?, ?, ?)",
-              (prompt_id, dumps(entry), status, time.time()))
+              (prompt_id, text, status, time.time()))
     refs = file_refs(entry.get("outputs") or {})
     if refs:
         c.executemany("INSERT INTO history_files (prompt_id, node_id, kind, filename, subfolder,"

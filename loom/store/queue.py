@@ -22,7 +22,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from loom.store.db import Database, dumps
 from loom.store.history import prune, write_entry
@@ -47,11 +48,23 @@ class QueueItem:
     outputs: list[str]  # output node ids to execute
     client_id: str | None
     attempts: int = 0
+    # The stored JSON of prompt, extra_data and outputs (reused for the history entry).
+    texts: tuple[str, str, str] | None = field(default=None, repr=False)
+    # What the producer attached in this process (the server: the validated prompt); None for
+    # prompts read back from the database, e.g. after a restart.
+    payload: Any = field(default=None, repr=False)
 
     def as_list(self) -> list:
         """ComfyUI's queue/history tuple: [number, prompt_id, prompt, extra_data, outputs]."""
         return [number_json(self.number), self.prompt_id, self.prompt, self.extra_data,
                 self.outputs]
+
+    def as_list_json(self) -> str:
+        """:meth:`as_list` as JSON text, without encoding the prompt again."""
+        if self.texts is None:
+            return dumps(self.as_list())
+        prompt, extra, outputs = self.texts
+        return f"[{dumps(number_json(self.number))},{dumps(self.prompt_id)},{prompt},{extra},{outputs}]"
 
 
 class DuplicatePromptId(ValueError):
@@ -65,6 +78,9 @@ class PromptQueue:
         self._cond = threading.Condition()
         self._generation = 0  # bumped on every enqueue: workers wait for it to change
         self._listeners: list[Callable[[], None]] = []
+        # prompt_id -> (prompt, extra_data, outputs, payload) of prompts queued by this process
+        # and not yet claimed: a claim skips decoding what it already has in memory.
+        self._hot: dict[str, tuple[dict, dict, list, Any]] = {}
 
     # -- change notification --------------------------------------------------------------
 
@@ -102,8 +118,11 @@ class PromptQueue:
 
     def enqueue(self, prompt_id: str, prompt: dict, extra_data: dict, outputs: list[str], *,
                 client_id: str | None = None, front: bool = False,
-                number: float | None = None) -> float:
-        """Add a prompt; returns its number. Raises DuplicatePromptId if the id is queued."""
+                number: float | None = None, payload: Any = None) -> float:
+        """Add a prompt; returns its number. Raises DuplicatePromptId if the id is queued.
+
+        ``payload`` is handed to the worker that claims the prompt in this process (it is not
+        stored: a prompt claimed after a restart has none)."""
         prompt_text = dumps(prompt)
         extra_text = dumps(extra_data)
         outputs_text = dumps(outputs)
@@ -120,6 +139,7 @@ class PromptQueue:
                       " created) VALUES (?, ?, ?, ?, ?, ?, ?)",
                       (prompt_id, float(number), prompt_text, extra_text, outputs_text, client_id,
                        time.time()))
+            self._hot[prompt_id] = (prompt, extra_data, outputs, payload)
         self._changed(work_added=True)
         return number
 
@@ -136,17 +156,30 @@ class PromptQueue:
                 return None
             c.execute("UPDATE queue SET state = 'running', worker = ?, claimed = ? WHERE seq = ?",
                       (worker_id, time.time(), row[0]))
-        item = QueueItem(prompt_id=row[1], number=row[2], prompt=json.loads(row[3]),
-                         extra_data=json.loads(row[4]), outputs=json.loads(row[5]),
-                         client_id=row[6], attempts=row[7])
+            hot = self._hot.pop(row[1], None)
+        if hot is not None:
+            prompt, extra_data, outputs, payload = hot
+        else:
+            prompt, extra_data, outputs = json.loads(row[3]), json.loads(row[4]), json.loads(row[5])
+            payload = None
+        item = QueueItem(prompt_id=row[1], number=row[2], prompt=prompt, extra_data=extra_data,
+                         outputs=outputs, client_id=row[6], attempts=row[7],
+                         texts=(row[3], row[4], row[5]), payload=payload)
         self._changed()
         return item
 
-    def finish(self, prompt_id: str, entry: dict, status: str) -> None:
-        """Remove a finished prompt from the queue and write its history entry, atomically."""
+    def finish(self, item: QueueItem | str, entry: dict, status: str) -> None:
+        """Remove a finished prompt from the queue and write its history entry, atomically.
+
+        Given the claimed ``item`` and an ``entry`` without ``"prompt"``, the entry's prompt
+        list is made from the item's stored JSON (a large prompt is not encoded again)."""
+        prompt_id = item if isinstance(item, str) else item.prompt_id
+        prompt_json = None
+        if not isinstance(item, str) and "prompt" not in entry:
+            prompt_json = item.as_list_json()
         with self.db.tx() as c:
             c.execute("DELETE FROM queue WHERE prompt_id = ?", (prompt_id,))
-            write_entry(c, prompt_id, entry, status)
+            write_entry(c, prompt_id, entry, status, prompt_json=prompt_json)
             prune(c, self.history_max_items)
         self._changed()
 
@@ -235,8 +268,11 @@ class PromptQueue:
         with self.db.tx() as c:
             n = 0
             for prompt_id in prompt_ids:
-                n += c.execute("DELETE FROM queue WHERE prompt_id = ? AND state = 'pending'",
-                               (prompt_id,)).rowcount
+                deleted = c.execute("DELETE FROM queue WHERE prompt_id = ? AND state = 'pending'",
+                                    (prompt_id,)).rowcount
+                if deleted:
+                    self._hot.pop(prompt_id, None)
+                n += deleted
         if n:
             self._changed()
         return n
@@ -244,6 +280,7 @@ class PromptQueue:
     def clear_pending(self) -> int:
         with self.db.tx() as c:
             n = c.execute("DELETE FROM queue WHERE state = 'pending'").rowcount
+            self._hot.clear()  # running prompts were claimed: none of them is hot
         if n:
             self._changed()
         return n

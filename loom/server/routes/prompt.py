@@ -12,6 +12,7 @@ from loom.engine.validate import validate_prompt
 from loom.graph.errors import PromptError
 from loom.server.routes._common import ApiError, field, json_body
 from loom.server.state import get_state
+from loom.server.worker import Prevalidated
 from loom.store.queue import DuplicatePromptId, number_json
 
 routes = web.RouteTableDef()
@@ -67,8 +68,10 @@ async def post_prompt(request: web.Request) -> web.Response:
             else None
     extra_data.setdefault("create_time", int(time.time() * 1000))
     try:
-        number = state.store.queue.enqueue(prompt_id, validated.raw, extra_data, validated.outputs,
-                                           client_id=client_id, front=front, number=number)
+        number = state.store.queue.enqueue(
+            prompt_id, validated.raw, extra_data, validated.outputs, client_id=client_id,
+            front=front, number=number,
+            payload=Prevalidated(validated, dict(state.registry.classes)))
     except DuplicatePromptId as e:
         raise ApiError(400, "duplicate_prompt_id", str(e)) from None
     return web.json_response({"prompt_id": prompt_id, "number": number_json(number),

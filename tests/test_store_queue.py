@@ -187,3 +187,20 @@ def test_schema_version_and_newer_databases(tmp_path):
     conn.close()
     with pytest.raises(RuntimeError, match="newer"):
         Database(tmp_path / "db")
+
+
+def test_payload_reaches_the_claim_in_this_process_only(tmp_path):
+    s = Store(tmp_path / "db")
+    marker = object()
+    s.queue.enqueue("a", PROMPT, {}, ["1"], payload=marker)
+    s.queue.enqueue("b", PROMPT, {}, ["1"], payload=marker)
+    item = s.queue.claim("w")
+    assert item.payload is marker and item.prompt == PROMPT
+    s.queue.finish(item, {"outputs": {}, "status": {}, "meta": {}}, "success")
+    assert s.history.get("a")["prompt"] == [1, "a", PROMPT, {}, ["1"]]
+    s.close()
+    s = Store(tmp_path / "db")  # restarted: "b" comes from the database
+    item = s.queue.claim("w")
+    assert item.prompt_id == "b" and item.payload is None and item.prompt == PROMPT
+    assert json.loads(item.as_list_json()) == item.as_list()
+    s.close()

@@ -7,6 +7,7 @@ torchvision_fix.install()
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import logging  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -116,7 +117,15 @@ async def serve(settings: Settings, quick_test: bool = False) -> int:
     try:
         if quick_test:
             return await _quick_test(app[STATE], hosts[0], settings.port)
-        await asyncio.Event().wait()  # until Ctrl+C
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):  # Windows: Ctrl+C still interrupts
+                pass
+        await stop.wait()
+        log.info("Stopping: a running prompt stays queued and runs again at the next start")
         return 0
     finally:
         await runner.cleanup()
@@ -127,10 +136,13 @@ async def _quick_test(state, host: str, port: int) -> int:
 
     failed = [p.name for p in state.registry.packs.values() if p.error and p.builtin]
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    headers = {}
+    headers, auth = {}, None
     if state.settings.auth_token:
         headers["Authorization"] = f"Bearer {state.settings.auth_token}"
-    async with aiohttp.ClientSession(headers=headers) as session:
+    elif state.settings.auth_user:
+        user, _, password = state.settings.auth_user.partition(":")
+        auth = aiohttp.BasicAuth(user, password)
+    async with aiohttp.ClientSession(headers=headers, auth=auth) as session:
         async with session.get(f"http://{host}:{port}/object_info") as r:
             ok = r.status == 200 and isinstance(await r.json(), dict)
     if failed:

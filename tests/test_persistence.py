@@ -80,3 +80,33 @@ def test_graceful_restart_requeues_the_running_prompt(loom_server_factory, tmp_p
     ws.wait_for("progress", prompt_id=running)  # it runs again
     server.post("/interrupt", json={"prompt_id": running})
     assert server.wait_history(pending)["outputs"]["3"] == {"value": [6]}
+
+
+def test_sigterm_stops_cleanly_and_the_running_prompt_runs_after_restart(tmp_path):
+    port = free_port()
+    proc = start_main(tmp_path, port)
+    client = LoomClient(f"http://127.0.0.1:{port}")
+    try:
+        ws = client.ws()
+        pid = client.queue_prompt(sleeper(60, 9), client_id=ws.client_id)
+        ws.wait_for("progress", prompt_id=pid)
+    finally:
+        client.close()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    assert "Stopping" in (tmp_path / "server.log").read_text()
+
+    client_id = ws.client_id
+    proc = start_main(tmp_path, port)
+    client = LoomClient(f"http://127.0.0.1:{port}")
+    try:
+        ws = client.ws(client_id)
+        queue = client.get("/queue").json()
+        assert [i[1] for i in queue["queue_running"] + queue["queue_pending"]] == [pid]
+        ws.wait_for("progress", prompt_id=pid)  # it runs again
+        assert client.post("/queue", json={"delete": [pid]}).status == 200  # interrupts it
+        assert client.wait_history(pid)["status"]["status_str"] == "error"
+    finally:
+        client.close()
+        proc.kill()
+        proc.wait(10)

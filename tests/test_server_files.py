@@ -235,3 +235,25 @@ def test_bodies_over_the_limit_are_refused(loom_server_factory, path):
     server = loom_server_factory(max_upload_mb=1)
     r = server.post(path, data=b"x" * (2 * 2**20 + 10))
     assert r.status == 413
+
+
+def test_extensions_of_packs_with_a_web_directory(loom_server_factory, tmp_path):
+    pack = tmp_path / "nodes" / "webpack"
+    (pack / "js" / "sub").mkdir(parents=True)
+    (pack / "__init__.py").write_text(
+        "from loom.nodeapi import Node, Output\n"
+        "class Five(Node):\n"
+        "    outputs = (Output('INT'),)\n"
+        "    def run(self):\n"
+        "        return (5,)\n"
+        "NODES = [Five]\nWEB_DIRECTORY = './js'\n")
+    (pack / "js" / "ext.js").write_text("console.log('hi')")
+    (pack / "js" / "sub" / "more.js").write_text("// more")
+    (pack / "secret.py").write_text("TOKEN = 1")
+    server = loom_server_factory(custom_nodes_dir=tmp_path / "nodes")
+    urls = server.get("/extensions").json()
+    assert urls == ["/extensions/webpack/ext.js", "/extensions/webpack/sub/more.js"]
+    r = server.get(urls[0])
+    assert r.status == 200 and r.text == "console.log('hi')"
+    assert server.get("/extensions/webpack/..%2Fsecret.py").status == 404
+    assert server.get("/extensions/nope/ext.js").status == 404

@@ -136,21 +136,27 @@ def _make_scheduler(cfg: dict):
     return cls.from_config(cfg)
 
 
-def _build(family: str, cfgs: dict) -> dict:
+def _build(family: str, cfgs: dict, empty: bool = False) -> dict:
+    """The modules of ``cfgs``; ``empty``: parameters on the meta device (no random init)."""
+    import contextlib
+
+    from accelerate import init_empty_weights
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from loom.runtime.sd.shipped import clip_tokenizer
 
-    parts = {
-        "unet": UNet2DConditionModel(**cfgs["unet"]),
-        "vae": AutoencoderKL(**cfgs["vae"]),
-        "text_encoder": CLIPTextModel(CLIPTextConfig(**cfgs["text_encoder"])),
-        "tokenizer": clip_tokenizer("open_clip" if family == "sd2v" else "clip_l"),
-        "scheduler": _make_scheduler(cfgs["scheduler"]),
-    }
+    with init_empty_weights() if empty else contextlib.nullcontext():
+        parts = {
+            "unet": UNet2DConditionModel(**cfgs["unet"]),
+            "vae": AutoencoderKL(**cfgs["vae"]),
+            "text_encoder": CLIPTextModel(CLIPTextConfig(**cfgs["text_encoder"])),
+        }
+        if family == "sdxl":
+            parts["text_encoder_2"] = CLIPTextModelWithProjection(CLIPTextConfig(**cfgs["text_encoder_2"]))
+    parts["tokenizer"] = clip_tokenizer("open_clip" if family == "sd2v" else "clip_l")
+    parts["scheduler"] = _make_scheduler(cfgs["scheduler"])
     if family == "sdxl":
-        parts["text_encoder_2"] = CLIPTextModelWithProjection(CLIPTextConfig(**cfgs["text_encoder_2"]))
         parts["tokenizer_2"] = clip_tokenizer("open_clip")
     for module in parts.values():
         if isinstance(module, torch.nn.Module):
@@ -190,9 +196,9 @@ def component_state_dicts(family: str, seed: int = 0) -> dict[str, dict[str, tor
 def tiny_components(family: str, seed: int = 0) -> dict:
     """Fresh tiny modules for ``family`` ("sd1", "sd2v", "sdxl") with deterministic weights."""
     weights = _weights(family, seed)
-    parts = _build(family, tiny_configs(family))
+    parts = _build(family, tiny_configs(family), empty=True)
     for name, sd in weights.items():
-        parts[name].load_state_dict(sd, strict=True)
+        parts[name].load_state_dict({k: v.clone() for k, v in sd.items()}, strict=True, assign=True)
     return parts
 
 

@@ -161,6 +161,9 @@ def detect_checkpoint(sd: dict, *, name: str = "checkpoint", metadata: dict | No
         family = "sd2"
     elif _starts(keys, SD1_TEXT):
         family = "sd1"
+    elif not _starts(keys, "cond_stage_model.", "conditioner.") and not _starts(keys, *VAE_PREFIXES):
+        raise ModelFileError(f"{name} has a UNet but no text encoder and no VAE: it is a UNet-only file "
+                             f"(models/unet/), not a full checkpoint for CheckpointLoaderSimple.")
     elif adm is not None and context == 2048:
         family = "sdxl"
     elif context == 1024:
@@ -210,7 +213,7 @@ def detect_prediction(sd: dict, family: str, *, name: str = "", metadata: dict) 
         # than in the 512 eps ones (a measured property of the published weights, not a rule).
         bias = sd.get(UNET_PREFIX + "output_blocks.11.1.transformer_blocks.0.norm1.bias")
         in_ch = sd[UNET_PREFIX + "input_blocks.0.0.weight"].shape[1]
-        if bias is not None and bias.numel() == 320 and in_ch == 4:
+        if bias is not None and not bias.is_meta and bias.numel() == 320 and in_ch == 4:
             if torch.std(bias.float(), unbiased=False) > 0.09:
                 return "v_prediction", "weights"
     return "epsilon", "default"

@@ -1,0 +1,200 @@
+"""Stable Diffusion loader nodes: checkpoints, diffusers folders, VAEs, LoRAs (ComfyUI's names).
+
+Loaders build models on the CPU in the device policy's dtypes and hand them to the model
+manager through the MODEL/CLIP/VAE wrappers; they never move weights to the GPU themselves.
+The engine's output cache keeps what a loader returned, and each loader's fingerprint is its
+file's (path, size, mtime), so a replaced file is loaded again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from loom.nodeapi import Boolean, Combo, Float, Link, ModelFile, Node, Output
+from loom.runtime.sd import lora as lora_mod
+from loom.runtime.sd.common import manager_of
+from loom.runtime.sd.loader import load_checkpoint, load_diffusers, load_vae_file
+from loom.runtime.sd.reader import file_fingerprint, load_state_dict
+
+
+def _resolve(ctx: Any, folder: str, name: str):
+    paths = getattr(ctx, "paths", None)
+    if paths is None:
+        raise RuntimeError(f"no models folder: the node was run without ctx.paths ({folder}/{name})")
+    return paths.resolve_model(folder, name)
+
+
+def _fingerprint(ctx: Any, folder: str, name: Any):
+    try:
+        return file_fingerprint(_resolve(ctx, folder, name))
+    except (OSError, ValueError, RuntimeError, TypeError):
+        return None
+
+
+def _embeddings_dir(ctx: Any) -> str | None:
+    paths = getattr(ctx, "paths", None)
+    try:
+        return str(paths.model_folder("embeddings")) if paths is not None else None
+    except KeyError:
+        return None
+
+
+def _progress(ctx: Any):
+    return (lambda done, total: ctx.progress(done, total)) if ctx is not None else None
+
+
+class CheckpointLoaderSimple(Node):
+    category = "loaders"
+    display_name = "Load Checkpoint"
+    description = ("Loads a Stable Diffusion checkpoint (SD 1.x, SD 2.x, SDXL; .safetensors or "
+                   ".ckpt) and gives its diffusion model, text encoder(s) and VAE.")
+    inputs = {"ckpt_name": ModelFile("checkpoints", tooltip="The checkpoint file to load.")}
+    outputs = (Output("MODEL", tooltip="The diffusion model (UNet)."),
+               Output("CLIP", tooltip="The text encoder(s) for prompts."),
+               Output("VAE", tooltip="The VAE, between images and latents."))
+
+    @classmethod
+    def fingerprint(cls, ctx, ckpt_name=None, **_):
+        return _fingerprint(ctx, "checkpoints", ckpt_name)
+
+    def run(self, ckpt_name):
+        path = _resolve(self.ctx, "checkpoints", ckpt_name)
+        model, clip, vae = load_checkpoint(path, policy=manager_of(self.ctx).policy,
+                                           embeddings_dir=_embeddings_dir(self.ctx),
+                                           progress=_progress(self.ctx))
+        return (model, clip, vae)
+
+
+class DiffusersLoader(Node):
+    category = "advanced/loaders"
+    display_name = "Diffusers Loader"
+    description = "Loads a Stable Diffusion model saved as a diffusers folder (models/diffusers/)."
+    inputs = {"model_path": ModelFile("diffusers", tooltip="A folder with model_index.json.")}
+    outputs = (Output("MODEL"), Output("CLIP"), Output("VAE"))
+
+    @classmethod
+    def fingerprint(cls, ctx, model_path=None, **_):
+        try:
+            index = _resolve(ctx, "diffusers", model_path) / "model_index.json"
+            return file_fingerprint(index)
+        except (OSError, ValueError, RuntimeError, TypeError):
+            return None
+
+    def run(self, model_path):
+        folder = _resolve(self.ctx, "diffusers", model_path)
+        return load_diffusers(folder, policy=manager_of(self.ctx).policy,
+                              embeddings_dir=_embeddings_dir(self.ctx))
+
+
+class VAELoader(Node):
+    category = "loaders"
+    display_name = "Load VAE"
+    description = "Loads a VAE file (models/vae/), e.g. to replace a checkpoint's own VAE."
+    inputs = {"vae_name": ModelFile("vae")}
+    outputs = (Output("VAE"),)
+
+    @classmethod
+    def fingerprint(cls, ctx, vae_name=None, **_):
+        return _fingerprint(ctx, "vae", vae_name)
+
+    def run(self, vae_name):
+        path = _resolve(self.ctx, "vae", vae_name)
+        return (load_vae_file(path, policy=manager_of(self.ctx).policy, progress=_progress(self.ctx)),)
+
+
+def _strength() -> Float:
+    return Float(1.0, min=-100.0, max=100.0, step=0.01)
+
+
+def _apply_lora(ctx, model, clip, lora_name: str, strength_model: float, strength_clip: float):
+    path = _resolve(ctx, "loras", lora_name)
+    sd = load_state_dict(path, what="LoRA")
+    if model is None:
+        raise ValueError("LoraLoader needs a MODEL")
+    encoders = clip.encoders if clip is not None else ()
+    if clip is not None and clip.family != model.family:
+        raise ValueError(f"The MODEL is {model.family} but the CLIP is {clip.family}: connect the "
+                         f"model and CLIP of the same checkpoint.")
+    patches = lora_mod.parse(sd, unet=model.unet, unet_config=dict(model.unet.config), encoders=encoders,
+                             family=model.family, strength_model=strength_model,
+                             strength_clip=strength_clip, name=path.name)
+    new_model = model.with_patches(tuple(patches.unet)) if strength_model != 0 else model
+    new_clip = clip
+    if clip is not None and strength_clip != 0 and patches.text:
+        new_clip = clip.replace(patches=clip.patches + tuple(patches.text))
+    return new_model, new_clip
+
+
+class LoraLoader(Node):
+    category = "loaders"
+    display_name = "Load LoRA"
+    description = ("Applies a LoRA (models/loras/, kohya or diffusers format) to the diffusion model "
+                   "and the text encoder, each with its own strength.")
+    inputs = {
+        "model": Link("MODEL", tooltip="The diffusion model the LoRA will be applied to."),
+        "clip": Link("CLIP", tooltip="The text encoder the LoRA will be applied to."),
+        "lora_name": ModelFile("loras", tooltip="The LoRA file."),
+        "strength_model": _strength(),
+        "strength_clip": _strength(),
+    }
+    outputs = (Output("MODEL"), Output("CLIP"))
+
+    @classmethod
+    def fingerprint(cls, ctx, lora_name=None, **_):
+        return _fingerprint(ctx, "loras", lora_name)
+
+    def run(self, model, clip, lora_name, strength_model=1.0, strength_clip=1.0):
+        if strength_model == 0 and strength_clip == 0:
+            return (model, clip)
+        return _apply_lora(self.ctx, model, clip, lora_name, strength_model, strength_clip)
+
+
+class LoraLoaderModelOnly(Node):
+    category = "loaders"
+    display_name = "LoraLoaderModelOnly"
+    description = "Applies a LoRA to the diffusion model only."
+    inputs = {
+        "model": Link("MODEL"),
+        "lora_name": ModelFile("loras"),
+        "strength_model": Float(1.0, min=-100.0, max=100.0, step=0.01),
+    }
+    outputs = (Output("MODEL"),)
+
+    @classmethod
+    def fingerprint(cls, ctx, lora_name=None, **_):
+        return _fingerprint(ctx, "loras", lora_name)
+
+    def run(self, model, lora_name, strength_model=1.0):
+        if strength_model == 0:
+            return (model,)
+        new_model, _ = _apply_lora(self.ctx, model, None, lora_name, strength_model, 0.0)
+        return (new_model,)
+
+
+class ModelSamplingDiscrete(Node):
+    category = "advanced/model"
+    display_name = "ModelSamplingDiscrete"
+    description = ("Overrides what the model predicts (eps or v_prediction), for checkpoints whose "
+                   "prediction type cannot be detected from the file.")
+    inputs = {
+        "model": Link("MODEL"),
+        "sampling": Combo(["eps", "v_prediction", "lcm", "x0"], default="eps"),
+        "zsnr": Boolean(False),
+    }
+    outputs = (Output("MODEL"),)
+
+    def run(self, model, sampling, zsnr=False):
+        pred = {"eps": "epsilon", "v_prediction": "v_prediction"}.get(sampling)
+        if pred is None:
+            raise ValueError(f"ModelSamplingDiscrete: sampling {sampling!r} is not supported yet "
+                             "(eps and v_prediction are)")
+        sched = dict(model.scheduler_config, prediction_type=pred)
+        if zsnr:
+            sched["rescale_betas_zero_snr"] = True
+        options = dict(model.options, prediction_source="ModelSamplingDiscrete", zsnr=bool(zsnr))
+        return (dataclasses.replace(model, prediction_type=pred, scheduler_config=sched, options=options),)
+
+
+NODES = [CheckpointLoaderSimple, DiffusersLoader, VAELoader, LoraLoader, LoraLoaderModelOnly,
+         ModelSamplingDiscrete]

@@ -1,0 +1,102 @@
+"""VAE nodes: VAEDecode, VAEEncode and their tiled variants (ComfyUI's names and inputs).
+
+LATENT holds raw latents (not multiplied by the scaling factor); IMAGE is ``[B, H, W, C]`` in 0..1.
+A latent whose channels do not fit the VAE, or (where both are known) an SD 1.x/2.x VAE with an
+SDXL model's latents and the other way round, is refused with an explanation.
+"""
+
+from __future__ import annotations
+
+from loom.nodeapi import Int, Link, Node, Output
+from loom.runtime.sd import vae as vae_ops
+from loom.runtime.sd.common import manager_of
+
+
+def _check_vae(vae) -> None:
+    if vae is None:
+        raise ValueError("The vae input is empty: the checkpoint has no VAE. Load one with Load VAE "
+                         "(VAELoader) and connect it.")
+
+
+def _samples(vae, samples: dict):
+    _check_vae(vae)
+    if not isinstance(samples, dict) or "samples" not in samples:
+        raise ValueError("expected a LATENT ({'samples': tensor})")
+    z = samples["samples"]
+    # Samplers may record which model family made a latent ("family"); a VAE from the other
+    # latent space would decode garbage.
+    vae_ops.check_latent(vae, z, samples.get("family"))
+    return z
+
+
+class VAEDecode(Node):
+    category = "latent"
+    display_name = "VAE Decode"
+    description = "Decodes latents into images."
+    inputs = {
+        "samples": Link("LATENT", tooltip="The latent to decode."),
+        "vae": Link("VAE", tooltip="The VAE of the model that made the latent."),
+    }
+    outputs = (Output("IMAGE"),)
+
+    def run(self, samples, vae):
+        z = _samples(vae, samples)
+        return (vae_ops.decode(vae, z, manager=manager_of(self.ctx)),)
+
+
+class VAEEncode(Node):
+    category = "latent"
+    display_name = "VAE Encode"
+    description = "Encodes images into latents (cropped to multiples of 8 pixels)."
+    inputs = {"pixels": Link("IMAGE"), "vae": Link("VAE")}
+    outputs = (Output("LATENT"),)
+
+    def run(self, pixels, vae):
+        _check_vae(vae)
+        return ({"samples": vae_ops.encode(vae, pixels, manager=manager_of(self.ctx))},)
+
+
+class VAEDecodeTiled(Node):
+    category = "_for_testing"
+    display_name = "VAE Decode (Tiled)"
+    description = "Decodes latents tile by tile (less memory for big images); tiles are blended."
+    inputs = {
+        "samples": Link("LATENT"),
+        "vae": Link("VAE"),
+        "tile_size": Int(512, min=64, max=4096, step=32),
+        "overlap": Int(64, min=0, max=4096, step=32),
+        "temporal_size": Int(64, min=8, max=4096, step=4, tooltip="Video VAEs only; ignored."),
+        "temporal_overlap": Int(8, min=4, max=4096, step=4, tooltip="Video VAEs only; ignored."),
+    }
+    outputs = (Output("IMAGE"),)
+
+    def run(self, samples, vae, tile_size=512, overlap=64, temporal_size=64, temporal_overlap=8):
+        z = _samples(vae, samples)
+        overlap = min(overlap, tile_size // 4)
+        return (vae_ops.decode_tiled(vae, z, tile_size=tile_size, overlap=overlap,
+                                     manager=manager_of(self.ctx), progress=self.ctx.progress),)
+
+
+class VAEEncodeTiled(Node):
+    category = "_for_testing"
+    display_name = "VAE Encode (Tiled)"
+    description = "Encodes images tile by tile (less memory for big images); tiles are blended."
+    inputs = {
+        "pixels": Link("IMAGE"),
+        "vae": Link("VAE"),
+        "tile_size": Int(512, min=64, max=4096, step=64),
+        "overlap": Int(64, min=0, max=4096, step=32),
+        "temporal_size": Int(64, min=8, max=4096, step=4, tooltip="Video VAEs only; ignored."),
+        "temporal_overlap": Int(8, min=4, max=4096, step=4, tooltip="Video VAEs only; ignored."),
+    }
+    outputs = (Output("LATENT"),)
+
+    def run(self, pixels, vae, tile_size=512, overlap=64, temporal_size=64, temporal_overlap=8):
+        _check_vae(vae)
+        overlap = min(overlap, tile_size // 4)
+        z = vae_ops.encode_tiled(vae, pixels, tile_size=tile_size, overlap=overlap,
+                                 manager=manager_of(self.ctx), progress=self.ctx.progress)
+        return ({"samples": z},)
+
+
+NODES = [VAEDecode, VAEEncode, VAEDecodeTiled, VAEEncodeTiled]

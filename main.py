@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.info("Stopped")
         return 0
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # port taken, user folder in use by another server
         log.error("Could not start the server: %s", e)
         return 1
 

@@ -288,7 +288,12 @@ class LoomTestServer(LoomClient):
             await self.runner.setup()
             await web.SockSite(self.runner, sock).start()
 
-        self._server_loop.run(start())
+        try:
+            self._server_loop.run(start())
+        except BaseException:
+            sock.close()
+            self._server_loop.stop()
+            raise
         super().__init__(f"http://127.0.0.1:{settings.port}")
 
     @property

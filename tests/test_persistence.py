@@ -6,6 +6,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from tests.server_fixture import LoomClient, free_port, start_main
 
 
@@ -110,3 +112,9 @@ def test_sigterm_stops_cleanly_and_the_running_prompt_runs_after_restart(tmp_pat
         client.close()
         proc.kill()
         proc.wait(10)
+
+
+def test_a_second_server_on_the_same_user_folder_refuses_to_start(loom_server_factory, tmp_path):
+    loom_server_factory(base_dir=tmp_path / "b")
+    with pytest.raises(RuntimeError, match="another Loom server"):
+        loom_server_factory(base_dir=tmp_path / "b")

@@ -204,3 +204,13 @@ def test_payload_reaches_the_claim_in_this_process_only(tmp_path):
     assert item.prompt_id == "b" and item.payload is None and item.prompt == PROMPT
     assert json.loads(item.as_list_json()) == item.as_list()
     s.close()
+
+
+def test_an_exclusive_store_refuses_a_second_opener(tmp_path):
+    from loom.store import StoreInUse
+
+    first = Store(tmp_path / "db", exclusive=True)
+    with pytest.raises(StoreInUse, match="another Loom server"):
+        Store(tmp_path / "db", exclusive=True)
+    first.close()
+    Store(tmp_path / "db", exclusive=True).close()

@@ -146,7 +146,8 @@ async def _lifecycle(app: web.Application):
     settings.folders.create()
     if state.load_packs:
         load_node_packs(state)
-    store = Store(settings.database_path, history_max_items=settings.history_max_items)
+    store = Store(settings.database_path, history_max_items=settings.history_max_items,
+                  exclusive=True)
     state.store = store
     store.queue.add_listener(state.hub.status_changed_threadsafe)
     state.hub.status_source = lambda: {"exec_info": {"queue_remaining": store.queue.count()}}

@@ -14,8 +14,17 @@ from loom.store.queue import PromptQueue, QueueItem
 from loom.store.userdata import UserData
 
 
+class StoreInUse(RuntimeError):
+    """Another Loom server already uses this database."""
+
+
 class Store:
-    def __init__(self, path: Path | str, *, history_max_items: int = 10_000):
+    def __init__(self, path: Path | str, *, history_max_items: int = 10_000,
+                 exclusive: bool = False):
+        """``exclusive``: hold a lock next to the database for as long as it is open, so that
+        a second server on the same user folder refuses to start (its start-up recovery would
+        put the first one's running prompts back in the queue)."""
+        self._lock_file = _lock(Path(path)) if exclusive else None
         self.db = Database(path)
         self.queue = PromptQueue(self.db, history_max_items=history_max_items)
         self.history = History(self.db, max_items=history_max_items)
@@ -23,6 +32,25 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the lock
+            self._lock_file = None
 
 
-__all__ = ["Database", "History", "PromptQueue", "QueueItem", "Store", "UserData"]
+def _lock(db_path: Path):
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(db_path.with_name(db_path.name + ".lock"), "a+b")
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory lock; SQLite still keeps the data consistent
+        return f
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise StoreInUse(f"another Loom server is using {db_path}; stop it, or give this one "
+                         "another --user-dir") from None
+    return f
+
+
+__all__ = ["Database", "History", "PromptQueue", "QueueItem", "Store", "StoreInUse", "UserData"]

@@ -26,6 +26,10 @@ Reusable by every test file (``tests/conftest.py`` imports the fixtures from her
     ``custom_nodes_dir=path``, ``workers=2``; ``base_dir=path`` reuses a base dir (restart).
     Every server it made is stopped after the test.
 
+The server's own client methods send no credentials. For a server started with auth, make
+another client: ``LoomClient(server.url, headers={"Authorization": "Bearer " + token})``
+(close it at the end of the test).
+
 Helpers for subprocess servers (``main.py``): :func:`free_port`, :func:`start_main`,
 :class:`LoomClient` (a client for any URL).
 

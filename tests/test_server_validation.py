@@ -7,6 +7,9 @@ import pytest
 from tests.server_fixture import LoomTestServer
 
 SINK = {"class_type": "Sink", "inputs": {"value": ["1", 0]}}
+# A valid prompt that would stay queued for a while (so a wrongly accepted request shows).
+OK = {"1": {"class_type": "Sleep", "inputs": {"seconds": 60}}, "2": {"class_type": "Sink", "inputs": {
+    "value": ["1", 0]}}}
 
 
 def post_prompt(server: LoomTestServer, prompt) -> tuple[int, dict]:
@@ -118,15 +121,15 @@ def test_malformed_json_bodies_give_400(loom_server_shared: LoomTestServer, path
 
 
 @pytest.mark.parametrize("path, body", [
-    ("/prompt", {"prompt": {}, "front": "yes"}),
-    ("/prompt", {"prompt": {}, "client_id": 5}),
-    ("/prompt", {"prompt": {}, "extra_data": []}),
-    ("/prompt", {"prompt": {}, "number": "1"}),
-    ("/prompt", {"prompt": {}, "number": True}),
-    ("/prompt", {"prompt": {}, "prompt_id": 12}),
-    ("/prompt", {"prompt": {}, "prompt_id": ""}),
-    ("/prompt", {"prompt": {}, "partial_execution_targets": "3"}),
-    ("/prompt", {"prompt": {}, "partial_execution_targets": [{"a": 1}]}),
+    ("/prompt", {"prompt": OK, "front": "yes"}),
+    ("/prompt", {"prompt": OK, "client_id": 5}),
+    ("/prompt", {"prompt": OK, "extra_data": []}),
+    ("/prompt", {"prompt": OK, "number": "1"}),
+    ("/prompt", {"prompt": OK, "number": True}),
+    ("/prompt", {"prompt": OK, "prompt_id": 12}),
+    ("/prompt", {"prompt": OK, "prompt_id": ""}),
+    ("/prompt", {"prompt": OK, "partial_execution_targets": "3"}),
+    ("/prompt", {"prompt": OK, "partial_execution_targets": [{"a": 1}]}),
     ("/queue", {"clear": "yes"}),
     ("/queue", {"delete": "abc"}),
     ("/queue", {"delete": [1, 2]}),
@@ -139,7 +142,9 @@ def test_malformed_json_bodies_give_400(loom_server_shared: LoomTestServer, path
 def test_wrong_types_give_400(loom_server_shared: LoomTestServer, path, body):
     r = loom_server_shared.post(path, json=body)
     assert r.status == 400, (path, body, r.text)
+    assert r.json()["error"]["type"] == "invalid_request"
     assert r.json()["error"]["message"]
+    assert loom_server_shared.get("/prompt").json()["exec_info"]["queue_remaining"] == 0
 
 
 @pytest.mark.parametrize("path", [

@@ -40,7 +40,9 @@ async def post_prompt(request: web.Request) -> web.Response:
     extra_data = field(data, "extra_data", dict, {})
     front = field(data, "front", bool, False)
     number = field(data, "number", (int, float))
-    prompt_id = field(data, "prompt_id", str) or str(uuid.uuid4())
+    prompt_id = field(data, "prompt_id", str)
+    if prompt_id is None:
+        prompt_id = str(uuid.uuid4())
     if not prompt_id.strip() or len(prompt_id) > MAX_PROMPT_ID_LENGTH:
         raise ApiError(400, "invalid_request",
                        f"'prompt_id' must be a non-empty string of at most {MAX_PROMPT_ID_LENGTH} "

@@ -278,3 +278,17 @@ def test_an_output_that_is_not_json_is_an_error_not_a_dead_worker(loom_server: L
     assert entry["status"]["status_str"] == "error"
     assert "TypeError" in entry["status"]["messages"][-1][1]["exception_message"]
     assert loom_server.run_prompt(const_add_sink(1))["status"]["status_str"] == "success"
+
+
+def test_a_reconnecting_client_learns_the_running_node(loom_server: LoomTestServer):
+    ws = loom_server.ws("tab-1")
+    pid = loom_server.queue_prompt(sleeper(60), client_id="tab-1")
+    ws.wait_for("progress", prompt_id=pid)
+    ws.close()
+    again = loom_server.ws("tab-1")
+    msg = again.next(5)
+    assert msg["type"] == "executing" and msg["data"] == {"node": "2", "display_node": "2",
+                                                          "prompt_id": pid}
+    assert all(m["type"] != "executing" for m in loom_server.ws("someone-else").drain(0.1))
+    loom_server.post("/interrupt")
+    again.wait_for("execution_interrupted", prompt_id=pid)

@@ -63,6 +63,8 @@ class Worker:
                                  settings=settings)
         self.validation_ctx = RunContext(paths=folders, models=models, settings=settings)
         self.current: str | None = None  # prompt id being run
+        self.current_client: str | None = None  # and who queued it
+        self.current_node: str | None = None  # the node it is running
         self._lock = threading.Lock()
         self._interrupt_requested = False
         self._started = False
@@ -125,6 +127,8 @@ class Worker:
     def process(self, item: QueueItem) -> None:
         with self._lock:
             self.current = item.prompt_id
+            self.current_client = item.client_id
+            self.current_node = None
             self._interrupt_requested = False
         self._started = False  # whether execution_start went out for this prompt
         client_id = item.client_id
@@ -133,6 +137,8 @@ class Worker:
         def emit(event: str, data: dict) -> None:
             if event == "execution_start":
                 self._started = True
+            elif event == "executing":
+                self.current_node = data.get("node")
             if event == "execution_start" and (self._interrupt_requested
                                                or self._stopping.is_set()):
                 # The executor clears its interrupt flag as it starts; an interrupt (or a
@@ -171,7 +177,7 @@ class Worker:
                 self.sink(event, data, client_id)
         finally:
             with self._lock:
-                self.current = None
+                self.current = self.current_client = self.current_node = None
                 self._interrupt_requested = False
 
     @staticmethod

@@ -30,6 +30,12 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     state.hub.add(conn)
     try:
         state.hub.send_status(client_id)
+        # A reconnecting tab (a page reload) learns which of its nodes is running.
+        for worker in state.workers.workers:
+            prompt_id, node = worker.current, worker.current_node
+            if prompt_id and node and worker.current_client == client_id:
+                state.hub.send("executing", {"node": node, "display_node": node,
+                                             "prompt_id": prompt_id}, client_id)
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
                 _on_message(state, conn, msg.data)

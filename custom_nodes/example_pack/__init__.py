@@ -10,5 +10,5 @@ from .text_nodes import JoinStrings, LoadTextFile
 
 NODES = [BrightnessContrast, JoinStrings, LoadTextFile]
 
-# Optional. Bump it when you release; it is shown with the pack's load report.
+# Optional: your release number, for your users and bug reports.
 __version__ = "1.0.0"

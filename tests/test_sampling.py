@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from sd_fixtures import sd_cpu_only, tiny_pipeline  # noqa: F401  (autouse: CPU/fp32)
 
 from loom.nodeapi import Interrupted, RunContext
 from loom.runtime.sampling import (
@@ -25,7 +26,6 @@ from loom.runtime.sd.types import DiffusionModel
 from nodes.conditioning import ConditioningCombine, ConditioningSetArea
 from nodes.latent import EmptyLatentImage, LatentFromBatch, RepeatLatentBatch
 from nodes.sd_sampling import KSampler, KSamplerAdvanced
-from tests.sd_fixtures import tiny_pipeline
 
 
 class CountingUNet:

@@ -29,7 +29,6 @@ a half-denoised latent from one sampler to another.
 from __future__ import annotations
 
 import inspect
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -49,19 +48,12 @@ from loom.runtime.sampling.schedulers import make_scheduler
 
 ProgressCallback = Callable[[int, int], Any]
 
-_default_models = None
-_default_lock = threading.Lock()
-
-
 def default_model_manager():
-    """The model manager used when a node runs without one (unit tests, scripts)."""
-    global _default_models
-    with _default_lock:
-        if _default_models is None:
-            from loom.runtime.model_manager import ModelManager
+    """The model manager used when a node runs without one (unit tests, scripts): the SD
+    runtime's process-wide default, so loaders and samplers share it."""
+    from loom.runtime.sd.common import default_manager
 
-            _default_models = ModelManager()
-        return _default_models
+    return default_manager()
 
 
 def schedule_window(steps: int, denoise: float, start_step: int | None,

@@ -514,7 +514,8 @@ MALFORMED = [b"", b"{", b"[1,2", b"\xff\xfe\x00", b"null", b"[]", b"42", b'"prom
              b'{"prompt": {"1": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": ["1", 0]}}}}',
              b'{"prompt": {}, "client_id": 5}', b'{"prompt": {}, "extra_data": []}',
              b'{"prompt": {}, "number": "x"}', b'{"prompt": {}, "front": "yes"}',
-             b'{"prompt": {"1": {"class_type": "IntConst", "inputs": {"value": 1e999}}}}']
+             b'{"prompt": {"1": {"class_type": "IntConst", "inputs": {"value": 1e999}}}}',
+             b"[" * 100_000 + b"]" * 100_000, b'{"prompt": ' + b'{"a": ' * 50_000]
 
 
 @pytest.mark.parametrize("body", MALFORMED)
@@ -532,6 +533,11 @@ def test_malformed_prompt_is_a_clear_4xx(server, body):
     ("POST", "/free", b'{"unload_models": "maybe"}'), ("POST", "/users", b"5"),
     ("GET", "/history?max_items=abc", None), ("GET", "/history?max_items=-5", None),
     ("GET", "/history?offset=1e9999", None), ("GET", "/view", None),
+    ("GET", "/history?max_items=9223372036854775808", None),
+    ("GET", "/history?offset=-99999999999999999999999", None),
+    ("POST", "/queue", b"[" * 100_000), ("POST", "/settings", b'{"a": ' * 100_000),
+    ("POST", "/workflow/convert", b"[" * 100_000), ("POST", "/workflow/queue", b"[" * 100_000),
+    ("POST", "/login", b"[" * 100_000),
     ("GET", "/view?filename=ok.png&type=", None), ("GET", "/userdata", None),
     ("GET", "/userdata?dir=..", None), ("GET", "/object_info/NoSuchNode", None),
     ("POST", "/upload/image", b"not multipart"), ("GET", "/models/..%2F..", None),

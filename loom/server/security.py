@@ -479,6 +479,9 @@ def build_middlewares(settings: Any) -> list:
             raise
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             response = _error(400, f"Malformed request body: {exc}", reason="invalid_json")
+        except RecursionError:
+            response = _error(400, "The JSON in the request body is nested too deeply",
+                              reason="invalid_json")
         _add_headers(request, response)
         return response
 
@@ -547,7 +550,7 @@ async def _login(policy: _Policy, request: web.Request) -> web.StreamResponse:
             data = await request.json()
         else:
             data = dict(await request.post())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return _error(400, "Login body must be JSON or a form.", reason="invalid_request")
     if not isinstance(data, dict):
         return _error(400, "Login body must be an object with 'token' or 'username' and "

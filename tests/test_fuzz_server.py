@@ -1,0 +1,307 @@
+"""Fuzz the REAL server with hypothesis: random prompts, random JSON, random bytes and random
+query strings must never produce a 5xx (a client mistake is always a clear 4xx).
+
+The server runs every built-in node pack plus the test pack, with each node's ``run`` replaced
+by a no-op: validation, fingerprints and the HTTP layer are the real code, but a random prompt
+that happens to be valid cannot allocate a 16k x 16k image batch or write files while the test
+runs. (What a prompt does when it runs is reported over the websocket, never as an HTTP status.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import re
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from loom.nodeapi.loader import load_packs
+from loom.nodeapi.registry import NodeRegistry
+from tests.server_fixture import FIXTURE_NODES, LoomTestServer, make_settings
+
+FUZZ = settings(max_examples=200, deadline=None, database=None, derandomize=False,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                       HealthCheck.filter_too_much])
+FUZZ_SMALL = settings(FUZZ, max_examples=80)
+
+
+def _noop_registry() -> NodeRegistry:
+    """Built-in and test packs, each class subclassed with a ``run`` that does nothing."""
+    from loom.config import REPO_ROOT
+
+    real = NodeRegistry()
+    load_packs(real, REPO_ROOT / "nodes", builtin=True)
+    load_packs(real, FIXTURE_NODES, builtin=False)
+    reg = NodeRegistry()
+    for name, cls in real.classes.items():
+        count = len(cls.outputs)
+
+        def run(self, _count=count, **kwargs):
+            return tuple(None for _ in range(_count))
+
+        reg.register(name, type(cls.__name__, (cls,), {"run": run, "__module__": cls.__module__}),
+                     real.modules[name])
+    return reg
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(tmp_path_factory):
+    server = LoomTestServer(make_settings(tmp_path_factory.mktemp("fuzz")), _noop_registry())
+    (server.settings.folders.input_dir / "in.png").write_bytes(
+        bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                      "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def object_info(fuzz_server) -> dict:
+    info = fuzz_server.get("/object_info").json()
+    assert "LoadImage" in info and "IntConst" in info, sorted(info)
+    return info
+
+
+def send(server: LoomTestServer, method: str, target: str, body: bytes | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.settings.port, timeout=60)
+    try:
+        conn.request(method, target, body=body,
+                     headers={"Host": f"127.0.0.1:{server.settings.port}", **(headers or {})})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def check(status: int, data: bytes, what: Any) -> None:
+    assert status < 500, f"{status} for {what!r}: {data[:500]!r}"
+    if 400 <= status < 500 and status != 404:
+        err = json.loads(data)["error"]  # a clear message, in the usual shape
+        assert isinstance(err, dict) and err.get("message"), data[:300]
+
+
+# -- strategies ---------------------------------------------------------------------------------
+
+def _floats():
+    return st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([0.0, -0.0, 1e308, 5e-324])
+
+
+def _ints():
+    return st.integers(-(2**70), 2**70) | st.integers(-3, 3)
+
+
+json_scalars = st.none() | st.booleans() | _ints() | _floats() | st.text(max_size=30)
+json_values = st.recursive(json_scalars, lambda c: st.lists(c, max_size=4)
+                           | st.dictionaries(st.text(max_size=10), c, max_size=4), max_leaves=20)
+
+
+_PRIMITIVES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+
+
+def _kind(spec: Any) -> Any:
+    return spec[0] if isinstance(spec, list) and spec else spec
+
+
+def _value_for(spec: Any) -> st.SearchStrategy:
+    """A value that is usually right for an /object_info input spec, and sometimes not."""
+    kind = _kind(spec)
+    opts = spec[1] if isinstance(spec, list) and len(spec) > 1 and isinstance(spec[1], dict) else {}
+    if isinstance(kind, list):  # combo: its choices
+        good = st.sampled_from(kind) if kind else st.text(max_size=10)
+    elif kind == "INT":
+        lo, hi = int(opts.get("min", -(2**63))), int(opts.get("max", 2**63))
+        good = st.integers(lo, hi) | st.sampled_from([lo, hi, hi + 1, lo - 1])
+    elif kind == "FLOAT":
+        good = st.floats(opts.get("min", -1e18), opts.get("max", 1e18)) | _floats()
+    elif kind == "STRING":
+        good = st.text(max_size=40) | st.sampled_from(["../../etc/passwd", "/etc/passwd", "%date:yyyy%",
+                                                        "a/../../b", "C:\\x", "\x00", "in.png"])
+    elif kind == "BOOLEAN":
+        good = st.booleans()
+    elif kind == "COMBO":
+        choices = opts.get("options") or []
+        good = st.sampled_from(choices) if choices else st.text(max_size=10)
+    else:
+        return json_values
+    return st.one_of(good, good, good, json_values)
+
+
+def _maybe(draw, good: st.SearchStrategy, bad: st.SearchStrategy, one_in: int = 8) -> Any:
+    """Mostly ``good``; one time in ``one_in``, ``bad``."""
+    return draw(bad if draw(st.integers(1, one_in)) == 1 else good)
+
+
+@st.composite
+def prompts(draw, info: dict) -> dict:
+    classes = sorted(info)
+    ids = draw(st.lists(st.sampled_from(["1", "2", "3", "4", "5", "10", "x", "", "1:2", "-1"])
+                        | st.text(max_size=4), min_size=1, max_size=7, unique=True))
+    prompt: dict[str, Any] = {}
+    for node_id in ids:
+        if draw(st.integers(0, 29)) == 0:
+            prompt[node_id] = draw(json_values)  # not even a node
+            continue
+        class_type = _maybe(draw, st.sampled_from(classes), st.text(max_size=12) | json_scalars, 10)
+        spec = info.get(class_type, {}).get("input", {}) if isinstance(class_type, str) else {}
+        known = {**spec.get("required", {}), **spec.get("optional", {})}
+        inputs: dict[str, Any] = {}
+        for name, input_spec in known.items():
+            choice = draw(st.integers(0, 19))
+            if choice == 0:
+                continue  # missing
+            link_odds = 17 if _kind(input_spec) not in _PRIMITIVES and \
+                not isinstance(_kind(input_spec), list) else 3
+            if choice <= link_odds:  # a link: usually to a node of the prompt, any slot
+                target = _maybe(draw, st.sampled_from(ids), st.text(max_size=3) | json_scalars)
+                slot = _maybe(draw, st.integers(0, 2), st.integers(-3, 99) | json_scalars)
+                link = [target, slot]
+                inputs[name] = _maybe(draw, st.just(link),
+                                      st.sampled_from([[target], [target, slot, 0], [], (target,)]))
+            else:
+                inputs[name] = draw(_value_for(input_spec))
+        if draw(st.integers(0, 5)) == 0:
+            inputs.update(draw(st.dictionaries(st.text(max_size=8), json_values, max_size=2)))
+        node: dict[str, Any] = {"class_type": class_type, "inputs": inputs}
+        if draw(st.integers(0, 19)) == 0:
+            node["inputs"] = draw(json_values)
+        if draw(st.integers(0, 19)) == 0:
+            del node[draw(st.sampled_from(["class_type", "inputs"]))]
+        if draw(st.integers(0, 3)) == 0:
+            node["_meta"] = draw(json_values)
+        prompt[node_id] = node
+    return prompt
+
+
+@st.composite
+def prompt_bodies(draw, info: dict) -> dict:
+    body: dict[str, Any] = {"prompt": _maybe(draw, prompts(info), json_values, 20)}
+    for key, good in [("client_id", st.text(max_size=10)), ("extra_data", st.dictionaries(
+                          st.text(max_size=8), json_values, max_size=3)), ("front", st.booleans()),
+                      ("number", _ints() | _floats()), ("prompt_id", st.text(max_size=40)),
+                      ("partial_execution_targets", st.lists(st.text(max_size=3), max_size=3))]:
+        if draw(st.integers(0, 3)) == 0:
+            body[key] = _maybe(draw, good, json_values)
+    return body
+
+
+def _dumps(value: Any) -> bytes:
+    # NaN/Infinity are not JSON, but Python writes and reads them: the server must cope.
+    return json.dumps(value, allow_nan=True).encode("utf-8", "surrogatepass")
+
+
+# -- the fuzz tests -----------------------------------------------------------------------------
+
+def test_fuzz_random_prompts_never_5xx(fuzz_server, object_info):
+    @FUZZ
+    @given(prompt_bodies(object_info))
+    def run(body):
+        status, data = send(fuzz_server, "POST", "/prompt", _dumps(body),
+                            {"Content-Type": "application/json"})
+        check(status, data, body)
+        if status == 200:
+            assert "prompt_id" in json.loads(data)
+
+    run()
+    # The server is still healthy afterwards.
+    assert fuzz_server.get("/object_info/IntConst").status == 200
+    assert fuzz_server.post("/queue", json={"clear": True}).status == 200
+
+
+def test_fuzz_random_json_to_every_post_route(fuzz_server):
+    routes = sorted({(r.method, r.resource.canonical) for r in fuzz_server.app.router.routes()
+                     if r.method in ("POST", "PUT", "PATCH", "DELETE")})
+    assert ("POST", "/prompt") in routes
+
+    @FUZZ
+    @given(st.sampled_from(routes), json_values, st.sampled_from(["application/json", "text/plain", ""]))
+    def run(route, value, ctype):
+        method, template = route
+        path = re.sub(r"\{(\w+)(?::[^}]*)?\}", "f.json", template)
+        headers = {"Content-Type": ctype} if ctype else {}
+        status, data = send(fuzz_server, method, path, _dumps(value), headers)
+        check(status, data, (method, path, value))
+
+    run()
+
+
+@FUZZ_SMALL
+@given(body=st.binary(max_size=300) | st.text(max_size=100).map(lambda t: t.encode("utf-8", "surrogatepass")),
+       path=st.sampled_from(["/prompt", "/queue", "/history", "/interrupt", "/upload/image",
+                             "/settings", "/userdata/w.json", "/login", "/free", "/api/prompt"]),
+       ctype=st.sampled_from(["application/json", "multipart/form-data; boundary=x",
+                              "multipart/form-data", "application/x-www-form-urlencoded", "",
+                              "text/plain; charset=nonsense"]))
+def test_fuzz_random_bytes_never_5xx(fuzz_server, body, path, ctype):
+    status, data = send(fuzz_server, "POST", path, body, {"Content-Type": ctype} if ctype else {})
+    check(status, data, (path, body))
+
+
+_query_text = st.text(max_size=20) | st.sampled_from(["..", "../..", "/etc/passwd", "%2e%2e", "\x00",
+                                                       "C:\\", "output", "input", "temp", "-1",
+                                                       "99999999999999999999", "nan", "1e400"])
+
+
+@FUZZ
+@given(route=st.sampled_from(["/view", "/history", "/api/view", "/userdata", "/v2/userdata",
+                              "/queue", "/prompt", "/object_info", "/models/checkpoints",
+                              "/system_stats", "/embeddings", "/extensions", "/ws"]),
+       params=st.dictionaries(st.sampled_from(["filename", "subfolder", "type", "max_items", "offset",
+                                               "dir", "path", "recurse", "split", "full_info",
+                                               "preview", "channel", "clientId"]) | st.text(max_size=6),
+                              _query_text, max_size=5),
+       raw_tail=st.text(max_size=10))
+def test_fuzz_random_queries_never_5xx(fuzz_server, route, params, raw_tail):
+    query = urlencode({k: v for k, v in params.items()}, errors="surrogatepass") \
+        if all(_encodable(k) and _encodable(v) for k, v in params.items()) else ""
+    target = f"{route}?{query}&{quote(raw_tail.encode('utf-8', 'surrogatepass'), safe='=&%')}"
+    status, data = send(fuzz_server, "GET", target)
+    check(status, data, target)
+    assert b"root:x:" not in data
+
+
+@FUZZ_SMALL
+@given(path=st.text(max_size=30))
+def test_fuzz_random_paths_never_5xx(fuzz_server, path):
+    target = "/" + quote(path.encode("utf-8", "surrogatepass"), safe="/%?=&")
+    for method in ("GET", "POST", "DELETE"):
+        status, data = send(fuzz_server, method, target, b"{}")
+        check(status, data, (method, target))
+        assert b"root:x:" not in data
+
+
+def _encodable(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def test_fuzz_websocket_messages_do_not_break_the_server(fuzz_server):
+    messages = [json.dumps(v, allow_nan=True) for v in [None, 1, [], {"type": 5}, {"type": "x" * 10000},
+                                                         {"type": ["feature_flags"]}]]
+    messages += ["{", "\x00", "", "nan", "[" * 100_000 + "]" * 100_000, '{"a":' * 100_000]
+
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{fuzz_server.url}/ws?clientId=fuzz") as ws:
+                assert (await ws.receive_json(timeout=10))["type"] == "status"
+                for m in messages:
+                    await ws.send_str(m)
+                await ws.send_bytes(b"\xff\x00binary")
+                await ws.send_str(json.dumps({"type": "feature_flags", "data": {}}))
+                # Messages are handled in order: the answer to this last one proves the connection
+                # survived all the others.
+                while True:
+                    msg = await ws.receive_json(timeout=10)
+                    if msg["type"] == "feature_flags":
+                        return True
+
+    assert asyncio.run(go())
+    assert fuzz_server.get("/queue").status == 200

@@ -58,6 +58,8 @@ def loads(raw: bytes | str):
         raise bad_request(f"The request body is not UTF-8 text: {e}", "invalid_json") from None
     except json.JSONDecodeError as e:
         raise bad_request(f"Malformed JSON in the request body: {e}", "invalid_json") from None
+    except RecursionError:
+        raise bad_request("The JSON in the request body is nested too deeply", "invalid_json") from None
 
 
 def _reject_constant(name: str):
@@ -109,6 +111,8 @@ def query_int(request: web.Request, name: str, default: int | None = None, *,
         raise bad_request(f"query parameter '{name}' must be an integer, not {raw!r}") from None
     if minimum is not None and value < minimum:
         raise bad_request(f"query parameter '{name}' must be at least {minimum}")
+    if abs(value) > 2**62:  # SQLite integers are 64-bit: a bigger one would be a 500
+        raise bad_request(f"query parameter '{name}' is too large")
     return value
 
 

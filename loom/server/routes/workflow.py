@@ -159,7 +159,7 @@ def _parse_file(data: bytes) -> tuple[dict | None, dict | None]:
             raise bad_request(f"cannot read the PNG: {e}", "invalid_png") from None
     try:
         value = json.loads(data)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise bad_request("the upload is neither a PNG nor JSON: send a PNG saved by Loom or ComfyUI, "
                           "or a workflow .json file", "invalid_file") from None
     if isinstance(value, dict) and isinstance(value.get("workflow"), dict) and "nodes" not in value:

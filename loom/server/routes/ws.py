@@ -50,7 +50,7 @@ def _on_message(state, conn: Connection, text: str) -> None:
     """Clients may announce their features; we answer with ours (ComfyUI's feature_flags)."""
     try:
         msg = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # malformed or nested too deeply: ignored
         return
     if isinstance(msg, dict) and msg.get("type") == "feature_flags":
         conn.push(json.dumps({"type": "feature_flags", "data": {

@@ -340,3 +340,20 @@ class _FileCache:
 def sd_files(tmp_path_factory) -> _FileCache:
     """``sd_files(family, kind)``: a tiny model file/folder made once per test session."""
     return _FileCache(tmp_path_factory.mktemp("sd_files"))
+
+
+@pytest.fixture(autouse=True)
+def sd_cpu_only(monkeypatch):
+    """Keep SD tests on the CPU in fp32 even on a GPU machine, so they compare like for like with
+    diffusers references built on the CPU. Autouse in the test modules that import it."""
+    from loom.runtime import devices
+    from loom.runtime.sd import common
+
+    real = devices.DevicePolicy.detect.__func__
+
+    def detect(cls, force_cpu: bool = False):
+        return real(cls, force_cpu=True)
+
+    monkeypatch.setattr(devices.DevicePolicy, "detect", classmethod(detect))
+    monkeypatch.setattr(common, "_default", None)
+    yield

@@ -20,6 +20,7 @@ from sd_fixtures import (
     clip_to_open_clip,
     component_state_dicts,
     original_state_dict,
+    sd_cpu_only,  # noqa: F401  (autouse: CPU/fp32 even on GPU machines)
     sd_files,  # noqa: F401  (pytest fixture)
     tiny_components,
     tiny_configs,
@@ -382,3 +383,85 @@ def test_tiny_configs_are_plain_data():
 
     for family in FAMILIES:
         json.dumps(tiny_configs(family))
+
+
+def test_nodes_are_declared_like_comfyui():
+    from pathlib import Path
+
+    from loom.nodeapi import NodeRegistry
+    from loom.nodeapi.loader import load_packs
+
+    registry = NodeRegistry()
+    infos = load_packs(registry, Path(__file__).resolve().parent.parent / "nodes", builtin=True)
+    for pack in ("sd_loaders", "sd_conditioning", "sd_vae"):
+        info = next(i for i in infos if i.name == pack)
+        assert info.error is None, info.error
+    d = registry.describe
+    assert d("CheckpointLoaderSimple")["output"] == ["MODEL", "CLIP", "VAE"]
+    assert list(d("CheckpointLoaderSimple")["input"]["required"]) == ["ckpt_name"]
+    lora = d("LoraLoader")["input"]["required"]
+    assert list(lora) == ["model", "clip", "lora_name", "strength_model", "strength_clip"]
+    assert lora["strength_model"][1] | {} == {"default": 1.0, "min": -100.0, "max": 100.0, "step": 0.01}
+    assert list(d("LoraLoaderModelOnly")["input"]["required"]) == ["model", "lora_name", "strength_model"]
+    assert d("LoraLoader")["output"] == ["MODEL", "CLIP"]
+    assert list(d("CLIPTextEncode")["input"]["required"]) == ["text", "clip"]
+    assert d("CLIPTextEncode")["input"]["required"]["text"][1]["multiline"] is True
+    last = d("CLIPSetLastLayer")["input"]["required"]["stop_at_clip_layer"][1]
+    assert (last["default"], last["min"], last["max"]) == (-1, -24, -1)
+    sdxl = list(d("CLIPTextEncodeSDXL")["input"]["required"])
+    widgets = [n for n in sdxl if n != "clip"]
+    assert widgets == ["width", "height", "crop_w", "crop_h", "target_width", "target_height",
+                       "text_g", "text_l"]
+    tiled = d("VAEDecodeTiled")["input"]["required"]
+    assert list(tiled) == ["samples", "vae", "tile_size", "overlap", "temporal_size", "temporal_overlap"]
+    assert (tiled["tile_size"][1]["default"], tiled["overlap"][1]["default"]) == (512, 64)
+    assert list(d("VAEEncodeTiled")["input"]["required"])[:4] == ["pixels", "vae", "tile_size", "overlap"]
+    assert list(d("VAEDecode")["input"]["required"]) == ["samples", "vae"]
+    assert list(d("VAEEncode")["input"]["required"]) == ["pixels", "vae"]
+    assert d("VAELoader")["output"] == ["VAE"]
+    assert list(d("DiffusersLoader")["input"]["required"]) == ["model_path"]
+
+
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
+def test_a_comfyui_workflow_runs_end_to_end(folders, sd_files, family):  # noqa: F811
+    """Checkpoint -> LoRA -> prompts -> KSampler -> VAEDecode -> PreviewImage through the executor."""
+    from pathlib import Path
+
+    from loom.engine.executor import Executor
+    from loom.engine.validate import validate_prompt
+    from loom.nodeapi import NodeRegistry
+    from loom.nodeapi.loader import load_packs
+    from loom.runtime.devices import DevicePolicy
+    from loom.runtime.model_manager import ModelManager
+
+    (folders.model_folder("checkpoints") / "tiny.safetensors").write_bytes(sd_files(family).read_bytes())
+    lora = {"lora_unet_" + ("down_blocks_0_attentions_0_proj_in" if family == "sd1"
+                            else "input_blocks_4_1_proj_in") + suffix: t
+            for suffix, t in ((".lora_down.weight", torch.randn(2, 64 if family == "sdxl" else 32)),
+                              (".lora_up.weight", torch.randn(64 if family == "sdxl" else 32, 2)))}
+    if family == "sd1":  # SD 1.x proj_in is a 1x1 conv
+        lora = {k: v[:, :, None, None] for k, v in lora.items()}
+    save_file(lora, str(folders.model_folder("loras") / "l.safetensors"))
+    registry = NodeRegistry()
+    load_packs(registry, Path(__file__).resolve().parent.parent / "nodes", builtin=True)
+    prompt = {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny.safetensors"}},
+        "10": {"class_type": "LoraLoader", "inputs": {"model": ["4", 0], "clip": ["4", 1],
+                                                       "lora_name": "l.safetensors",
+                                                       "strength_model": 0.5, "strength_clip": 1.0}},
+        "11": {"class_type": "CLIPSetLastLayer", "inputs": {"clip": ["10", 1], "stop_at_clip_layer": -2}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a (red:1.2) cat", "clip": ["11", 0]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["11", 0]}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "3": {"class_type": "KSampler", "inputs": {"model": ["10", 0], "seed": 1, "steps": 2, "cfg": 5.0,
+                                                   "sampler_name": "euler", "scheduler": "normal",
+                                                   "positive": ["6", 0], "negative": ["7", 0],
+                                                   "latent_image": ["5", 0], "denoise": 1.0}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
+    }
+    manager = ModelManager(DevicePolicy.detect(force_cpu=True))
+    executor = Executor(paths=folders, models=manager)
+    result = executor.execute(validate_prompt(prompt, registry, RunContext(paths=folders)), "p1")
+    assert result.error is None, result.error and result.error["exception_message"]
+    assert result.outputs["9"]["images"]

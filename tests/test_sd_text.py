@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import save_file
-from sd_fixtures import FAMILIES, tiny_pipeline
+from sd_fixtures import (
+    FAMILIES,
+    sd_cpu_only,  # noqa: F401  (autouse: CPU/fp32 even on GPU machines)
+    tiny_pipeline,
+)
 
 from loom.nodeapi import RunContext
 from loom.paths import Folders

@@ -6,7 +6,10 @@ import logging
 
 import pytest
 import torch
-from sd_fixtures import tiny_components
+from sd_fixtures import (
+    sd_cpu_only,  # noqa: F401  (autouse: CPU/fp32 even on GPU machines)
+    tiny_components,
+)
 
 from loom.runtime.sd import vae as vae_ops
 from loom.runtime.sd.types import Vae

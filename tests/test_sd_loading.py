@@ -76,6 +76,11 @@ def test_single_file_round_trip(loaded, family, fmt):
     # modules come out on the CPU in the policy's dtype (fp32 here), not moved anywhere
     assert next(model.unet.parameters()).device.type == "cpu"
     assert next(model.unet.parameters()).dtype == torch.float32
+    # attention runs through PyTorch SDPA in both libraries
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    assert {type(p) for p in model.unet.attn_processors.values()} == {AttnProcessor2_0}
+    assert all(e.config._attn_implementation == "sdpa" for e in clip.encoders)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -301,6 +306,7 @@ class _Evil:
         return (os.system, ("echo pwned",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickles_with_code_are_refused(tmp_path):
     path = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {"x": torch.zeros(1)}, "callback": _Evil()}, path)

@@ -157,7 +157,11 @@ def load_checkpoint(path: str | Path, *, policy: DevicePolicy | None = None,
                                           info.unet_config)
     log.info("  UNet: %s, %d tensors", human_size(_nbytes(unet_sd)), len(unet_sd))
     unet = build_unet(unet_sd, info.unet_config, policy.dtype, f"{path.name} (UNet)")
+    # Drop the file's UNet tensors now (and EMA copies), so a converted copy and the file's
+    # originals are not both held while the text encoders and VAE are built.
     del unet_sd
+    for key in [k for k in sd if k.startswith((detect.UNET_PREFIX, "model_ema."))]:
+        del sd[key]
     model = DiffusionModel(
         unet=unet, family=info.family, prediction_type=info.prediction_type,
         scheduler_config=info.scheduler_config, latent_scaling_factor=info.latent_scaling_factor,

@@ -7,6 +7,10 @@ SDXL model's latents and the other way round, is refused with an explanation.
 
 from __future__ import annotations
 
+import math
+
+import torch
+
 from loom.nodeapi import Int, Link, Node, Output
 from loom.runtime.sd import vae as vae_ops
 from loom.runtime.sd.common import manager_of
@@ -99,4 +103,39 @@ class VAEEncodeTiled(Node):
         return ({"samples": z},)
 
 
-NODES = [VAEDecode, VAEEncode, VAEDecodeTiled, VAEEncodeTiled]
+class VAEEncodeForInpaint(Node):
+    category = "latent/inpaint"
+    display_name = "VAE Encode (for Inpainting)"
+    description = ("Encodes an image for inpainting: the masked area is set to neutral grey before "
+                   "encoding and the (grown) mask becomes the latent's noise mask.")
+    inputs = {
+        "pixels": Link("IMAGE"),
+        "vae": Link("VAE"),
+        "mask": Link("MASK"),
+        "grow_mask_by": Int(6, min=0, max=64, step=1),
+    }
+    outputs = (Output("LATENT"),)
+
+    def run(self, pixels, vae, mask, grow_mask_by=6):
+        _check_vae(vae)
+        h, w = pixels.shape[1], pixels.shape[2]
+        m = mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).float()
+        m = torch.nn.functional.interpolate(m, size=(h, w), mode="bilinear")
+        pixels = vae_ops.crop_to_multiple(pixels).clone()
+        nh, nw = pixels.shape[1], pixels.shape[2]
+        top, left = (h - nh) // 2, (w - nw) // 2
+        m = m[:, :, top:top + nh, left:left + nw]
+        hard = m.round()
+        if grow_mask_by > 0:
+            kernel = torch.ones(1, 1, grow_mask_by, grow_mask_by)
+            pad = math.ceil((grow_mask_by - 1) / 2)
+            grown = torch.nn.functional.conv2d(hard, kernel, padding=pad).clamp(0, 1)[:, :, :nh, :nw]
+        else:
+            grown = m
+        keep = (1.0 - hard).squeeze(1)[..., None]  # [B, H, W, 1]
+        pixels = (pixels - 0.5) * keep + 0.5
+        z = vae_ops.encode(vae, pixels, manager=manager_of(self.ctx))
+        return ({"samples": z, "noise_mask": grown.round()},)
+
+
+NODES = [VAEDecode, VAEEncode, VAEDecodeTiled, VAEEncodeTiled, VAEEncodeForInpaint]

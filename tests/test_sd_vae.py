@@ -125,3 +125,24 @@ def test_mismatches_are_explained(sd1_vae, xl_vae):
         VAEDecode().run(samples={"samples": torch.zeros(1, 4, 8, 8)}, vae=None)
     with pytest.raises(ValueError, match="smaller than 8x8"):
         VAEEncode().run(pixels=torch.zeros(1, 4, 4, 3), vae=sd1_vae)
+
+
+@torch.no_grad()
+def test_vae_encode_for_inpaint(sd1_vae):
+    from nodes.sd_vae import VAEEncodeForInpaint
+
+    img = torch.rand(1, 64, 72, 3, generator=torch.Generator().manual_seed(4))
+    mask = torch.zeros(1, 32, 36)
+    mask[:, 8:16, 10:20] = 1.0  # a block, at half resolution: resized to the image
+    (latent,) = VAEEncodeForInpaint().run(pixels=img, vae=sd1_vae, mask=mask, grow_mask_by=6)
+    grey = img.clone()
+    grey[:, 16:32, 20:40, :] = 0.5
+    (ref,) = VAEEncode().run(pixels=grey, vae=sd1_vae)
+    assert torch.equal(latent["samples"], ref["samples"])
+    nm = latent["noise_mask"]
+    assert nm.shape == (1, 1, 64, 72) and set(nm.unique().tolist()) <= {0.0, 1.0}
+    assert nm[0, 0, 16:32, 20:40].all() and nm.sum() > 16 * 20  # grown beyond the block
+    # an even kernel (6) grows 2 cells before the block and 3 after it
+    assert nm[0, 0, 14:35, 18:43].all() and nm.sum() == 21 * 25
+    (plain,) = VAEEncodeForInpaint().run(pixels=img, vae=sd1_vae, mask=mask, grow_mask_by=0)
+    assert plain["noise_mask"].sum() == 16 * 20

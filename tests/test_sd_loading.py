@@ -312,6 +312,10 @@ def test_pickles_with_code_are_refused(tmp_path):
     torch.save({"state_dict": {"x": torch.zeros(1)}, "callback": _Evil()}, path)
     with pytest.raises(ModelFileError, match="weights-only"):
         load_checkpoint(path)
+    # torch's legacy (pre-zip) format cannot be memory-mapped but still loads in weights-only mode
+    torch.save({"state_dict": {"w": torch.ones(2)}}, tmp_path / "old.ckpt",
+               _use_new_zipfile_serialization=False)
+    assert torch.equal(reader.load_state_dict(tmp_path / "old.ckpt")["w"], torch.ones(2))
     # a legacy pickle that is not a torch file at all
     (tmp_path / "raw.pt").write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(ModelFileError):

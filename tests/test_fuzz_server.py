@@ -190,6 +190,62 @@ def prompt_bodies(draw, info: dict) -> dict:
     return body
 
 
+@st.composite
+def ui_workflows(draw, info: dict) -> dict:
+    """A litegraph "version 0.4" workflow, consistent (nodes, widget values, links between
+    slots), then damaged in 0-3 random places."""
+    classes = sorted(info)
+    nodes: list[dict] = []
+    for node_id in range(1, draw(st.integers(1, 6)) + 1):
+        class_type = draw(st.sampled_from(classes + ["PrimitiveNode", "Reroute", "Note"]))
+        spec = info.get(class_type, {}).get("input", {})
+        known = {**spec.get("required", {}), **spec.get("optional", {})}
+        widgets = [draw(_value_for(v)) for v in known.values()
+                   if _kind(v) in _PRIMITIVES or isinstance(_kind(v), list)]
+        links_in = [name for name, v in known.items()
+                    if not (_kind(v) in _PRIMITIVES or isinstance(_kind(v), list))]
+        outputs = info.get(class_type, {}).get("output", ["*"])
+        nodes.append({
+            "id": node_id, "type": class_type, "mode": draw(st.sampled_from([0, 0, 0, 2, 4])),
+            "inputs": [{"name": n, "type": str(_kind(known[n])), "link": None} for n in links_in],
+            "outputs": [{"name": str(t), "type": str(t), "links": []} for t in outputs],
+            "widgets_values": widgets,
+        })
+    links: list[list] = []
+    for node in nodes:
+        for slot, inp in enumerate(node["inputs"]):
+            if not draw(st.integers(0, 4)):
+                continue
+            origin = draw(st.sampled_from(nodes))
+            if not origin["outputs"]:
+                continue
+            out_slot = draw(st.integers(0, len(origin["outputs"]) - 1))
+            link_id = len(links) + 1
+            links.append([link_id, origin["id"], out_slot, node["id"], slot, inp["type"]])
+            inp["link"] = link_id
+            origin["outputs"][out_slot]["links"].append(link_id)
+    workflow: dict[str, Any] = {"last_node_id": len(nodes), "last_link_id": len(links),
+                                "nodes": nodes, "links": links, "groups": [], "config": {},
+                                "extra": {}, "version": 0.4}
+    for _ in range(draw(st.integers(0, 3))):
+        where = draw(st.integers(0, 3))
+        if where == 0:
+            key = draw(st.sampled_from(["nodes", "links", "extra", "version", "definitions"]))
+            workflow[key] = draw(json_values)
+        elif where == 1 and nodes:
+            node = draw(st.sampled_from(nodes))
+            key = draw(st.sampled_from(["id", "type", "mode", "inputs", "outputs", "widgets_values"]))
+            node[key] = draw(json_values | st.integers(-2, 9))
+        elif where == 2 and links:
+            link = draw(st.sampled_from(links))
+            link[draw(st.integers(0, len(link) - 1))] = draw(json_scalars | st.integers(-2, 9))
+        elif nodes:
+            node = draw(st.sampled_from(nodes))
+            if node["inputs"]:
+                draw(st.sampled_from(node["inputs"]))["link"] = draw(json_scalars | st.integers(0, 9))
+    return workflow
+
+
 def _dumps(value: Any) -> bytes:
     # NaN/Infinity are not JSON, but Python writes and reads them: the server must cope.
     return json.dumps(value, allow_nan=True).encode("utf-8", "surrogatepass")
@@ -211,6 +267,23 @@ def test_fuzz_random_prompts_never_5xx(fuzz_server, object_info):
     # The server is still healthy afterwards.
     assert fuzz_server.get("/object_info/IntConst").status == 200
     assert fuzz_server.post("/queue", json={"clear": True}).status == 200
+
+
+def test_fuzz_random_ui_workflows_never_5xx(fuzz_server, object_info):
+    routes = {r.resource.canonical for r in fuzz_server.app.router.routes()}
+    if "/workflow/convert" not in routes:
+        pytest.skip("no workflow routes in this build")
+
+    @FUZZ
+    @given(ui_workflows(object_info), st.sampled_from(["/workflow/convert?validate=1", "/workflow/queue",
+                                                        "/workflow/load", "/workflow/convert"]))
+    def run(workflow, target):
+        body = workflow if "convert" in target or "load" in target else {"workflow": workflow}
+        status, data = send(fuzz_server, "POST", target, _dumps(body),
+                            {"Content-Type": "application/json"})
+        check(status, data, (target, workflow))
+
+    run()
 
 
 def test_fuzz_random_json_to_every_post_route(fuzz_server):

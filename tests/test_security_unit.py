@@ -221,7 +221,8 @@ def test_is_loopback_host():
 def test_foreign_host_header_refused_on_loopback(open_client):
     c = open_client
     for host in ["evil.example", f"evil.example:{c.port}", "192.168.1.2", "127.0.0.1.nip.io",
-                 "[::1", "local host"]:
+                 "[::1", "local host", f"evil.example@127.0.0.1:{c.port}", "127.0.0.1/x",
+                 "127.0.0.1\\evil", ""]:
         status, headers, body = c.get("/history", headers={"Host": host})
         assert status == 421, host
         assert b"secret" not in body
@@ -285,11 +286,15 @@ def test_cross_site_reads_of_data_routes_refused(open_client):
 
 
 def test_allowed_origins_may_post(folder):
-    with serve(Settings(allowed_origins=["https://studio.example:8443"]), folder) as port:
+    s = Settings(allowed_origins=["https://studio.example:8443", "vscode-webview://abc"])
+    with serve(s, folder) as port:
         c = Client(port)
         assert c.post("/prompt", headers={"Origin": "https://studio.example:8443",
                                           "Sec-Fetch-Site": "cross-site"})[0] == 200
-        assert c.post("/prompt", headers={"Origin": "https://studio.example"})[0] == 403
+        assert c.post("/prompt", headers={"Origin": "vscode-webview://abc"})[0] == 200
+        for bad in ["https://studio.example", "https://evil@studio.example:8443",
+                    "https://studio.example:8443/path", "vscode-webview://abcd"]:
+            assert c.post("/prompt", headers={"Origin": bad})[0] == 403, bad
 
 
 def test_websocket_cross_site_refused(open_client):
@@ -327,7 +332,10 @@ def test_browser_navigation_redirects_to_login(token_client):
     status, headers, _ = token_client.get("/view?filename=a.png",
                                           headers={"Sec-Fetch-Mode": "navigate"})
     assert status == 302
-    assert headers["location"].startswith("/login?next=/view")
+    from urllib.parse import parse_qs, urlsplit
+    location = urlsplit(headers["location"])
+    assert location.path == "/login" and not location.netloc
+    assert parse_qs(location.query) == {"next": ["/view?filename=a.png"]}
     status, headers, body = token_client.get("/login")
     assert status == 200 and b"<form" in body
     assert "frame-ancestors 'none'" in headers["content-security-policy"]
@@ -530,3 +538,22 @@ def test_login_page_script_allowed_by_hash_only(token_client):
     script = re.search(rb"<script>(.*?)</script>", body, re.S).group(1)
     digest = b64.b64encode(hashlib.sha256(script).digest()).decode()
     assert f"'sha256-{digest}'" in csp
+
+
+def test_sessions_are_bounded_and_expire(monkeypatch):
+    from loom.server import security
+
+    policy = security._Policy(Settings(auth_token=TOKEN))
+    first = policy.new_session()
+    assert policy.session_valid(first)
+    for _ in range(security.MAX_SESSIONS):
+        policy.new_session()
+    assert len(policy.sessions) == security.MAX_SESSIONS
+    assert not policy.session_valid(first)  # the oldest made room
+    latest = policy.new_session()
+    monkeypatch.setattr(security.time, "time", lambda: 10**12)
+    assert not policy.session_valid(latest)  # expired
+
+
+def test_listen_none_means_every_interface():
+    assert not listens_on_loopback_only(Settings(listen=None))  # type: ignore[arg-type]

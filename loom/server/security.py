@@ -66,6 +66,7 @@ FILE_CSP = "default-src 'none'; img-src 'self' data:; media-src 'self'; style-sr
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Failed-credential throttle: at most this many failures per client address per window.
 MAX_FAILURES = 20
+MAX_SESSIONS = 1000
 FAILURE_WINDOW_S = 60.0
 
 
@@ -177,7 +178,7 @@ def _is_websocket_upgrade(request: web.Request) -> bool:
 def _split_host_port(value: str, default_port: int | None) -> tuple[str, int | None] | None:
     """``host[:port]`` (IPv6 in brackets) -> (lowercase host, port); None when malformed."""
     value = value.strip().lower()
-    if not value:
+    if not value or any(c in value for c in "@/\\?#") or any(ord(c) <= 32 for c in value):
         return None
     try:
         parts = urlsplit("//" + value)
@@ -196,7 +197,8 @@ def _origin_host_port(origin: str) -> tuple[str, str, int | None] | None:
         host, port = parts.hostname, parts.port
     except ValueError:
         return None
-    if parts.scheme not in ("http", "https") or not host:
+    if parts.scheme not in ("http", "https") or not host or "@" in parts.netloc \
+            or parts.path not in ("", "/") or parts.query or parts.fragment:
         return None
     if port is None:
         port = 443 if parts.scheme == "https" else 80
@@ -217,10 +219,14 @@ class _Policy:
             self.user_pass = (user, password)
         self.auth_on = bool(self.token or self.user_pass)
         self.allowed_origins: set[tuple[str, str, int | None]] = set()
+        # Non-web origins (an app's "vscode-webview://abc", "app://loom") match exactly.
+        self.allowed_raw_origins: set[str] = set()
         for o in getattr(settings, "allowed_origins", None) or []:
             parsed = _origin_host_port(o)
             if parsed:
                 self.allowed_origins.add(parsed)
+            elif "://" in o and o.strip().lower() != "null":
+                self.allowed_raw_origins.add(o.strip().lower().rstrip("/"))
             else:
                 log.warning("Ignoring malformed allowed origin %r (want scheme://host[:port])", o)
         self.allowed_origin_hosts = {h for _, h, _ in self.allowed_origins}
@@ -260,6 +266,8 @@ class _Policy:
     # -- Origin / Sec-Fetch-Site -------------------------------------------------------------
 
     def origin_matches(self, request: web.Request, origin: str) -> bool:
+        if origin.strip().lower().rstrip("/") in self.allowed_raw_origins:
+            return True
         parsed = _origin_host_port(origin)
         if parsed is None:
             return False
@@ -318,6 +326,8 @@ class _Policy:
         for sid, exp in list(self.sessions.items()):
             if exp < now:
                 del self.sessions[sid]
+        while len(self.sessions) >= MAX_SESSIONS:  # oldest first (dicts keep insertion order)
+            del self.sessions[next(iter(self.sessions))]
         sid = secrets.token_urlsafe(32)
         self.sessions[sid] = now + SESSION_SECONDS
         return f"{sid}.{self._sign(sid)}"
@@ -394,7 +404,7 @@ class _Policy:
         is_navigation = (request.method == "GET"
                          and request.headers.get("Sec-Fetch-Mode", "").lower() == "navigate")
         if is_navigation and self.user_pass is None:
-            target = quote(request.path_qs, safe="/?=&")
+            target = quote(request.path_qs, safe="/")
             raise web.HTTPFound(f"{LOGIN_PATH}?next={target}")
         return _error(401, message, headers=headers, reason="unauthorized")
 
@@ -454,6 +464,7 @@ def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
     h.setdefault("X-Frame-Options", "DENY")
     h.setdefault("Referrer-Policy", "same-origin")
     h.setdefault("Cross-Origin-Resource-Policy", "same-origin")
+    h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
     if "Content-Security-Policy" not in h:
         h["Content-Security-Policy"] = "frame-ancestors 'none'"
     if _is_file_route(_route_path(request)):
@@ -496,8 +507,9 @@ def build_middlewares(settings: Any) -> list:
                           reason="too_large")
         if not policy.host_allowed(request):
             return _error(421, f"Host header {request.headers.get('Host')!r} is not allowed: "
-                          "open Loom as http://127.0.0.1:PORT or http://localhost:PORT "
-                          "(this check stops DNS-rebinding attacks)", reason="bad_host")
+                          "open Loom as http://127.0.0.1:PORT or http://localhost:PORT (this check "
+                          "stops DNS-rebinding attacks); behind a reverse proxy, pass "
+                          "--allowed-origin https://your.host", reason="bad_host")
         return await handler(request)
 
     @web.middleware

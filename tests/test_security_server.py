@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -443,7 +444,7 @@ def test_userdata_html_is_not_rendered(server):
     assert "sandbox" in headers["content-security-policy"]
 
 
-def test_load_image_refuses_paths_outside_input(loom_server_factory, tmp_path, outside):
+def test_image_nodes_stay_in_their_folders(loom_server_factory, tmp_path, outside):
     srv = loom_server_factory(base_dir=tmp_path / "b2", builtin=True)
     f = srv.settings.folders
     (f.input_dir / "in.png").write_bytes(png_bytes())
@@ -456,6 +457,27 @@ def test_load_image_refuses_paths_outside_input(loom_server_factory, tmp_path, o
         assert r.status == 400, (name, r.text)
         assert "1" in r.json()["node_errors"], r.text
     assert srv.get("/queue").json()["queue_pending"] == []
+
+    # SaveImage: a filename_prefix never writes outside output/ (at /prompt or when it runs).
+    (f.output_dir / "linkdir").symlink_to(outside, target_is_directory=True)
+    marker = "evil-" + uuid.uuid4().hex[:8]
+    for prefix in [f"../../outside/{marker}", f"/tmp/{marker}", f"..\\..\\{marker}",
+                   f"linkdir/{marker}", f"%date:yyyy%/../../{marker}", f"C:\\{marker}"]:
+        prompt = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1,
+                                                               "color": 0}},
+                  "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0],
+                                                              "filename_prefix": prefix}}}
+        r = srv.post("/prompt", json={"prompt": prompt})
+        if r.status == 200:
+            entry = srv.wait_history(r.json()["prompt_id"])
+            for image in entry.get("outputs", {}).get("2", {}).get("images", []):
+                saved = (f.output_dir / image["subfolder"] / image["filename"]).resolve()
+                assert saved.is_relative_to(f.output_dir.resolve()), (prefix, image)
+        else:
+            assert 400 <= r.status < 500, r.text
+    leaked = [p for p in [*outside.rglob(f"{marker}*"), *tmp_path.glob(f"{marker}*"),
+                          *(tmp_path / "b2").glob(f"{marker}*"), *Path("/tmp").glob(f"{marker}*")]]
+    assert leaked == []
 
 
 # -- upload size -------------------------------------------------------------------------------

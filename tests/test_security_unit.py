@@ -557,3 +557,31 @@ def test_sessions_are_bounded_and_expire(monkeypatch):
 
 def test_listen_none_means_every_interface():
     assert not listens_on_loopback_only(Settings(listen=None))  # type: ignore[arg-type]
+
+
+def test_cors_only_for_configured_origins(folder):
+    allowed = "https://studio.example"
+    with serve(Settings(allowed_origins=[allowed], auth_token=TOKEN), folder) as port:
+        c = Client(port)
+        preflight = {"Origin": allowed, "Access-Control-Request-Method": "POST",
+                     "Access-Control-Request-Headers": "authorization, content-type",
+                     "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "cors"}
+        status, headers, _ = c.request("OPTIONS", "/prompt", headers=preflight)
+        assert status == 204  # before auth: preflights carry no credentials
+        assert headers["access-control-allow-origin"] == allowed
+        assert "POST" in headers["access-control-allow-methods"]
+        assert headers["access-control-allow-headers"] == "authorization, content-type"
+        auth = {"Authorization": f"Bearer {TOKEN}", "Origin": allowed, "Sec-Fetch-Site": "cross-site"}
+        status, headers, _ = c.post("/prompt", headers=auth)
+        assert status == 200 and headers["access-control-allow-origin"] == allowed
+        # Still authenticated: the origin alone is no credential.
+        assert c.post("/prompt", headers={"Origin": allowed})[0] == 401
+        # Any other origin: no preflight answer, no CORS headers.
+        status, headers, _ = c.request("OPTIONS", "/prompt", headers={**preflight, "Origin": EVIL_ORIGIN})
+        assert status == 403 and "access-control-allow-origin" not in headers
+        status, headers, _ = c.get("/history", headers={"Authorization": f"Bearer {TOKEN}",
+                                                        "Origin": f"http://127.0.0.1:{port}"})
+        assert status == 200 and "access-control-allow-origin" not in headers
+
+
+EVIL_ORIGIN = "http://evil.example"

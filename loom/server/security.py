@@ -32,6 +32,7 @@ import ipaddress
 import json
 import logging
 import mimetypes
+import re
 import secrets
 import socket
 import time
@@ -265,14 +266,21 @@ class _Policy:
 
     # -- Origin / Sec-Fetch-Site -------------------------------------------------------------
 
-    def origin_matches(self, request: web.Request, origin: str) -> bool:
+    def explicitly_allowed(self, origin: str | None) -> bool:
+        """``origin`` is one of ``settings.allowed_origins`` (not merely this server's own)."""
+        if not origin:
+            return False
         if origin.strip().lower().rstrip("/") in self.allowed_raw_origins:
+            return True
+        parsed = _origin_host_port(origin)
+        return parsed is not None and parsed in self.allowed_origins
+
+    def origin_matches(self, request: web.Request, origin: str) -> bool:
+        if self.explicitly_allowed(origin):
             return True
         parsed = _origin_host_port(origin)
         if parsed is None:
             return False
-        if parsed in self.allowed_origins:
-            return True
         scheme, host, port = parsed
         own = _split_host_port(request.headers.get("Host", request.host or ""),
                                443 if scheme == "https" else 80)
@@ -456,10 +464,16 @@ def _harden_file_response(request: web.Request, response: web.StreamResponse) ->
         response.headers["Content-Disposition"] = f'attachment; filename="{safe}"'
 
 
-def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
+def _add_headers(request: web.Request, response: web.StreamResponse, policy: _Policy) -> None:
     if response.prepared:
         return
     h = response.headers
+    origin = request.headers.get("Origin")
+    if policy.explicitly_allowed(origin):
+        # CORS for the configured origins only (never "*"), so a frontend served elsewhere can
+        # read the answers; everybody else gets no CORS headers and the browser hides them.
+        h["Access-Control-Allow-Origin"] = origin.strip()
+        h.add("Vary", "Origin")
     h["X-Content-Type-Options"] = "nosniff"
     h.setdefault("X-Frame-Options", "DENY")
     h.setdefault("Referrer-Policy", "same-origin")
@@ -486,14 +500,14 @@ def build_middlewares(settings: Any) -> list:
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            _add_headers(request, exc)
+            _add_headers(request, exc, policy)
             raise
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             response = _error(400, f"Malformed request body: {exc}", reason="invalid_json")
         except RecursionError:
             response = _error(400, "The JSON in the request body is nested too deeply",
                               reason="invalid_json")
-        _add_headers(request, response)
+        _add_headers(request, response, policy)
         return response
 
     @web.middleware
@@ -514,6 +528,19 @@ def build_middlewares(settings: Any) -> list:
 
     @web.middleware
     async def cross_site_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if (request.method == "OPTIONS" and policy.explicitly_allowed(origin)
+                and "Access-Control-Request-Method" in request.headers):
+            # A CORS preflight from a configured origin: answered before auth (it never carries
+            # credentials); the real request that follows is checked as usual.
+            requested = request.headers.get("Access-Control-Request-Headers", "")
+            allowed = ", ".join(h.strip() for h in requested.split(",")
+                                if re.fullmatch(r"[A-Za-z0-9-]+", h.strip()))
+            headers = {"Access-Control-Allow-Methods": "GET, POST, PUT, PATCH, DELETE",
+                       "Access-Control-Max-Age": "600"}
+            if allowed:
+                headers["Access-Control-Allow-Headers"] = allowed
+            return web.Response(status=204, headers=headers)
         reason = policy.cross_site_reason(request)
         if reason is not None:
             return _error(403, reason, reason="cross_site")

@@ -8,11 +8,15 @@ What each guard stops, in the order the middlewares run (outermost first):
    Malformed JSON / undecodable bodies that escape a route become a 400, never a 500.
 2. ``host``      — DNS rebinding: while Loom listens on loopback only, a request whose ``Host``
    is not a loopback name/IP is refused (421). A rebinding page at ``evil.example`` resolving to
-   127.0.0.1 sends ``Host: evil.example`` and cannot read anything.
+   127.0.0.1 sends ``Host: evil.example`` and cannot read anything. (Listening on the network
+   without auth, only IP literals and this machine's names are accepted.) A body whose
+   ``Content-Length`` is over ``--max-upload-mb`` is refused here with 413, before it is read;
+   ``create_app``'s ``client_max_size`` and the upload route's streaming check cover chunked ones.
 3. ``cross-site``— CSRF and cross-site reads: state-changing methods and the websocket upgrade
    are refused (403) for ``Sec-Fetch-Site: cross-site``/``same-site``, ``Origin: null`` or an
    ``Origin`` that is neither the request's own host nor in ``settings.allowed_origins``. GETs
    from other sites are refused too, except top-level navigations to the editor's pages.
+   CORS headers (and preflight answers) are given to the ``allowed_origins`` only.
 4. ``auth``      — when a token or user:password is configured: ``Authorization: Bearer``, HTTP
    Basic, or the session cookie set by ``POST /login``. Only the login page is open.
 
@@ -51,12 +55,10 @@ SESSION_COOKIE = "loom_session"  # + "_<port>": instances on one host keep their
 SESSION_SECONDS = 7 * 24 * 3600
 LOGIN_PATH = "/login"
 LOGOUT_PATH = "/logout"
-# Routes reachable without credentials when auth is on (the login page and its POST).
-OPEN_PATHS = frozenset({LOGIN_PATH, LOGOUT_PATH})
 # Pages a link on another site may open (top-level navigation): the editor and the login page.
 NAVIGABLE_PATHS = frozenset({"/", "/index.html", LOGIN_PATH})
 # Routes that serve files the user or a plugin wrote; prefix match after dropping "/api".
-FILE_ROUTE_PREFIXES = ("/view", "/userdata/", "/userdata")
+FILE_ROUTE_PREFIXES = ("/view", "/userdata")
 # Types a browser displays without running anything (with nosniff + the sandbox CSP below).
 INLINE_SAFE_TYPES = frozenset({
     "image/png", "image/jpeg", "image/webp", "image/gif", "image/avif", "image/bmp",
@@ -436,7 +438,7 @@ def _own_host_names() -> set[str]:
 # -- file responses ----------------------------------------------------------------------------
 
 def _is_file_route(path: str) -> bool:
-    return any(path == p.rstrip("/") or path.startswith(p) for p in FILE_ROUTE_PREFIXES)
+    return path.startswith(FILE_ROUTE_PREFIXES)
 
 
 def _declared_type(response: web.StreamResponse) -> str | None:

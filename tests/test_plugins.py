@@ -288,8 +288,12 @@ def test_server_starts_with_a_broken_pack_and_can_skip_all_packs(custom_nodes, l
     info = server.get("/object_info").json()
     assert "ExampleJoinStrings" in info
     assert info["ExampleJoinStrings"]["python_module"] == "custom_nodes.example_pack"
-    packs = server.state.registry.packs
-    assert "imaginary_dependency" in packs["custom_nodes.broken"].error
+    packs = {p["module"]: p for p in server.get("/node_packs").json()}
+    assert "imaginary_dependency" in packs["custom_nodes.broken"]["error"]
+    broken = packs["custom_nodes.broken"]
+    assert "Traceback" in broken["error"] and broken["nodes"] == []
+    assert packs["custom_nodes.example_pack"]["error"] is None
+    assert "ExampleJoinStrings" in packs["custom_nodes.example_pack"]["nodes"]
     ran = server.run_prompt({"1": {"class_type": "ExampleJoinStrings",
                                    "inputs": {"first": "a", "second": "b", "separator": "+"}}},
                             partial_execution_targets=["1"])

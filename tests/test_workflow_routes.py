@@ -171,6 +171,18 @@ def test_queue_runs_the_converted_workflow(loom_server: LoomTestServer):
     assert sorted(loom_server.ran(answer["prompt_id"])) == ["1", "2", "3", "4"]
 
 
+def test_post_prompt_accepts_a_ui_workflow(loom_server: LoomTestServer):
+    """The status page (and scripts) may POST /prompt {"workflow": ...} with no API prompt."""
+    r = loom_server.post("/prompt", json={"workflow": WORKFLOW})
+    assert r.status == 200, r.text
+    entry = loom_server.wait_history(r.json()["prompt_id"])
+    assert entry["outputs"] == {"4": {"value": [42]}}
+    assert entry["prompt"][2] == PROMPT
+    assert entry["prompt"][3]["extra_pnginfo"]["workflow"] == WORKFLOW
+    bad = loom_server.post("/prompt", json={"workflow": workflow(n3={"type": "NoSuchNode"})})
+    assert bad.status == 400 and bad.json()["error"]["type"] == "invalid_workflow"
+
+
 def test_queue_keeps_a_workflow_the_client_put_in_extra_pnginfo(loom_server: LoomTestServer):
     r = loom_server.post("/workflow/queue", json={
         "workflow": WORKFLOW, "prompt_id": "mine-1",

@@ -1,4 +1,5 @@
-"""``/object_info`` (node descriptions for the editor), ``/embeddings``, ``/extensions``."""
+"""``/object_info`` (node descriptions for the editor), ``/node_packs``, ``/embeddings``,
+``/extensions``."""
 
 from __future__ import annotations
 
@@ -27,6 +28,17 @@ async def object_info_one(request: web.Request) -> web.Response:
     if name not in state.registry:
         raise not_found(f"Unknown node class {name!r}")
     return web.json_response({name: state.registry.describe(name, state.node_ctx())})
+
+
+@routes.get("/node_packs")
+async def node_packs(request: web.Request) -> web.Response:
+    """Every node pack (built-in and custom_nodes/), its nodes, load time and, for a pack that
+    failed to import, the traceback: so a user sees why a plugin's nodes are missing."""
+    packs = get_state(request).registry.packs
+    return web.json_response([
+        {"module": key, "name": info.name, "builtin": info.builtin, "path": info.path,
+         "nodes": info.nodes, "seconds": round(info.seconds, 4), "error": info.error}
+        for key, info in packs.items()])
 
 
 @routes.get("/embeddings")

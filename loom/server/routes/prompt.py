@@ -10,8 +10,9 @@ from aiohttp import web
 
 from loom.engine.validate import validate_prompt
 from loom.graph.errors import PromptError
+from loom.graph.workflow import convert_workflow, looks_like_api_prompt
 from loom.server.routes._common import ApiError, field, json_body
-from loom.server.state import get_state
+from loom.server.state import AppState, get_state
 from loom.server.worker import Prevalidated
 from loom.store.queue import DuplicatePromptId, number_json
 
@@ -30,12 +31,32 @@ async def get_prompt(request: web.Request) -> web.Response:
 
 @routes.post("/prompt")
 async def post_prompt(request: web.Request) -> web.Response:
-    state = get_state(request)
-    data = await json_body(request)
+    return await queue_prompt(get_state(request), await json_body(request))
+
+
+async def queue_prompt(state: AppState, data: dict) -> web.Response:
+    """Validate and queue a ``POST /prompt`` body; the one place prompts enter the queue.
+
+    Beyond ComfyUI's body, a UI workflow may stand in for the prompt (``{"workflow": {...}}``
+    with no ``prompt``): it is converted here, and kept as ``extra_pnginfo.workflow`` so the
+    images it makes carry it, as when the editor queues it.
+    """
+    if "prompt" not in data and isinstance(data.get("workflow"), dict):
+        workflow = data["workflow"]
+        try:
+            if looks_like_api_prompt(workflow):
+                prompt = workflow
+            else:
+                prompt = await asyncio.to_thread(
+                    convert_workflow, workflow, state.registry.object_info(state.node_ctx()))
+                data = with_workflow_pnginfo(data, workflow)
+        except PromptError as e:
+            return web.json_response(e.to_json(), status=400)
+        data = {**data, "prompt": prompt}
     if "prompt" not in data:
         return web.json_response(PromptError("no_prompt", "No prompt provided",
-                                             "the body must have a 'prompt' object").to_json(),
-                                 status=400)
+                                             "the body must have a 'prompt' object (or a UI "
+                                             "'workflow')").to_json(), status=400)
     client_id = field(data, "client_id", str)
     extra_data = field(data, "extra_data", dict, {})
     front = field(data, "front", bool, False)
@@ -78,3 +99,13 @@ async def post_prompt(request: web.Request) -> web.Response:
         raise ApiError(400, "duplicate_prompt_id", str(e)) from None
     return web.json_response({"prompt_id": prompt_id, "number": number_json(number),
                               "node_errors": {}})
+
+
+def with_workflow_pnginfo(data: dict, workflow: dict) -> dict:
+    """``data`` with ``workflow`` as ``extra_data.extra_pnginfo.workflow`` unless one is set."""
+    extra_data = dict(field(data, "extra_data", dict, {}))
+    pnginfo = extra_data.get("extra_pnginfo")
+    pnginfo = dict(pnginfo) if isinstance(pnginfo, dict) else {}
+    pnginfo.setdefault("workflow", workflow)
+    extra_data["extra_pnginfo"] = pnginfo
+    return {**data, "extra_data": extra_data}

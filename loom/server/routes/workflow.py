@@ -36,7 +36,7 @@ from loom.graph.errors import PromptError
 from loom.graph.pnginfo import is_png, workflow_and_prompt_from_png
 from loom.graph.workflow import convert_workflow, is_ui_workflow, looks_like_api_prompt
 from loom.server.routes import prompt as prompt_routes
-from loom.server.routes._common import ApiError, bad_request, field, json_body, query_bool
+from loom.server.routes._common import ApiError, bad_request, json_body, query_bool
 from loom.server.routes.files import _read_form
 from loom.server.state import AppState, get_state
 
@@ -53,45 +53,13 @@ async def convert(state: AppState, workflow: Any) -> dict[str, dict]:
     return await asyncio.to_thread(_convert, state, workflow)
 
 
-class _WithBody:
-    """The same request with another JSON body.
-
-    These routes hand their prompt to ``POST /prompt``'s handler through it, so queueing
-    (validation, prompt ids, the store, the answer) lives in one place only.
-    """
-
-    def __init__(self, request: web.Request, body: dict):
-        self._request = request
-        self._body = json.dumps(body).encode()
-
-    async def read(self) -> bytes:
-        return self._body
-
-    async def text(self) -> str:
-        return self._body.decode()
-
-    async def json(self) -> Any:
-        return json.loads(self._body)
-
-    def __getitem__(self, key: str) -> Any:
-        return self._request[key]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._request, name)
-
-
-async def queue_prompt(request: web.Request, prompt: dict, body: dict,
+async def queue_prompt(state: AppState, prompt: dict, body: dict,
                        workflow: dict | None) -> web.Response:
-    """Queue ``prompt`` through ``POST /prompt`` with the other fields of ``body``."""
-    extra_data = dict(field(body, "extra_data", dict, {}))
-    if workflow is not None:
-        pnginfo = extra_data.get("extra_pnginfo")
-        pnginfo = dict(pnginfo) if isinstance(pnginfo, dict) else {}
-        pnginfo.setdefault("workflow", workflow)
-        extra_data["extra_pnginfo"] = pnginfo
+    """Queue ``prompt`` like ``POST /prompt`` with the other fields of ``body``."""
     forwarded = {k: v for k, v in body.items() if k not in ("workflow", "prompt", "queue")}
-    forwarded.update(prompt=prompt, extra_data=extra_data)
-    return await prompt_routes.post_prompt(_WithBody(request, forwarded))  # type: ignore[arg-type]
+    if workflow is not None:
+        forwarded = prompt_routes.with_workflow_pnginfo(forwarded, workflow)
+    return await prompt_routes.queue_prompt(state, {**forwarded, "prompt": prompt})
 
 
 def _workflow_from_body(data: dict) -> Any:
@@ -122,11 +90,11 @@ async def post_queue(request: web.Request) -> web.Response:
                           "for an API prompt)", "invalid_workflow")
     workflow = data["workflow"]
     if looks_like_api_prompt(workflow):
-        return await queue_prompt(request, workflow, data, None)
+        return await queue_prompt(state, workflow, data, None)
     if not isinstance(workflow, dict):
         raise bad_request("'workflow' must be an object (a UI workflow)", "invalid_workflow")
     prompt = await convert(state, workflow)
-    return await queue_prompt(request, prompt, data, workflow)
+    return await queue_prompt(state, prompt, data, workflow)
 
 
 # -- loading a PNG or a workflow file ---------------------------------------------------------
@@ -198,7 +166,7 @@ async def post_load(request: web.Request) -> web.Response:
         client_id = fields.get("client_id") or request.query.get("client_id")
         if client_id:
             body["client_id"] = client_id
-        response = await queue_prompt(request, result["prompt"], body, workflow)
+        response = await queue_prompt(state, result["prompt"], body, workflow)
         if response.status != 200:
             return response
         result["queued"] = json.loads(response.body)

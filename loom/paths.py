@@ -7,6 +7,7 @@ userdata file) goes through :func:`safe_join`, which refuses anything that could
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,23 @@ class Folders:
             d.mkdir(parents=True, exist_ok=True)
         for name in MODEL_FOLDERS:
             (self.models_dir / name).mkdir(parents=True, exist_ok=True)
+
+    def clear_temp(self) -> int:
+        """Empty temp/ (previews of earlier sessions); returns how many entries were removed.
+        Symlinks are removed, never followed."""
+        removed = 0
+        if not self.temp_dir.is_dir():
+            return 0
+        for entry in self.temp_dir.iterdir():
+            try:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+                removed += 1
+            except OSError:
+                pass
+        return removed
 
     def root_of(self, kind: str) -> Path:
         """The folder for a ``type`` of /view and uploads: output, input or temp."""

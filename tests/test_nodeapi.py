@@ -157,3 +157,16 @@ def test_model_listing_sees_new_files(tmp_path):
     assert folders.list_models("loras") == ["x.safetensors"]
     with pytest.raises(FileNotFoundError, match="models/loras/"):
         folders.resolve_model("loras", "y.safetensors")
+
+
+def test_clear_temp_empties_only_temp(tmp_path):
+    folders = Folders.under(tmp_path)
+    folders.create()
+    (folders.temp_dir / "a.png").write_bytes(b"x")
+    (folders.temp_dir / "sub").mkdir()
+    (folders.temp_dir / "sub" / "b.png").write_bytes(b"x")
+    keep = folders.output_dir / "keep.png"
+    keep.write_bytes(b"x")
+    os.symlink(folders.output_dir, folders.temp_dir / "link")
+    assert folders.clear_temp() == 3
+    assert list(folders.temp_dir.iterdir()) == [] and keep.exists()

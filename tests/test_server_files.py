@@ -257,3 +257,14 @@ def test_extensions_of_packs_with_a_web_directory(loom_server_factory, tmp_path)
     assert r.status == 200 and r.text == "console.log('hi')"
     assert server.get("/extensions/webpack/..%2Fsecret.py").status == 404
     assert server.get("/extensions/nope/ext.js").status == 404
+
+
+def test_start_up_empties_the_temp_folder_but_keeps_outputs(loom_server_factory, tmp_path):
+    base = tmp_path / "loom_base"
+    (base / "temp").mkdir(parents=True)
+    (base / "output").mkdir(parents=True)
+    (base / "temp" / "old_preview.png").write_bytes(b"x")
+    (base / "output" / "kept.png").write_bytes(b"x")
+    loom_server_factory(base_dir=base)
+    assert not (base / "temp" / "old_preview.png").exists()
+    assert (base / "output" / "kept.png").exists()

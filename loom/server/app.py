@@ -149,6 +149,9 @@ async def _lifecycle(app: web.Application):
     store = Store(settings.database_path, history_max_items=settings.history_max_items,
                   exclusive=True)
     state.store = store
+    # Only now, holding the store's exclusive lock: a second server must not wipe our previews.
+    if removed := settings.folders.clear_temp():
+        log.info("Emptied the temp folder (%d previews of an earlier session)", removed)
     store.queue.add_listener(state.hub.status_changed_threadsafe)
     state.hub.status_source = lambda: {"exec_info": {"queue_remaining": store.queue.count()}}
     store.queue.recover()

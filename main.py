@@ -17,10 +17,20 @@ from loom.paths import Folders  # noqa: E402
 log = logging.getLogger("loom")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except where there is none or the help text already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False, [], argparse.SUPPRESS) or "(default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="main.py", description="Loom: a local node-graph studio for image generation.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=_HelpFormatter)
     net = p.add_argument_group("network and security")
     net.add_argument("--listen", default="127.0.0.1", metavar="ADDRESS",
                      help="address(es) to listen on, comma-separated; anything but loopback needs "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import math
 import re
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -115,10 +116,12 @@ def _value_for(spec: Any) -> st.SearchStrategy:
     if isinstance(kind, list):  # combo: its choices
         good = st.sampled_from(kind) if kind else st.text(max_size=10)
     elif kind == "INT":
-        lo, hi = int(opts.get("min", -(2**63))), int(opts.get("max", 2**63))
+        lo, hi = _bound(opts, "min", -(2**63)), _bound(opts, "max", 2**63)
+        lo, hi = int(min(lo, hi)), int(max(lo, hi))
         good = st.integers(lo, hi) | st.sampled_from([lo, hi, hi + 1, lo - 1])
     elif kind == "FLOAT":
-        good = st.floats(opts.get("min", -1e18), opts.get("max", 1e18)) | _floats()
+        lo, hi = _bound(opts, "min", -1e18), _bound(opts, "max", 1e18)
+        good = st.floats(float(min(lo, hi)), float(max(lo, hi))) | _floats()
     elif kind == "STRING":
         good = st.text(max_size=40) | st.sampled_from(["../../etc/passwd", "/etc/passwd", "%date:yyyy%",
                                                         "a/../../b", "C:\\x", "\x00", "in.png"])
@@ -130,6 +133,12 @@ def _value_for(spec: Any) -> st.SearchStrategy:
     else:
         return json_values
     return st.one_of(good, good, good, json_values)
+
+
+def _bound(opts: dict, key: str, default: float) -> float:
+    value = opts.get(key, default)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return value if ok else default
 
 
 def _maybe(draw, good: st.SearchStrategy, bad: st.SearchStrategy, one_in: int = 8) -> Any:
@@ -241,8 +250,9 @@ def ui_workflows(draw, info: dict) -> dict:
             link[draw(st.integers(0, len(link) - 1))] = draw(json_scalars | st.integers(-2, 9))
         elif nodes:
             node = draw(st.sampled_from(nodes))
-            if node["inputs"]:
-                draw(st.sampled_from(node["inputs"]))["link"] = draw(json_scalars | st.integers(0, 9))
+            inputs = node["inputs"]  # may itself have been damaged above
+            if isinstance(inputs, list) and inputs and all(isinstance(i, dict) for i in inputs):
+                draw(st.sampled_from(inputs))["link"] = draw(json_scalars | st.integers(0, 9))
     return workflow
 
 

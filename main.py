@@ -7,6 +7,7 @@ torchvision_fix.install()
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -36,10 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="address(es) to listen on, comma-separated; anything but loopback needs "
                           "--auth-token or --auth-user")
     net.add_argument("--port", type=int, default=8188, help="TCP port")
-    net.add_argument("--auth-token", metavar="TOKEN",
-                     help="require 'Authorization: Bearer TOKEN' (or a login with it)")
-    net.add_argument("--auth-user", metavar="USER:PASSWORD",
-                     help="require HTTP basic auth (or a login) with this user and password")
+    net.add_argument("--auth-token", metavar="TOKEN", default=os.environ.get("LOOM_AUTH_TOKEN"),
+                     help="require 'Authorization: Bearer TOKEN' (or a login with it); also read "
+                          "from $LOOM_AUTH_TOKEN, which other users cannot see in 'ps' "
+                          "(default: $LOOM_AUTH_TOKEN)")
+    net.add_argument("--auth-user", metavar="USER:PASSWORD", default=os.environ.get("LOOM_AUTH_USER"),
+                     help="require HTTP basic auth (or a login) with this user and password; also "
+                          "read from $LOOM_AUTH_USER (default: $LOOM_AUTH_USER)")
     net.add_argument("--allow-unauthenticated-network-access", action="store_true",
                      help="DANGEROUS: listen beyond loopback WITHOUT authentication; anyone who "
                           "can reach this machine can run workflows and read your images")

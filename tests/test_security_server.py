@@ -620,6 +620,34 @@ def test_main_network_with_token_requires_it(tmp_path):
         proc.wait(30)
 
 
+def test_main_reads_the_token_from_the_environment(tmp_path, monkeypatch):
+    """$LOOM_AUTH_TOKEN keeps the secret out of the process list."""
+    monkeypatch.setenv("LOOM_AUTH_TOKEN", TOKEN)
+    port = free_port()
+    proc = start_main(tmp_path, port, "--listen", "0.0.0.0")
+    try:
+        assert _get(port, "/history") == 401
+        assert _get(port, "/history", {"Authorization": f"Bearer {TOKEN}"}) == 200
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_static_files_are_only_the_editors(loom_server_factory, tmp_path):
+    web_dir = tmp_path / "web_dist"
+    (web_dir / "node_modules" / "pkg").mkdir(parents=True)
+    (web_dir / "index.html").write_text("<html>editor</html>")
+    (web_dir / "app.js").write_text("console.log(1)")
+    (web_dir / "node_modules" / "pkg" / "index.js").write_text("secret()")
+    (web_dir / "vite.config.ts").write_text("export default {}")
+    (web_dir / "notes.py").write_text("print(1)")
+    server = loom_server_factory(web_dir=web_dir)
+    assert server.get("/app.js").status == 200
+    for path in ("/node_modules/pkg/index.js", "/vite.config.ts", "/notes.py"):
+        r = server.get(path)
+        assert r.status == 404 and "secret" not in r.text, path
+
+
 def test_main_loud_flag_allows_unauthenticated_network(tmp_path):
     port = free_port()
     log_path = tmp_path / "server.log"

@@ -31,6 +31,11 @@ async def index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
 
 
+# What the editor is made of; nothing else under web/ (sources' configs, node_modules) is served.
+WEB_SUFFIXES = {".html", ".js", ".mjs", ".css", ".map", ".json", ".png", ".jpg", ".jpeg", ".webp",
+                ".gif", ".svg", ".ico", ".woff", ".woff2", ".ttf", ".txt"}
+
+
 def static_route(root: Path):
     """A handler for the editor's files under ``root`` (registered last, at the root only).
 
@@ -43,7 +48,9 @@ def static_route(root: Path):
             path = safe_join(root, rel)
         except UnsafePathError:
             raise not_found(f"No such file: /{rel}") from None
-        if any(part.startswith(".") for part in rel.split("/")) or not path.is_file():
+        parts = rel.split("/")
+        if (any(p.startswith(".") or p == "node_modules" for p in parts) or not path.is_file()
+                or path.suffix.lower() not in WEB_SUFFIXES):
             raise not_found(f"No such file or route: /{rel}")
         return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
 

@@ -383,3 +383,20 @@ def test_every_offered_pair_runs(sd1):
                          sampler_name=sampler, scheduler=scheduler)["samples"]
             assert torch.isfinite(out).all(), (sampler, scheduler)
             assert out.shape == latent["samples"].shape
+
+
+# -- precision -----------------------------------------------------------------------------------
+
+def test_reduced_precision_unet(sd1):
+    """A bf16 UNet (as on GPUs) gets inputs in its dtype; the solver stays in float32."""
+    import copy
+
+    model16 = DiffusionModel(unet=copy.deepcopy(sd1.model.unet).to(torch.bfloat16), family="sd1",
+                             prediction_type="epsilon", scheduler_config=sd1.model.scheduler_config,
+                             latent_scaling_factor=sd1.model.latent_scaling_factor)
+    ref = ksample(sd1, steps=2)
+    out = KSampler().run(model=model16, seed=1, steps=2, cfg=7.0, sampler_name="euler",
+                         scheduler="normal", positive=sd1.pos, negative=sd1.neg,
+                         latent_image=empty())[0]["samples"]
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert (out - ref).abs().max() < 0.1 * ref.abs().max()

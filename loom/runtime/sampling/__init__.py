@@ -8,7 +8,13 @@
 - :mod:`.resize` — latent and image resizing for the upscale nodes
 """
 
-from loom.runtime.sampling.hooks import NoiseMaskHook, SamplingHooks, SamplingState, UNetCall
+from loom.runtime.sampling.hooks import (
+    InpaintConcatHook,
+    NoiseMaskHook,
+    SamplingHooks,
+    SamplingState,
+    UNetCall,
+)
 from loom.runtime.sampling.loop import default_model_manager, sample, schedule_window
 from loom.runtime.sampling.schedulers import (
     SAMPLER_NAMES,
@@ -19,7 +25,7 @@ from loom.runtime.sampling.schedulers import (
 )
 
 __all__ = [
-    "SAMPLER_NAMES", "SCHEDULER_NAMES", "NoiseMaskHook", "SamplingHooks", "SamplingState",
-    "UNetCall", "default_model_manager", "make_scheduler", "sample", "schedule_window",
+    "SAMPLER_NAMES", "SCHEDULER_NAMES", "InpaintConcatHook", "NoiseMaskHook", "SamplingHooks",
+    "SamplingState", "UNetCall", "default_model_manager", "make_scheduler", "sample", "schedule_window",
     "supported_schedulers", "unsupported_reason",
 ]

@@ -10,9 +10,9 @@ Two ways in, both used by :func:`loom.runtime.sampling.sample`:
   control (often the negative prompt) go into a separate call.
 * **Per run**: :class:`SamplingHooks` objects passed to ``sample(hooks=…)`` or attached to a model
   as ``DiffusionModel.options["sampling_hooks"]`` (a tuple). They see the run's
-  :class:`SamplingState` at the start, may add UNet kwargs to every call, and may rewrite the
-  latents after every solver step (noise-mask blending is such a hook:
-  :class:`NoiseMaskHook`).
+  :class:`SamplingState` at the start, may add UNet kwargs or extra input channels to every
+  call, and may rewrite the latents after every solver step. Built in: :class:`NoiseMaskHook`
+  (a LATENT's ``noise_mask``) and :class:`InpaintConcatHook` (9-channel inpainting UNets).
 
 When several sources return the same UNet kwarg, tensors (and tuples of tensors) are summed,
 which is how stacked ControlNets combine.
@@ -78,6 +78,11 @@ class SamplingHooks:
     def unet_kwargs(self, call: UNetCall) -> dict | None:
         return None
 
+    def extra_channels(self, call: UNetCall) -> torch.Tensor | None:
+        """Channels appended to the UNet's sample input (dim 1) for this call, e.g. an inpainting
+        UNet's mask and masked-image latents. Shape ``[rows, k, h, w]`` like ``call.sample``."""
+        return None
+
     def after_step(self, step: int, index: int, latents: torch.Tensor,
                    state: SamplingState) -> torch.Tensor:
         """Called after each complete solver step; ``latents`` are now at ``levels[index]``."""
@@ -106,6 +111,25 @@ class NoiseMaskHook(SamplingHooks):
 
     def on_end(self, latents, state):
         return torch.lerp(state.latent_image, latents, self.mask.to(latents.dtype))
+
+
+class InpaintConcatHook(SamplingHooks):
+    """Inpainting UNets (9 input channels) see ``[sample, mask, masked-image latents]``, the
+    layout of diffusers' StableDiffusionInpaintPipeline and ComfyUI. The masked-image latents
+    are the LATENT being sampled (``VAEEncodeForInpaint`` greys out the masked pixels before
+    encoding), the mask its ``noise_mask`` (1 = repaint), or all ones when it has none."""
+
+    def __init__(self, mask: torch.Tensor, masked_latents: torch.Tensor):
+        self.concat = torch.cat([mask.to(masked_latents.dtype), masked_latents], dim=1)
+
+    def extra_channels(self, call):
+        concat = self.concat
+        if call.area is not None:
+            h, w, y, x = call.area
+            concat = concat[:, :, y:y + h, x:x + w]
+        rows = call.sample.shape[0] // concat.shape[0]
+        concat = concat.repeat(rows, 1, 1, 1) if rows > 1 else concat
+        return concat.to(call.sample.dtype)
 
 
 def prepare_mask(mask: torch.Tensor, batch: int, height: int, width: int,

@@ -36,6 +36,7 @@ import torch
 
 from loom.runtime.sampling.conditioning import build_groups, prepare_entries
 from loom.runtime.sampling.hooks import (
+    InpaintConcatHook,
     NoiseMaskHook,
     SamplingHooks,
     SamplingState,
@@ -133,9 +134,14 @@ def _run(model, positive, negative, latent, *, seed, total, start, end, cfg, sam
         noise = torch.zeros_like(image)
     state = SamplingState(scheduler=sched, timesteps=timesteps, levels=levels[first:],
                           noise=noise, latent_image=image, space=spec.space, device=device)
+    mask = None
     if latent.get("noise_mask") is not None:
-        hooks = [*hooks, NoiseMaskHook(prepare_mask(latent["noise_mask"], batch, height, width,
-                                                    device))]
+        mask = prepare_mask(latent["noise_mask"], batch, height, width, device)
+        hooks = [*hooks, NoiseMaskHook(mask)]
+    concat_given = any(type(h).extra_channels is not SamplingHooks.extra_channels for h in hooks)
+    if unet.config.in_channels == image.shape[1] + 5 and not concat_given:  # an inpainting UNet
+        hooks = [*hooks, InpaintConcatHook(mask if mask is not None else torch.ones_like(image[:, :1]),
+                                           image)]
 
     if add_noise and first == 0:
         # txt2img: exactly what a diffusers pipeline starts from (randn * init_noise_sigma); a
@@ -166,7 +172,8 @@ def _run(model, positive, negative, latent, *, seed, total, start, end, cfg, sam
         step_kwargs = {**step_kwargs, "generator": generator}
     for h in hooks:
         h.on_start(state)
-    unet_hooks = [h for h in hooks if type(h).unet_kwargs is not SamplingHooks.unet_kwargs]
+    unet_hooks = [h for h in hooks if type(h).unet_kwargs is not SamplingHooks.unet_kwargs
+                  or type(h).extra_channels is not SamplingHooks.extra_channels]
     step_hooks = [h for h in hooks if type(h).after_step is not SamplingHooks.after_step]
     two_stage = hasattr(sched, "state_in_first_order")
 
@@ -218,8 +225,14 @@ def _call_unet(unet, group, x_in, t, step, sigma, batch, unet_hooks) -> torch.Te
                         is_uncond=group.is_uncond, batch_size=batch, area=group.area)
         if group.control is not None:
             merge_unet_kwargs(kwargs, group.control.unet_kwargs(call))
+        extra = []
         for h in unet_hooks:
             merge_unet_kwargs(kwargs, h.unet_kwargs(call))
+            channels = h.extra_channels(call)
+            if channels is not None:
+                extra.append(channels)
+        if extra:
+            x_in = torch.cat([x_in, *extra], dim=1)
     return unet(x_in, t, encoder_hidden_states=group.context,
                 added_cond_kwargs=group.added_cond_kwargs, return_dict=False, **kwargs)[0]
 

@@ -106,6 +106,20 @@ def test_schedule_window_follows_comfyui():
     assert schedule_window(20, 0.5, None, None) == (40, 20, 40)  # 20 steps of a 40-step schedule
     assert schedule_window(10, 1.0, 3, 7) == (10, 3, 7)
     assert schedule_window(10, 1.0, 0, 10000) == (10, 0, 10)
+    # a schedule longer than the training timesteps is capped (diffusers cannot space it)
+    assert schedule_window(20, 0.01, None, None, max_total=1000) == (1000, 990, 1000)
+
+
+def test_tiny_denoise_runs(sd1):
+    image = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))}
+    for sampler in ("euler", "ddim"):
+        counter = CountingUNet(sd1.model.unet)
+        try:
+            out = ksample(sd1, latent=image, denoise=0.01, steps=20, cfg=1.0, sampler_name=sampler)
+        finally:
+            counter.handle.remove()
+        assert torch.isfinite(out).all()
+        assert len(counter.calls) == 10  # 1% of a (capped) 1000-step schedule
 
 
 # -- noise ------------------------------------------------------------------------------------

@@ -57,14 +57,22 @@ def default_model_manager():
     return default_manager()
 
 
-def schedule_window(steps: int, denoise: float, start_step: int | None,
-                    end_step: int | None) -> tuple[int, int, int]:
-    """``(total, start, end)``: build a ``total``-step schedule and run steps ``start..end-1``."""
+def schedule_window(steps: int, denoise: float, start_step: int | None, end_step: int | None,
+                    max_total: int | None = None) -> tuple[int, int, int]:
+    """``(total, start, end)``: build a ``total``-step schedule and run steps ``start..end-1``.
+
+    With ``denoise < 1`` the schedule has ``int(steps / denoise)`` steps, at most ``max_total``
+    (the model's training timesteps: diffusers schedulers cannot space more); when capped, the
+    run keeps the ``denoise`` fraction of the capped schedule, so fewer steps run.
+    """
     if steps < 1:
         raise ValueError("steps must be at least 1")
     total = steps
-    if denoise < 1.0:
-        total = max(steps, int(steps / denoise)) if denoise > 0 else steps
+    if 0 < denoise < 1.0:
+        total = max(steps, int(steps / denoise))
+        if max_total is not None and total > max_total:
+            total = max_total
+            steps = min(steps, max(1, round(total * denoise)))
     start = total - steps
     if start_step is not None:
         start = max(start, int(start_step))
@@ -86,7 +94,8 @@ def sample(model: Any, positive: list, negative: list, latent: dict, *, seed: in
     out = dict(latent)
     if denoise <= 0.0:
         return out
-    total, start, end = schedule_window(steps, denoise, start_step, end_step)
+    max_total = int((model.scheduler_config or {}).get("num_train_timesteps", 1000))
+    total, start, end = schedule_window(steps, denoise, start_step, end_step, max_total)
     if start >= end:
         return out
 

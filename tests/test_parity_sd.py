@@ -307,3 +307,36 @@ def test_inpainting_unet_through_ksampler_keeps_the_unmasked_part(inpaint_pipe):
     keep[2:6, 2:6] = False
     assert torch.allclose(out[..., keep], image[..., keep], atol=1e-6)
     assert (out[..., ~keep] - image[..., ~keep]).abs().mean() > 1e-2
+
+
+def test_sdxl_size_conditioning_matches_diffusers(envs):
+    """CONDITIONING size fields (CLIPTextEncodeSDXL's) become diffusers' add_time_ids."""
+    from loom.runtime.sampling import sample
+    from loom.runtime.sd.types import DiffusionModel
+
+    pipe = envs("sdxl").pipe
+    sizes = {"width": 96, "height": 80, "crop_w": 8, "crop_h": 16, "target_width": 48,
+             "target_height": 56}
+    with torch.no_grad():
+        pos, neg, pooled, neg_pooled = pipe.encode_prompt(POSITIVE, POSITIVE, device="cpu",
+                                                          negative_prompt=NEGATIVE)
+    model = DiffusionModel(unet=pipe.unet, family="sdxl", prediction_type="epsilon",
+                           scheduler_config=dict(pipe.scheduler.config),
+                           latent_scaling_factor=pipe.vae.config.scaling_factor)
+    out = sample(model, [[pos, {"pooled_output": pooled, **sizes}]],
+                 [[neg, {"pooled_output": neg_pooled, **sizes}]], {"samples": torch.zeros(1, 4, 8, 8)},
+                 seed=SEED, steps=3, cfg=7.5, sampler_name="euler", scheduler="normal")["samples"]
+    plain = sample(model, [[pos, {"pooled_output": pooled}]], [[neg, {"pooled_output": neg_pooled}]],
+                   {"samples": torch.zeros(1, 4, 8, 8)}, seed=SEED, steps=3, cfg=7.5,
+                   sampler_name="euler", scheduler="normal")["samples"]
+    ref = _pipeline(type(pipe), pipe, "euler")(
+        prompt_embeds=pos, negative_prompt_embeds=neg, pooled_prompt_embeds=pooled,
+        negative_pooled_prompt_embeds=neg_pooled, original_size=(80, 96),
+        crops_coords_top_left=(16, 8), target_size=(56, 48), height=64, width=64,
+        num_inference_steps=3, guidance_scale=7.5,
+        generator=torch.Generator("cpu").manual_seed(SEED), output_type="latent").images
+    ref = ref / pipe.vae.config.scaling_factor
+    diff = (out - ref).abs().max().item()
+    print(f"\nparity sdxl size conditioning: max|Δlatent| = {diff:.3g}")
+    assert diff <= TOL * max(1.0, ref.abs().max().item())
+    assert (plain - out).abs().max() > 1e-3  # the sizes do matter

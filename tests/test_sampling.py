@@ -414,3 +414,23 @@ def test_reduced_precision_unet(sd1):
                          latent_image=empty())[0]["samples"]
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     assert (out - ref).abs().max() < 0.1 * ref.abs().max()
+
+
+def test_sdxl_combine_and_areas_run():
+    pipe = tiny_pipeline("sdxl")
+    model = DiffusionModel(unet=pipe.unet, family="sdxl", prediction_type="epsilon",
+                           scheduler_config=dict(pipe.scheduler.config),
+                           latent_scaling_factor=pipe.vae.config.scaling_factor)
+    with torch.no_grad():
+        pos, neg, pooled, neg_pooled = pipe.encode_prompt("a cat", "a cat", device="cpu",
+                                                          negative_prompt="blurry")
+    positive = [[pos, {"pooled_output": pooled}]]
+    negative = [[neg, {"pooled_output": neg_pooled}]]
+    area = ConditioningSetArea().run(positive, width=32, height=32, x=32, y=32, strength=0.8)[0]
+    both = ConditioningCombine().run(positive, area)[0]
+    out = sample(model, both, negative, empty(batch=2), seed=3, steps=2, cfg=6.0,
+                 sampler_name="dpmpp_2m", scheduler="karras")["samples"]
+    assert out.shape == (2, 4, 8, 8) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="pooled"):
+        sample(model, [[pos, {"pooled_output": None}]], negative, empty(), seed=3, steps=1, cfg=6.0,
+               sampler_name="euler", scheduler="normal")

@@ -32,7 +32,7 @@ class UNetCall:
     """One UNet evaluation, as a hook sees it (before the call)."""
 
     step: int  # index of the solver iteration in this run (0-based)
-    timestep: torch.Tensor  # the diffusers timestep passed to the UNet
+    timestep: torch.Tensor  # the diffusers timestep passed to the UNet (0..num_train_timesteps)
     sigma: float  # noise level of the current sample (x0 + sigma * eps form)
     sample: torch.Tensor  # the UNet input [n*B, C, h, w], already scaled by the scheduler
     encoder_hidden_states: torch.Tensor  # [n*B, L, D]
@@ -41,6 +41,9 @@ class UNetCall:
     is_uncond: list[bool]  # per chunk: negative prompt?
     batch_size: int  # B: rows per chunk
     area: tuple[int, int, int, int] | None  # (h, w, y, x) in latent pixels, or None (whole latent)
+    # position in the whole schedule, 0 at its first step .. 1 after its last (for effects that
+    # apply over a part of the schedule, like ControlNet's start/end percent)
+    schedule_fraction: float = 0.0
 
 
 @dataclass

@@ -192,17 +192,19 @@ def _run(model, positive, negative, latent, *, seed, total, start, end, cfg, sam
         last = i == n_iter - 1
         model_in = sched.scale_model_input(x, t)
         sigma = levels[first + i]
+        fraction = (first + i) / len(all_timesteps)
         if simple:
             g = groups[0]
             n = len(g.entries)
             x_in = torch.cat([model_in] * n) if n > 1 else model_in
-            pred = _call_unet(unet, g, x_in.to(unet_dtype), t, i, sigma, batch, unet_hooks).float()
+            pred = _call_unet(unet, g, x_in.to(unet_dtype), t, i, sigma, batch, unet_hooks,
+                              fraction).float()
             if n > 1:
                 pred_uncond, pred_cond = pred.chunk(2)
                 pred = pred_uncond + cfg * (pred_cond - pred_uncond)
         else:
             pred = _combined_prediction(unet, groups, model_in, t, i, sigma, batch, cfg,
-                                        unet_dtype, unet_hooks)
+                                        unet_dtype, unet_hooks, fraction)
 
         if last and clean_at_end:
             x = _predict_clean(x, pred, sigma, spec.space, model.prediction_type)
@@ -225,13 +227,14 @@ def _run(model, positive, negative, latent, *, seed, total, start, end, cfg, sam
     return (x / scale).to("cpu", torch.float32)
 
 
-def _call_unet(unet, group, x_in, t, step, sigma, batch, unet_hooks) -> torch.Tensor:
+def _call_unet(unet, group, x_in, t, step, sigma, batch, unet_hooks, fraction) -> torch.Tensor:
     kwargs: dict = {}
     if group.control is not None or unet_hooks:
         call = UNetCall(step=step, timestep=t, sigma=sigma, sample=x_in,
                         encoder_hidden_states=group.context,
                         added_cond_kwargs=group.added_cond_kwargs, entries=group.raw,
-                        is_uncond=group.is_uncond, batch_size=batch, area=group.area)
+                        is_uncond=group.is_uncond, batch_size=batch, area=group.area,
+                        schedule_fraction=fraction)
         if group.control is not None:
             merge_unet_kwargs(kwargs, group.control.unet_kwargs(call))
         extra = []
@@ -247,7 +250,7 @@ def _call_unet(unet, group, x_in, t, step, sigma, batch, unet_hooks) -> torch.Te
 
 
 def _combined_prediction(unet, groups, model_in, t, step, sigma, batch, cfg, unet_dtype,
-                         unet_hooks) -> torch.Tensor:
+                         unet_hooks, fraction) -> torch.Tensor:
     """Several entries and/or areas: each entry's prediction, weight-averaged per side."""
     sums = {False: torch.zeros_like(model_in), True: torch.zeros_like(model_in)}
     weights = {False: torch.zeros_like(model_in[:, :1]), True: torch.zeros_like(model_in[:, :1])}
@@ -259,7 +262,8 @@ def _combined_prediction(unet, groups, model_in, t, step, sigma, batch, cfg, une
             part = model_in[:, :, y:y + h, x:x + w]
         n = len(g.entries)
         x_in = torch.cat([part] * n) if n > 1 else part
-        out = _call_unet(unet, g, x_in.to(unet_dtype), t, step, sigma, batch, unet_hooks).float()
+        out = _call_unet(unet, g, x_in.to(unet_dtype), t, step, sigma, batch, unet_hooks,
+                         fraction).float()
         for k, e in enumerate(g.entries):
             chunk = out[k * batch:(k + 1) * batch]
             w = e.weight

@@ -434,3 +434,22 @@ def test_sdxl_combine_and_areas_run():
     with pytest.raises(ValueError, match="pooled"):
         sample(model, [[pos, {"pooled_output": None}]], negative, empty(), seed=3, steps=1, cfg=6.0,
                sampler_name="euler", scheduler="normal")
+
+
+def test_noise_mask_with_leftover_noise_keeps_the_original_noised(sd1):
+    image = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., :4] = 1.0
+    common = dict(noise_seed=4, steps=6, cfg=7.0, sampler_name="euler", scheduler="normal",
+                  positive=sd1.pos, negative=sd1.neg, add_noise="enable", start_at_step=2)
+    half = KSamplerAdvanced().run(model=sd1.model, end_at_step=4, return_with_leftover_noise="enable",
+                                  latent_image={"samples": image, "noise_mask": mask},
+                                  **common)[0]["samples"]
+    # unmasked: the original plus the run's noise at the level of step 4
+    import diffusers
+
+    sched = diffusers.EulerDiscreteScheduler.from_config(sd1.pipe.scheduler.config)
+    sched.set_timesteps(6)
+    noise = initial_noise((1, 4, 8, 8), seeded_generator(4))
+    expected = image + noise * float(sched.sigmas[4]) / sd1.model.latent_scaling_factor
+    assert torch.allclose(half[..., 4:], expected[..., 4:], atol=1e-4)

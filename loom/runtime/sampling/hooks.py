@@ -91,8 +91,9 @@ class SamplingHooks:
         """Called after each complete solver step; ``latents`` are now at ``levels[index]``."""
         return latents
 
-    def on_end(self, latents: torch.Tensor, state: SamplingState) -> torch.Tensor:
-        """Called with the final latents in x0 + sigma * eps form (scaled)."""
+    def on_end(self, latents: torch.Tensor, state: SamplingState, sigma: float) -> torch.Tensor:
+        """Called with the final latents in x0 + sigma * eps form (scaled); ``sigma`` is 0 unless
+        the run stopped early keeping its leftover noise."""
         return latents
 
 
@@ -102,7 +103,8 @@ class NoiseMaskHook(SamplingHooks):
     Where the mask is 1 the sampler works freely; where it is 0 the original latent is kept:
     after every step those pixels are reset to the original noised to the current level (the
     way diffusers' inpaint pipeline does it for 4-channel UNets), and at the end to the clean
-    original. Values between 0 and 1 blend.
+    original (or, when the run keeps leftover noise, the original noised to that level). Values
+    between 0 and 1 blend.
     """
 
     def __init__(self, mask: torch.Tensor):
@@ -112,8 +114,9 @@ class NoiseMaskHook(SamplingHooks):
         keep = state.noised(state.latent_image, index)
         return torch.lerp(keep, latents, self.mask.to(latents.dtype))
 
-    def on_end(self, latents, state):
-        return torch.lerp(state.latent_image, latents, self.mask.to(latents.dtype))
+    def on_end(self, latents, state, sigma):
+        keep = state.latent_image + state.noise * sigma if sigma else state.latent_image
+        return torch.lerp(keep, latents, self.mask.to(latents.dtype))
 
 
 class InpaintConcatHook(SamplingHooks):

@@ -220,10 +220,12 @@ def _run(model, positive, negative, latent, *, seed, total, start, end, cfg, sam
         callback(n_iter, n_iter)
     # Back to x0 + sigma * eps: at the end of a full run sigma is ~0; after an early stop the
     # leftover noise is at the level of the next step.
+    end_sigma = 0.0
     if early_stop and not clean_at_end:
         x = x / state.alpha(len(timesteps))
+        end_sigma = state.levels[len(timesteps)]
     for h in hooks:
-        x = h.on_end(x, state)
+        x = h.on_end(x, state, end_sigma)
     return (x / scale).to("cpu", torch.float32)
 
 

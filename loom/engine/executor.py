@@ -167,6 +167,10 @@ class Executor:
 
         def on_progress(value: int, total: int, preview: Any = None) -> None:
             send("progress", {"value": int(value), "max": int(total), "node": node_id})
+            if preview is not None:
+                # An image of the work in progress (e.g. a decoded latent); the server encodes
+                # it for the client. The engine does not care what it is.
+                send("preview_image", {"node": node_id, "image": preview})
 
         ctx = RunContext(node_id=node_id, prompt_id=prompt_id, paths=self.paths,
                          models=self.models, settings=self.settings, interrupt=self.interrupt,

@@ -17,6 +17,7 @@ A prompt that no longer validates gets an error history entry and an ``execution
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -149,6 +150,11 @@ class Worker:
             if event in TERMINAL_EVENTS or (event == "executing" and data.get("node") is None):
                 deferred.append((event, data))
                 return
+            if event == "preview_image":
+                frame = encode_preview(data.get("image"))
+                if frame is not None:
+                    self.sink(event, frame, client_id)
+                return
             self.sink(event, data, client_id)
 
         try:
@@ -252,3 +258,32 @@ class WorkerPool:
     def clear_caches(self) -> None:
         for w in self.workers:
             w.executor.cache.clear()
+
+
+# ComfyUI's binary websocket frame for previews: a big-endian u32 event type (1 = preview
+# image), a u32 image format (1 = JPEG, 2 = PNG), then the encoded image.
+PREVIEW_IMAGE_EVENT = 1
+PREVIEW_JPEG = 1
+PREVIEW_MAX_SIZE = 512
+
+
+def encode_preview(image: Any) -> bytes | None:
+    """A preview (PIL image, or ``[H, W, 3]`` float array/tensor in 0..1) as a binary frame."""
+    import struct
+
+    from PIL import Image
+
+    try:
+        if not isinstance(image, Image.Image):
+            array = image.detach().cpu().numpy() if hasattr(image, "detach") else image
+            import numpy as np
+
+            image = Image.fromarray((np.clip(array, 0, 1) * 255).round().astype("uint8"))
+        image = image.convert("RGB")
+        image.thumbnail((PREVIEW_MAX_SIZE, PREVIEW_MAX_SIZE))
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=85)
+    except Exception:
+        log.exception("could not encode a preview image")
+        return None
+    return struct.pack(">II", PREVIEW_IMAGE_EVENT, PREVIEW_JPEG) + buf.getvalue()

@@ -112,7 +112,10 @@ class Hub:
         """Send to the connections of ``client_id``, or to everybody when it is None."""
         if not self.clients:
             return
-        message = json.dumps({"type": event, "data": data}, ensure_ascii=False, default=str)
+        if isinstance(data, bytes):  # a binary frame (previews), sent as it is
+            message: str | bytes = data
+        else:
+            message = json.dumps({"type": event, "data": data}, ensure_ascii=False, default=str)
         if client_id is None:
             targets = [c for conns in self.clients.values() for c in conns]
         else:

@@ -93,6 +93,24 @@ class Sleep(_Recorded):
         return (value,)
 
 
+class Painter(Node):
+    """Reports ``steps`` progress steps, each with a preview image (a solid colour), then
+    outputs ``value``: what a sampler does with its step previews."""
+
+    category = "testing"
+    inputs = {"steps": Int(3, min=1, max=100), "value": Link("INT", optional=True)}
+    outputs = (Output("INT"),)
+
+    def run(self, steps, value=0):
+        import torch
+
+        for i in range(steps):
+            preview = torch.zeros(64, 96, 3)
+            preview[..., 0] = 1.0  # red
+            self.ctx.progress(i + 1, steps, preview)
+        return (value,)
+
+
 class Fail(_Recorded):
     category = "testing"
     inputs = {"message": String("boom"), "value": Link("INT", optional=True)}
@@ -159,4 +177,4 @@ class BadUi(Node):
         return NodeResult(ui={"values": {1, 2}})
 
 
-NODES = [IntConst, StrConst, Add, Inc, Choose, Sleep, Fail, Sink, StrSink, SaveText, BadUi]
+NODES = [IntConst, StrConst, Add, Inc, Choose, Sleep, Painter, Fail, Sink, StrSink, SaveText, BadUi]

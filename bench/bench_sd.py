@@ -8,8 +8,10 @@ saves it as a diffusers folder under a temporary ``models/diffusers/``, and then
   VAEDecode -> (capture) is validated and executed by the engine's ``Executor``. The loader's
   output stays in the executor's cache (models are loaded once, as in a running server); the
   prompts and the seed change every run, so text encoding, sampling and decoding all run.
-* **diffusers**: ``StableDiffusionPipeline.from_pretrained(folder)`` (loaded once) called with the
-  same prompts, seed (``generator=torch.Generator("cpu").manual_seed(seed)``), steps, cfg and an
+* **diffusers**: a ``StableDiffusionPipeline`` built from the very modules Loom's loader made
+  (same tensors in memory, so only the orchestration differs; ``--separate-weights`` uses
+  ``from_pretrained(folder)`` instead) called with the same prompts, seed
+  (``generator=torch.Generator("cpu").manual_seed(seed)``), steps, cfg and an
   ``EulerDiscreteScheduler`` (KSampler's ``euler``/``normal``), ``output_type="np"``.
 
 Both produce the same pixels (checked each run). Prints per-run wall-clock and process CPU
@@ -19,6 +21,7 @@ with other work the wall-clock figures swing with the load; the CPU-time ratio (
 
     .venv/bin/python bench/bench_sd.py [--size 256] [--steps 10] [--repeat 7] [--cfg 7.5]
                                        [--channels 128,256,512,512] [--threads N]
+                                       [--separate-weights]
 """
 
 from __future__ import annotations
@@ -132,6 +135,9 @@ def main() -> None:
     ap.add_argument("--channels", default="128,256,512,512", help="UNet block_out_channels")
     ap.add_argument("--text-width", type=int, default=512)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--separate-weights", dest="shared_modules", action="store_false",
+                    help="let diffusers load its own copy of the weights (default: the pipeline "
+                         "is built from the very modules Loom loaded)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -156,6 +162,21 @@ def main() -> None:
         pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)
         pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
+        if args.shared_modules:
+            # Same tensors on both sides: the modules Loom's loader made (kept in the executor's
+            # cache), so only the orchestration differs, not where the weights sit in memory.
+            warm = loom_prompt(args, -2)
+            executor.execute(validate_prompt(warm, registry, ctx), "bench-load")
+            BenchCapture.seen.clear()
+            sig = executor.signatures(validate_prompt(warm, registry, ctx), ["1"])["1"]
+            model, clip, vae = executor.cache.get(sig).outputs
+            pipe = StableDiffusionPipeline(
+                unet=model.unet, vae=vae.vae, text_encoder=clip.encoders[0],
+                tokenizer=clip.tokenizers[0], scheduler=pipe.scheduler, safety_checker=None,
+                feature_extractor=None, requires_safety_checker=False)
+            pipe.set_progress_bar_config(disable=True)
+        print("weights:", "shared (Loom's modules in both)" if args.shared_modules
+              else "loaded separately by each")
 
         def run_loom(run: int):
             start, cpu = time.perf_counter(), time.process_time()

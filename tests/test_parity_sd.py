@@ -75,13 +75,19 @@ def _schedulers(config):
             config, clip_sample=False, set_alpha_to_one=False),
         "uni_pc": lambda: diffusers.UniPCMultistepScheduler.from_config(
             config, solver_type="bh1", final_sigmas_type="sigma_min"),
+        "lms": lambda: diffusers.LMSDiscreteScheduler.from_config(config),
+        "dpmpp_sde": lambda: diffusers.DPMSolverSDEScheduler.from_config(
+            config, noise_sampler_seed=SEED),
     }
 
 
 LOOM_NAMES = {"euler": ("euler", "normal"), "euler_ancestral": ("euler_ancestral", "normal"),
               "dpmpp_2m_karras": ("dpmpp_2m", "karras"), "ddim": ("ddim", "normal"),
-              "uni_pc": ("uni_pc", "normal")}
-CASES = list(LOOM_NAMES)
+              "uni_pc": ("uni_pc", "normal"), "lms": ("lms", "normal"),
+              "dpmpp_sde": ("dpmpp_sde", "normal")}
+CASES = ["euler", "euler_ancestral", "dpmpp_2m_karras", "ddim", "uni_pc"]
+# Samplers whose diffusers scheduler needs scipy (lms) or torchsde (dpmpp_sde): SD 1.x only.
+EXTRA_CASES = ["lms", "dpmpp_sde"]
 
 
 class Env:
@@ -204,6 +210,18 @@ def test_txt2img_matches_diffusers(envs, family, sampler):
     lat, img = _report(f"{family} txt2img {sampler}", latents, ref_latents, images, ref_images)
     assert img <= TOL
     assert lat <= TOL * max(1.0, ref_latents.abs().max().item())
+
+
+@pytest.mark.parametrize("sampler", EXTRA_CASES)
+def test_scipy_and_sde_samplers_match_diffusers(envs, sampler):
+    env = envs("sd1")
+    latents, images = env.run(sampler, steps=3, cfg=7.5)
+    ref_latents, ref_images = env.reference(sampler, steps=3, cfg=7.5)
+    lat, img = _report(f"sd1 txt2img {sampler}", latents, ref_latents, images, ref_images)
+    assert img <= TOL
+    assert lat <= TOL * max(1.0, ref_latents.abs().max().item())
+    again, _ = env.run(sampler, steps=3, cfg=7.5, executor=Executor(paths=env.folders))
+    assert torch.equal(again, latents)  # same seed, fresh cache: the very same latents
 
 
 @pytest.mark.parametrize("family", ["sd1", "sdxl"])

@@ -115,7 +115,7 @@ def _run(model, positive, negative, latent, *, seed, total, start, end, cfg, sam
     unet = model.unet
     unet_dtype = next(unet.parameters()).dtype
     sched, spec, step_kwargs = make_scheduler(model.scheduler_config, model.prediction_type,
-                                              sampler_name, scheduler_name)
+                                              sampler_name, scheduler_name, seed)
     scale = float(model.latent_scaling_factor)
     order = int(getattr(sched, "order", 1))
 

@@ -145,7 +145,7 @@ def supported_schedulers(sampler_name: str) -> list[str]:
 
 
 def make_scheduler(scheduler_config: dict, prediction_type: str, sampler_name: str,
-                   scheduler_name: str) -> tuple[Any, SamplerSpec, dict]:
+                   scheduler_name: str, seed: int | None = None) -> tuple[Any, SamplerSpec, dict]:
     """A fresh diffusers scheduler for one sampling run.
 
     Returns ``(scheduler, spec, step_kwargs)``; ``step_kwargs`` go to every ``scheduler.step``.
@@ -171,4 +171,8 @@ def make_scheduler(scheduler_config: dict, prediction_type: str, sampler_name: s
     # Keep only what this class takes: from_config would warn about the rest (e.g. a PNDM config's
     # skip_prk_steps handed to Euler).
     merged = {k: v for k, v in merged.items() if k in params}
+    if "noise_sampler_seed" in params and seed is not None:
+        # SDE samplers draw their Brownian noise from this seed; unset, it comes from the
+        # global RNG and the same seed would not give the same image.
+        merged["noise_sampler_seed"] = seed
     return cls.from_config(merged), spec, step_kwargs

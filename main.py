@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--history-max-items", type=int, default=10_000,
                      help="finished prompts kept in the history")
     run.add_argument("--cpu", action="store_true", help="compute on the CPU even if a GPU is present")
+    run.add_argument("--preview-method", choices=("latent2rgb", "none"), default="latent2rgb",
+                     help="live previews while sampling: 'latent2rgb' (a cheap projection of the "
+                          "latent, sent to the browser each step) or 'none'")
 
     misc = p.add_argument_group("other")
     misc.add_argument("--log-level", default="INFO",
@@ -102,6 +105,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         disable_custom_nodes=args.disable_custom_nodes, workers=args.workers,
         cache_max_entries=args.cache_max_entries, cache_max_ram_mb=args.cache_max_ram_mb,
         max_upload_mb=args.max_upload_mb, history_max_items=args.history_max_items, cpu=args.cpu,
+        preview_method=args.preview_method,
         log_level=args.log_level)
     if args.custom_nodes_dir is not None:
         settings.custom_nodes_dir = args.custom_nodes_dir.resolve()

@@ -32,6 +32,7 @@ class Settings:
     max_upload_mb: int = 100
     history_max_items: int = 10_000
     cpu: bool = False  # force CPU even when a GPU is present
+    preview_method: str = "latent2rgb"  # step previews sent while sampling: latent2rgb | none
     log_level: str = "INFO"
 
     @property

@@ -63,7 +63,8 @@ class KSampler(Node):
             latent_image, denoise=1.0):
         out = sample(model, positive, negative, latent_image, seed=seed, steps=steps, cfg=cfg,
                      sampler_name=sampler_name, scheduler=scheduler, denoise=denoise,
-                     callback=self.ctx.progress, models=_models(self.ctx))
+                     callback=self.ctx.progress, models=_models(self.ctx),
+                     previews=_previews(self.ctx))
         return (out,)
 
 
@@ -95,8 +96,15 @@ class KSamplerAdvanced(Node):
                      start_step=start_at_step, end_step=end_at_step,
                      add_noise=add_noise == "enable",
                      force_full_denoise=return_with_leftover_noise == "disable",
-                     callback=self.ctx.progress, models=_models(self.ctx))
+                     callback=self.ctx.progress, models=_models(self.ctx),
+                     previews=_previews(self.ctx))
         return (out,)
 
 
 NODES = [KSampler, KSamplerAdvanced]
+
+
+def _previews(ctx) -> bool:
+    """Step previews unless the server runs with ``--preview-method none`` (or no server)."""
+    settings = getattr(ctx, "settings", None)
+    return settings is not None and getattr(settings, "preview_method", "none") != "none"

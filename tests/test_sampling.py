@@ -453,3 +453,20 @@ def test_noise_mask_with_leftover_noise_keeps_the_original_noised(sd1):
     noise = initial_noise((1, 4, 8, 8), seeded_generator(4))
     expected = image + noise * float(sched.sigmas[4]) / sd1.model.latent_scaling_factor
     assert torch.allclose(half[..., 4:], expected[..., 4:], atol=1e-4)
+
+
+def test_latent_to_rgb_projection_recovers_a_colour():
+    """A latent made to project to a known colour comes back as that colour, per family."""
+    from loom.runtime.sampling.preview import LATENT_RGB, latent_to_rgb
+
+    colour = torch.tensor([0.8, 0.3, 0.1])
+    for family, (factors, bias) in LATENT_RGB.items():
+        f = torch.tensor(factors)  # [4, 3]
+        target = colour * 2 - 1 - torch.tensor(bias)
+        channels = torch.linalg.pinv(f.T) @ target  # a latent pixel that maps onto it
+        latent = channels[:, None, None].expand(4, 5, 7)
+        rgb = latent_to_rgb(latent, family)
+        assert rgb.shape == (5, 7, 3)
+        assert torch.allclose(rgb[2, 3], colour, atol=1e-5), family
+    assert latent_to_rgb(torch.zeros(4, 2, 2), "unknown") is None
+    assert latent_to_rgb(torch.zeros(16, 2, 2), "sd1") is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,11 @@ def test_default_txt2img_graph_over_http(loom_server_factory, sd_files):  # noqa
 
     progress = [e["data"] for e in events if e["type"] == "progress" and e["data"]["node"] == "3"]
     assert [(p["value"], p["max"]) for p in progress] == [(i, 20) for i in range(1, 21)]
+    # a live preview per step: ComfyUI's binary frame (preview event 1, JPEG 1), latent-sized
+    frames = [m for m in ws.received if isinstance(m, bytes)]
+    assert len(frames) == 20
+    assert all(struct.unpack(">II", f[:8]) == (1, 1) for f in frames)
+    assert Image.open(io.BytesIO(frames[-1][8:])).size == (32, 32)
 
     [saved] = entry["outputs"]["9"]["images"]
     assert saved["type"] == "output" and saved["filename"].startswith("ComfyUI_")

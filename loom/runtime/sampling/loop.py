@@ -45,6 +45,7 @@ from loom.runtime.sampling.hooks import (
     prepare_mask,
 )
 from loom.runtime.sampling.noise import initial_noise, seeded_generator
+from loom.runtime.sampling.preview import latent_to_rgb
 from loom.runtime.sampling.schedulers import make_scheduler
 
 ProgressCallback = Callable[[int, int], Any]
@@ -85,11 +86,14 @@ def sample(model: Any, positive: list, negative: list, latent: dict, *, seed: in
            cfg: float, sampler_name: str, scheduler: str, denoise: float = 1.0,
            start_step: int | None = None, end_step: int | None = None, add_noise: bool = True,
            force_full_denoise: bool = True, callback: ProgressCallback | None = None,
-           hooks: Sequence[SamplingHooks] = (), models: Any = None) -> dict:
+           hooks: Sequence[SamplingHooks] = (), models: Any = None,
+           previews: bool = False) -> dict:
     """Denoise ``latent`` (a LATENT dict) with ``model`` (a DiffusionModel); returns a new LATENT.
 
     ``callback(done, total)`` runs after every solver iteration; raising from it (e.g. the
-    node's ``ctx.progress``, which raises ``Interrupted``) stops sampling there.
+    node's ``ctx.progress``, which raises ``Interrupted``) stops sampling there. With
+    ``previews``, it is called ``callback(done, total, image)`` with an RGB thumbnail of the
+    current x0 estimate of the first image of the batch (see preview.py).
     """
     out = dict(latent)
     if denoise <= 0.0:
@@ -105,13 +109,15 @@ def sample(model: Any, positive: list, negative: list, latent: dict, *, seed: in
         samples = _run(model, positive, negative, latent, seed=seed, total=total, start=start,
                        end=end, cfg=cfg, sampler_name=sampler_name, scheduler_name=scheduler,
                        add_noise=add_noise, force_full_denoise=force_full_denoise,
-                       callback=callback, hooks=all_hooks, device=models.device)
+                       callback=callback, hooks=all_hooks, device=models.device,
+                       preview_family=model.family if previews else None)
     out["samples"] = samples
     return out
 
 
 def _run(model, positive, negative, latent, *, seed, total, start, end, cfg, sampler_name,
-         scheduler_name, add_noise, force_full_denoise, callback, hooks, device) -> torch.Tensor:
+         scheduler_name, add_noise, force_full_denoise, callback, hooks, device,
+         preview_family=None) -> torch.Tensor:
     unet = model.unet
     unet_dtype = next(unet.parameters()).dtype
     sched, spec, step_kwargs = make_scheduler(model.scheduler_config, model.prediction_type,
@@ -209,12 +215,19 @@ def _run(model, positive, negative, latent, *, seed, total, start, end, cfg, sam
         if last and clean_at_end:
             x = _predict_clean(x, pred, sigma, spec.space, model.prediction_type)
             break
+        preview = None
+        if preview_family is not None and callback is not None:
+            clean = _predict_clean(x[:1], pred[:1], sigma, spec.space, model.prediction_type)
+            preview = latent_to_rgb(clean[0], preview_family)
         x = sched.step(pred, t, x, **step_kwargs, return_dict=False)[0]
         if step_hooks and not last and (not two_stage or sched.state_in_first_order):
             for h in step_hooks:
                 x = h.after_step(i, i + 1, x, state)
         if callback is not None:
-            callback(i + 1, n_iter)
+            if preview is not None:
+                callback(i + 1, n_iter, preview)
+            else:
+                callback(i + 1, n_iter)
 
     if callback is not None and clean_at_end:
         callback(n_iter, n_iter)

@@ -33,6 +33,12 @@ def _samples(vae, samples: dict):
     return z
 
 
+def _tagged(vae, z) -> dict:
+    """A LATENT that records its VAE's family (when known), so a model or VAE of another latent
+    space refuses it with a clear message."""
+    return {"samples": z, "family": vae.family} if vae.family else {"samples": z}
+
+
 class VAEDecode(Node):
     category = "latent"
     display_name = "VAE Decode"
@@ -57,7 +63,7 @@ class VAEEncode(Node):
 
     def run(self, pixels, vae):
         _check_vae(vae)
-        return ({"samples": vae_ops.encode(vae, pixels, manager=manager_of(self.ctx))},)
+        return (_tagged(vae, vae_ops.encode(vae, pixels, manager=manager_of(self.ctx))),)
 
 
 class VAEDecodeTiled(Node):
@@ -100,7 +106,7 @@ class VAEEncodeTiled(Node):
         overlap = min(overlap, tile_size // 4)
         z = vae_ops.encode_tiled(vae, pixels, tile_size=tile_size, overlap=overlap,
                                  manager=manager_of(self.ctx), progress=self.ctx.progress)
-        return ({"samples": z},)
+        return (_tagged(vae, z),)
 
 
 class VAEEncodeForInpaint(Node):
@@ -135,7 +141,7 @@ class VAEEncodeForInpaint(Node):
         keep = (1.0 - hard).squeeze(1)[..., None]  # [B, H, W, 1]
         pixels = (pixels - 0.5) * keep + 0.5
         z = vae_ops.encode(vae, pixels, manager=manager_of(self.ctx))
-        return ({"samples": z, "noise_mask": grown.round()},)
+        return ({**_tagged(vae, z), "noise_mask": grown.round()},)
 
 
 NODES = [VAEDecode, VAEEncode, VAEDecodeTiled, VAEEncodeTiled, VAEEncodeForInpaint]

@@ -47,8 +47,19 @@ from loom.runtime.sampling.hooks import (
 from loom.runtime.sampling.noise import initial_noise, seeded_generator
 from loom.runtime.sampling.preview import latent_to_rgb
 from loom.runtime.sampling.schedulers import make_scheduler
+from loom.runtime.sd.detect import latent_space
 
 ProgressCallback = Callable[[int, int], Any]
+
+def check_latent_family(latent: dict, model: Any) -> None:
+    """Refuse a latent made in another model family's latent space (e.g. an SDXL VAE's latent
+    sampled by an SD 1.x model): the result would be noise."""
+    made_by = latent.get("family")
+    if made_by and model.family and latent_space(made_by) != latent_space(model.family):
+        raise ValueError(
+            f"This latent comes from an {made_by} model or VAE, but the model is {model.family}: "
+            "their latent spaces differ. Encode the image with the VAE of this model's family.")
+
 
 def default_model_manager():
     """The model manager used when a node runs without one (unit tests, scripts): the SD
@@ -95,7 +106,11 @@ def sample(model: Any, positive: list, negative: list, latent: dict, *, seed: in
     ``previews``, it is called ``callback(done, total, image)`` with an RGB thumbnail of the
     current x0 estimate of the first image of the batch (see preview.py).
     """
+    check_latent_family(latent, model)
     out = dict(latent)
+    if model.family:
+        # Which latent space these samples are in, so a VAE of another family refuses them.
+        out["family"] = model.family
     if denoise <= 0.0:
         return out
     max_total = int((model.scheduler_config or {}).get("num_train_timesteps", 1000))

@@ -77,7 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache-max-entries", type=int, default=10_000,
                      help="node results kept in the output cache (per worker)")
     run.add_argument("--cache-max-ram-mb", type=int, default=4096,
-                     help="RAM the output caches may hold in total, in MB")
+                     help="RAM the output caches may hold in total for images, latents and other "
+                          "results, in MB")
+    run.add_argument("--cache-max-model-ram-mb", type=int, default=None,
+                     help="RAM of model weights the output caches may keep loaded, in MB; the "
+                          "least recently used checkpoints go first, the one in use never "
+                          "(default: half of this machine's RAM)")
     run.add_argument("--history-max-items", type=int, default=10_000,
                      help="finished prompts kept in the history")
     run.add_argument("--cpu", action="store_true", help="compute on the CPU even if a GPU is present")
@@ -104,6 +109,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         allowed_origins=list(args.allowed_origin), folders=folders,
         disable_custom_nodes=args.disable_custom_nodes, workers=args.workers,
         cache_max_entries=args.cache_max_entries, cache_max_ram_mb=args.cache_max_ram_mb,
+        cache_max_model_ram_mb=args.cache_max_model_ram_mb,
         max_upload_mb=args.max_upload_mb, history_max_items=args.history_max_items, cpu=args.cpu,
         preview_method=args.preview_method,
         log_level=args.log_level)

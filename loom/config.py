@@ -29,6 +29,8 @@ class Settings:
     workers: int = 1
     cache_max_entries: int = 10_000
     cache_max_ram_mb: int = 4096
+    # Model weights the output cache may keep alive (None: half of this machine's RAM).
+    cache_max_model_ram_mb: int | None = None
     max_upload_mb: int = 100
     history_max_items: int = 10_000
     cpu: bool = False  # force CPU even when a GPU is present

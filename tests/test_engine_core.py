@@ -300,3 +300,55 @@ def test_executor_is_reentrant_across_threads(registry):
     for t in threads:
         t.join()
     assert results == ["success"] * 4
+
+
+def _model(n_floats: int):
+    """A MODEL wrapper around a real module holding ``n_floats`` fp32 weights."""
+    import torch
+
+    from loom.runtime.sd.types import DiffusionModel
+
+    unet = torch.nn.Linear(n_floats, 1, bias=False)
+    return DiffusionModel(unet=unet, family="sd1", prediction_type="epsilon")
+
+
+def test_cache_counts_shared_model_weights_once_and_evicts_old_checkpoints():
+    mb = 2**20
+    cache = OutputCache(max_entries=100, max_bytes=1 << 30, max_model_bytes=10 * mb)
+    a = _model(mb)  # 4 MB of weights
+    cache.put("load-a", (a,), None)
+    cache.put("lora-a", (a.with_patches(()),), None)  # shares a's module: not counted twice
+    cache.put("cond", ((b"x" * 100,),), None)
+    assert cache.stats()["model_bytes"] == 4 * mb and cache.stats()["models"] == 1
+    b = _model(mb)
+    cache.put("load-b", (b,), None)  # 8 MB: both fit
+    assert "load-a" in cache and "load-b" in cache
+    cache.get("load-a")  # a used again: b is now the least recently used model
+    c = _model(mb)
+    cache.put("load-c", (c,), None)  # 12 MB > 10 MB: b goes, a (recently used) and c stay
+    assert "load-b" not in cache and "load-a" in cache and "load-c" in cache
+    assert "lora-a" in cache and "cond" in cache  # plain entries are not evicted for weights
+    assert cache.stats()["model_bytes"] == 8 * mb
+
+
+def test_a_model_larger_than_the_budget_is_still_reused():
+    mb = 2**20
+    cache = OutputCache(max_entries=100, max_bytes=1 << 30, max_model_bytes=2 * mb)
+    big = _model(mb)  # 4 MB > 2 MB budget
+    cache.put("load-big", (big,), None)
+    cache.put("cond", ((b"x",),), None)  # later, smaller outputs of the same prompt
+    cache.put("latent", ((b"y",),), None)
+    assert "load-big" in cache  # kept: the prompt in use needs it next time
+    other = _model(mb)
+    cache.put("load-other", (other,), None)
+    assert "load-big" not in cache and "load-other" in cache
+    assert cache.stats()["model_bytes"] == 4 * mb
+
+
+def test_plain_byte_budget_never_evicts_the_loaded_model():
+    mb = 2**20
+    cache = OutputCache(max_entries=100, max_bytes=3 * mb, max_model_bytes=100 * mb)
+    cache.put("load", (_model(1024),), None)
+    for i in range(5):
+        cache.put(f"img{i}", (b"x" * mb,), None)
+    assert "load" in cache and "img0" not in cache and "img4" in cache

@@ -2,9 +2,11 @@
 
 Loaders build modules on the CPU and hand them over; nodes say which models they are about to
 use with :meth:`ModelManager.use`, which moves them to the compute device, applies their weight
-patches (LoRA) and, afterwards, keeps them resident while they fit (least recently used first
-out). This first version keeps everything on one device; the low-VRAM strategies of the
-roadmap (streaming offload, budgets, OOM retry) plug in behind the same ``use`` call.
+patches (LoRA) and, afterwards, keeps them resident while they fit. When the next model does
+not fit in the device's free memory, the least recently used resident modules (never those the
+current call needs) go back to the CPU first. Modules are held weakly: a model nobody uses any
+more (the output cache dropped it) is freed, not kept alive here. The low-VRAM strategies of
+the roadmap (streaming offload, budgets per device, OOM retry) plug in behind the same ``use``.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,15 +26,29 @@ from loom.runtime.devices import DevicePolicy
 
 log = logging.getLogger("loom.models")
 
+# Left free on the device for activations when deciding whether a module fits.
+DEVICE_RESERVE_BYTES = 1 << 30
+
+
+@dataclass
+class _Slot:
+    ref: weakref.ref
+    patches: tuple
+    nbytes: int
+
 
 class ModelManager:
-    def __init__(self, policy: DevicePolicy | None = None):
+    def __init__(self, policy: DevicePolicy | None = None, *, device_budget: int | None = None):
+        """``device_budget``: bytes of weights allowed on the device at once (default: what
+        the device reports free, less a reserve; unlimited on the CPU)."""
         self.policy = policy or DevicePolicy.detect()
+        self.device_budget = device_budget
         self._lock = threading.RLock()
-        # id(module) -> (module, applied patch set) for modules currently on the device.
-        self._resident: OrderedDict[int, tuple[torch.nn.Module, tuple]] = OrderedDict()
+        # id(module) -> slot, least recently used first, for modules placed on the device.
+        self._resident: OrderedDict[int, _Slot] = OrderedDict()
         # id(module) -> {param name: original tensor} for weights a patch changed.
         self._backups: dict[int, dict[str, torch.Tensor]] = {}
+        self.offloads = 0  # modules moved back to the CPU to make room
 
     @property
     def device(self) -> torch.device:
@@ -43,25 +61,78 @@ class ModelManager:
         Patches are applied in place (originals backed up) and stay applied until the module is
         used with a different patch set, so back-to-back runs of one LoRA stack cost nothing.
         """
+        pairs = [item if isinstance(item, tuple) else (item, ()) for item in items]
         with self._lock:
-            for item in items:
-                module, patches = item if isinstance(item, tuple) else (item, ())
-                self._load(module, tuple(patches))
+            needed = {id(module) for module, _ in pairs}
+            for module, patches in pairs:
+                self._load(module, tuple(patches), needed)
             yield
 
-    def _load(self, module: torch.nn.Module, patches: tuple) -> None:
+    def resident(self) -> list[torch.nn.Module]:
+        """Modules on the device, least recently used first."""
+        with self._lock:
+            return [m for slot in self._resident.values() if (m := slot.ref()) is not None]
+
+    # -- placement ---------------------------------------------------------------------------
+
+    def _load(self, module: torch.nn.Module, patches: tuple, needed: set[int]) -> None:
         key = id(module)
-        current = self._resident.get(key)
-        if current is not None and current[1] == patches:
+        slot = self._resident.get(key)
+        if slot is not None and slot.ref() is module:
             self._resident.move_to_end(key)
+            if slot.patches != patches:
+                self._restore(module)
+                if patches:
+                    self._apply(module, patches)
+                slot.patches = patches
             return
-        if next(module.parameters(), torch.empty(0)).device != self.device:
+        nbytes = module_bytes(module)
+        self._make_room(nbytes, needed)
+        if _device_of(module) != self.device:
             module.to(self.device)
         self._restore(module)
         if patches:
             self._apply(module, patches)
-        self._resident[key] = (module, patches)
-        self._resident.move_to_end(key)
+        self._resident[key] = _Slot(weakref.ref(module, self._finalizer(key)), patches, nbytes)
+
+    def _finalizer(self, key: int):
+        def gone(_ref) -> None:  # the module was garbage-collected: forget it
+            with self._lock:
+                slot = self._resident.get(key)
+                if slot is not None and slot.ref() is None:
+                    del self._resident[key]
+                self._backups.pop(key, None)
+
+        return gone
+
+    def _make_room(self, nbytes: int, needed: set[int]) -> None:
+        """Offload least recently used modules (not ``needed`` now) until ``nbytes`` fit."""
+        if self.device.type == "cpu" and self.device_budget is None:
+            return
+        while self._free_bytes() < nbytes:
+            victim = next((k for k in self._resident if k not in needed), None)
+            if victim is None:
+                log.warning("%.1f GB of weights do not fit on %s with what this prompt needs "
+                            "already there; trying anyway", nbytes / 2**30, self.device)
+                return
+            slot = self._resident.pop(victim)
+            module = slot.ref()
+            if module is not None:
+                log.info("Offloading %s (%.2f GB) to the CPU to make room", type(module).__name__,
+                         slot.nbytes / 2**30)
+                module.to("cpu")  # patches stay applied (backups are kept) for its next use
+                self.offloads += 1
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _free_bytes(self) -> int:
+        used = sum(slot.nbytes for slot in self._resident.values())
+        if self.device_budget is not None:
+            return self.device_budget - used
+        free, _total = torch.cuda.mem_get_info(self.device)
+        return free - DEVICE_RESERVE_BYTES
+
+    # -- patches -----------------------------------------------------------------------------
 
     @torch.no_grad()
     def _apply(self, module: torch.nn.Module, patches: tuple) -> None:
@@ -89,13 +160,25 @@ class ModelManager:
     def free(self) -> None:
         """Drop patches and move everything back to the CPU (the ``/free`` route)."""
         with self._lock:
-            for module, _ in self._resident.values():
+            for slot in list(self._resident.values()):
+                module = slot.ref()
+                if module is None:
+                    continue
                 self._restore(module)
                 if self.device.type != "cpu":
                     module.to("cpu")
             self._resident.clear()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+
+
+def module_bytes(module: torch.nn.Module) -> int:
+    return sum(t.element_size() * t.nelement()
+               for t in (*module.parameters(), *module.buffers()))
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters(), torch.empty(0)).device
 
 
 def patch_delta(patch: Any, shape: torch.Size) -> torch.Tensor:

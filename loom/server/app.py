@@ -128,11 +128,17 @@ def load_node_packs(state: AppState) -> None:
 def make_workers(state: AppState) -> WorkerPool:
     settings = state.settings
     count = max(1, settings.workers)
+    model_ram_mb = settings.cache_max_model_ram_mb
+    if model_ram_mb is None:
+        import psutil
+
+        model_ram_mb = psutil.virtual_memory().total // 2 // 2**20
     workers = []
     for i in range(count):
         # The RAM budget is the server's: each worker's cache gets its share.
         cache = OutputCache(max_entries=settings.cache_max_entries,
-                            max_bytes=settings.cache_max_ram_mb * 2**20 // count)
+                            max_bytes=settings.cache_max_ram_mb * 2**20 // count,
+                            max_model_bytes=model_ram_mb * 2**20 // count)
         workers.append(Worker(f"worker-{i}", state.store.queue, state.registry,
                               sink=state.hub.post_threadsafe, cache=cache,
                               folders=settings.folders, models=state.models, settings=settings))

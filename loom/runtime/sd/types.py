@@ -68,7 +68,10 @@ class DiffusionModel:
         return dataclasses.replace(self, patches=self.patches + tuple(patches))
 
     def loom_sizeof(self) -> int:
-        return 0  # weights are the model manager's to budget, not the output cache's
+        return 0  # weights are counted by module (loom_modules), once however many share them
+
+    def loom_modules(self) -> tuple:
+        return (self.unet,)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,9 @@ class TextEncoder:
     def loom_sizeof(self) -> int:
         return 0
 
+    def loom_modules(self) -> tuple:
+        return tuple(self.encoders)
+
 
 @dataclass(frozen=True)
 class Vae:
@@ -103,3 +109,6 @@ class Vae:
 
     def loom_sizeof(self) -> int:
         return 0
+
+    def loom_modules(self) -> tuple:
+        return (self.vae,)

@@ -6,7 +6,7 @@ IMAGE is ``[B, H, W, C]`` float32 in 0..1; resizing happens channels-first.
 from __future__ import annotations
 
 from loom.nodeapi import Combo, Float, Int, Link, Node, Output
-from loom.runtime.sampling.resize import CROP_METHODS, IMAGE_METHODS, resize
+from loom.runtime.sampling.resize import CROP_METHODS, IMAGE_METHODS, fill_aspect, resize
 
 MAX_RESOLUTION = 16384
 
@@ -36,10 +36,7 @@ class ImageScale(Node):
         if width == 0 and height == 0:
             return (image,)
         h, w = image.shape[1:3]
-        if width == 0:
-            width = max(1, round(w * height / h))
-        elif height == 0:
-            height = max(1, round(h * width / w))
+        width, height = fill_aspect(width, height, w, h)
         return (scale_image(image, width, height, upscale_method, crop),)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from loom.nodeapi import Combo, Float, Int, Link, Node, Output
-from loom.runtime.sampling.resize import CROP_METHODS, LATENT_METHODS, resize
+from loom.runtime.sampling.resize import CROP_METHODS, LATENT_METHODS, fill_aspect, resize
 
 MAX_RESOLUTION = 16384
 LATENT_CHANNELS = 4
@@ -57,14 +57,7 @@ class LatentUpscale(Node):
         if width == 0 and height == 0:
             return (dict(samples),)
         h, w = samples["samples"].shape[-2:]
-        if width == 0:
-            height = max(64, height)
-            width = max(64, round(w * height / h))
-        elif height == 0:
-            width = max(64, width)
-            height = max(64, round(h * width / w))
-        else:
-            width, height = max(64, width), max(64, height)
+        width, height = fill_aspect(width, height, w, h, minimum=64)
         return (_upscaled(samples, width // 8, height // 8, upscale_method, crop),)
 
 

@@ -18,6 +18,18 @@ IMAGE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
 CROP_METHODS = ["disabled", "center"]
 
 
+def fill_aspect(width: int, height: int, w: int, h: int, minimum: int = 1) -> tuple[int, int]:
+    """ComfyUI's upscale sizes: a 0 width or height follows the ``w``x``h`` aspect ratio; both
+    sides are at least ``minimum``. (Both 0 means "unchanged" and is handled by the caller.)"""
+    if width == 0:
+        height = max(minimum, height)
+        return max(minimum, round(w * height / h)), height
+    if height == 0:
+        width = max(minimum, width)
+        return width, max(minimum, round(h * width / w))
+    return max(minimum, width), max(minimum, height)
+
+
 def center_crop_to_aspect(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """Crop ``x`` around its centre to the aspect ratio ``width:height``."""
     old_h, old_w = x.shape[-2:]

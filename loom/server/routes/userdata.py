@@ -6,7 +6,9 @@ SQLite (see :mod:`loom.store.userdata`), so a save is atomic.
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
+from collections.abc import Iterator
 
 from aiohttp import web
 
@@ -26,6 +28,17 @@ routes = web.RouteTableDef()
 
 def _store(request: web.Request) -> UserData:
     return get_state(request).store.userdata
+
+
+@contextlib.contextmanager
+def _write_errors() -> Iterator[None]:
+    """A write refused by the store as a 409 (exists) or 400 (bad path)."""
+    try:
+        yield
+    except UserFileExists as e:
+        raise ApiError(409, "exists", f"{e}; pass ?overwrite=true to replace it") from None
+    except UserPathError as e:
+        raise bad_request(str(e), "invalid_path") from None
 
 
 def _path(raw: str) -> str:
@@ -87,12 +100,8 @@ async def post_userdata(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "too_large", f"the file is larger than {state.settings.max_upload_mb} MB")
     body = await request.read()
-    try:
+    with _write_errors():
         info = _store(request).put(path, body, overwrite=overwrite)
-    except UserFileExists as e:
-        raise ApiError(409, "exists", f"{e}; pass ?overwrite=true to replace it") from None
-    except UserPathError as e:
-        raise bad_request(str(e), "invalid_path") from None
     return web.json_response(info.as_json() if full_info else info.path)
 
 
@@ -110,12 +119,8 @@ async def move_userdata(request: web.Request) -> web.Response:
     dest = _path(request.match_info["dest"])
     overwrite = query_bool(request, "overwrite", True)
     full_info = query_bool(request, "full_info", False)
-    try:
+    with _write_errors():
         info = _store(request).move(source, dest, overwrite=overwrite)
-    except UserFileExists as e:
-        raise ApiError(409, "exists", f"{e}; pass ?overwrite=true to replace it") from None
-    except UserPathError as e:
-        raise bad_request(str(e), "invalid_path") from None
     if info is None:
         raise not_found(f"{source} does not exist")
     return web.json_response(info.as_json() if full_info else info.path)

@@ -78,16 +78,18 @@ def _schedulers(config):
         "lms": lambda: diffusers.LMSDiscreteScheduler.from_config(config),
         "dpmpp_sde": lambda: diffusers.DPMSolverSDEScheduler.from_config(
             config, noise_sampler_seed=SEED),
+        "dpmpp_3m_sde": lambda: diffusers.DPMSolverMultistepScheduler.from_config(
+            config, algorithm_type="sde-dpmsolver++", solver_order=3),
     }
 
 
 LOOM_NAMES = {"euler": ("euler", "normal"), "euler_ancestral": ("euler_ancestral", "normal"),
               "dpmpp_2m_karras": ("dpmpp_2m", "karras"), "ddim": ("ddim", "normal"),
               "uni_pc": ("uni_pc", "normal"), "lms": ("lms", "normal"),
-              "dpmpp_sde": ("dpmpp_sde", "normal")}
+              "dpmpp_sde": ("dpmpp_sde", "normal"), "dpmpp_3m_sde": ("dpmpp_3m_sde", "normal")}
 CASES = ["euler", "euler_ancestral", "dpmpp_2m_karras", "ddim", "uni_pc"]
-# Samplers whose diffusers scheduler needs scipy (lms) or torchsde (dpmpp_sde): SD 1.x only.
-EXTRA_CASES = ["lms", "dpmpp_sde"]
+# More samplers, SD 1.x only: lms (needs scipy), dpmpp_sde (torchsde), dpmpp_3m_sde.
+EXTRA_CASES = ["lms", "dpmpp_sde", "dpmpp_3m_sde"]
 
 
 class Env:
@@ -213,7 +215,7 @@ def test_txt2img_matches_diffusers(envs, family, sampler):
 
 
 @pytest.mark.parametrize("sampler", EXTRA_CASES)
-def test_scipy_and_sde_samplers_match_diffusers(envs, sampler):
+def test_more_samplers_match_diffusers(envs, sampler):
     env = envs("sd1")
     latents, images = env.run(sampler, steps=3, cfg=7.5)
     ref_latents, ref_images = env.reference(sampler, steps=3, cfg=7.5)

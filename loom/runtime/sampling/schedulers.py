@@ -73,6 +73,10 @@ _SPECS = [
     # SDE solver draws plain Gaussian noise from our CPU generator, so they are the same here.
     SamplerSpec("dpmpp_2m_sde_gpu", "DPMSolverMultistepScheduler",
                 {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}, space="vp"),
+    SamplerSpec("dpmpp_3m_sde", "DPMSolverMultistepScheduler",
+                {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}, space="vp"),
+    SamplerSpec("dpmpp_3m_sde_gpu", "DPMSolverMultistepScheduler",
+                {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}, space="vp"),
     SamplerSpec("ddpm", "DDPMScheduler", space="vp"),
     SamplerSpec("lcm", "LCMScheduler", space="vp"),
     SamplerSpec("deis", "DEISMultistepScheduler", space="vp"),

@@ -66,18 +66,21 @@ class VAEEncode(Node):
         return (_tagged(vae, vae_ops.encode(vae, pixels, manager=manager_of(self.ctx))),)
 
 
-class VAEDecodeTiled(Node):
-    category = "_for_testing"
-    display_name = "VAE Decode (Tiled)"
-    description = "Decodes latents tile by tile (less memory for big images); tiles are blended."
-    inputs = {
-        "samples": Link("LATENT"),
-        "vae": Link("VAE"),
-        "tile_size": Int(512, min=64, max=4096, step=32),
+def _tile_inputs(tile_step: int) -> dict:
+    """The tiling inputs VAEDecodeTiled and VAEEncodeTiled share (ComfyUI's names and ranges)."""
+    return {
+        "tile_size": Int(512, min=64, max=4096, step=tile_step),
         "overlap": Int(64, min=0, max=4096, step=32),
         "temporal_size": Int(64, min=8, max=4096, step=4, tooltip="Video VAEs only; ignored."),
         "temporal_overlap": Int(8, min=4, max=4096, step=4, tooltip="Video VAEs only; ignored."),
     }
+
+
+class VAEDecodeTiled(Node):
+    category = "_for_testing"
+    display_name = "VAE Decode (Tiled)"
+    description = "Decodes latents tile by tile (less memory for big images); tiles are blended."
+    inputs = {"samples": Link("LATENT"), "vae": Link("VAE"), **_tile_inputs(tile_step=32)}
     outputs = (Output("IMAGE"),)
 
     def run(self, samples, vae, tile_size=512, overlap=64, temporal_size=64, temporal_overlap=8):
@@ -91,14 +94,7 @@ class VAEEncodeTiled(Node):
     category = "_for_testing"
     display_name = "VAE Encode (Tiled)"
     description = "Encodes images tile by tile (less memory for big images); tiles are blended."
-    inputs = {
-        "pixels": Link("IMAGE"),
-        "vae": Link("VAE"),
-        "tile_size": Int(512, min=64, max=4096, step=64),
-        "overlap": Int(64, min=0, max=4096, step=32),
-        "temporal_size": Int(64, min=8, max=4096, step=4, tooltip="Video VAEs only; ignored."),
-        "temporal_overlap": Int(8, min=4, max=4096, step=4, tooltip="Video VAEs only; ignored."),
-    }
+    inputs = {"pixels": Link("IMAGE"), "vae": Link("VAE"), **_tile_inputs(tile_step=64)}
     outputs = (Output("LATENT"),)
 
     def run(self, pixels, vae, tile_size=512, overlap=64, temporal_size=64, temporal_overlap=8):

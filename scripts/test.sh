@@ -6,7 +6,17 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 ./scripts/setup.sh --test
-# Browser tests will need Chromium (`apt-get install -y chromium`); none does yet.
+# Browser tests drive Debian's Chromium through Playwright (never a downloaded browser).
+if ! command -v chromium >/dev/null 2>&1 && [[ -z "${LOOM_CHROMIUM:-}" ]]; then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "[test] installing Chromium from Debian's packages (browser tests)" >&2
+        apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "[test] Chromium is missing: run 'sudo apt-get install -y chromium' (or set" \
+             "LOOM_CHROMIUM); browser tests are skipped outside CI" >&2
+    fi
+fi
 
 # Tests never reach a model hub (tests/conftest.py also refuses non-loopback sockets).
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DIFFUSERS_OFFLINE=1

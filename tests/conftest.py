@@ -30,4 +30,5 @@ def _loopback_only(self, address):
 def _no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", _loopback_only)
     yield
+from tests.browser_fixture import *  # noqa: E402,F401,F403  (browser, page, editor_server)
 from tests.server_fixture import *  # noqa: E402,F401,F403  (loom_server fixtures, see its docstring)

@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     dirs.add_argument("--user-dir", type=Path,
                       help="user folder: the SQLite database with queue, history and saved "
                            "workflows (default: BASE/user)")
+    dirs.add_argument("--reset-damaged-db", action="store_true",
+                      help="if the database in the user folder is damaged or not Loom's, rename it "
+                           "to loom.sqlite3.damaged-TIME, start a fresh one and copy into it what "
+                           "can still be read (without this flag Loom refuses to start and "
+                           "changes nothing)")
     dirs.add_argument("--custom-nodes-dir", type=Path,
                       help="folder of custom node packs (default: REPO/custom_nodes)")
     dirs.add_argument("--builtin-nodes-dir", type=Path,
@@ -111,6 +116,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         cache_max_entries=args.cache_max_entries, cache_max_ram_mb=args.cache_max_ram_mb,
         cache_max_model_ram_mb=args.cache_max_model_ram_mb,
         max_upload_mb=args.max_upload_mb, history_max_items=args.history_max_items, cpu=args.cpu,
+        reset_damaged_db=args.reset_damaged_db,
         preview_method=args.preview_method,
         log_level=args.log_level)
     if args.custom_nodes_dir is not None:

@@ -33,6 +33,9 @@ class Settings:
     cache_max_model_ram_mb: int | None = None
     max_upload_mb: int = 100
     history_max_items: int = 10_000
+    # A damaged or foreign user/loom.sqlite3 is set aside (renamed) and a fresh one started,
+    # rather than refusing to start.
+    reset_damaged_db: bool = False
     cpu: bool = False  # force CPU even when a GPU is present
     preview_method: str = "latent2rgb"  # step previews sent while sampling: latent2rgb | none
     log_level: str = "INFO"

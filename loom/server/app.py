@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import time
 
 from aiohttp import web
@@ -78,7 +79,12 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         return response
     except (asyncio.CancelledError, ConnectionResetError):
         raise
-    except Exception:
+    except Exception as e:
+        if type(e) is sqlite3.DatabaseError:  # damage found while serving (its subclasses,
+            # locked or constraint errors, are bugs: a 500 like any other)
+            log.exception("The database is damaged (%s %s)", request.method, request.path)
+            return error_response(503, "database_damaged", f"Loom's database is damaged ({e}); "
+                                  "restart Loom: it checks the database and says what to do")
         log.exception("Unhandled error in %s %s", request.method, request.path)
         return error_response(500, "internal_error",
                               "Internal server error (see the server log for details)")
@@ -153,7 +159,7 @@ async def _lifecycle(app: web.Application):
     if state.load_packs:
         load_node_packs(state)
     store = Store(settings.database_path, history_max_items=settings.history_max_items,
-                  exclusive=True)
+                  exclusive=True, reset_damaged=settings.reset_damaged_db)
     state.store = store
     # Only now, holding the store's exclusive lock: a second server must not wipe our previews.
     if removed := settings.folders.clear_temp():

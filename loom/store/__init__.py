@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from loom.store.checkup import DatabaseProblem
 from loom.store.db import Database
 from loom.store.history import History
 from loom.store.queue import PromptQueue, QueueItem
@@ -20,18 +21,27 @@ class StoreInUse(RuntimeError):
 
 class Store:
     def __init__(self, path: Path | str, *, history_max_items: int = 10_000,
-                 exclusive: bool = False):
+                 exclusive: bool = False, reset_damaged: bool = False):
         """``exclusive``: hold a lock next to the database for as long as it is open, so that
         a second server on the same user folder refuses to start (its start-up recovery would
-        put the first one's running prompts back in the queue)."""
+        put the first one's running prompts back in the queue). ``reset_damaged``: set a
+        damaged or foreign database file aside and start a fresh one (see
+        :mod:`loom.store.checkup`) rather than refuse to open it."""
         self._lock_file = _lock(Path(path)) if exclusive else None
-        self.db = Database(path)
+        try:
+            self.db = Database(path, reset_damaged=reset_damaged)
+        except BaseException:
+            self._release_lock()
+            raise
         self.queue = PromptQueue(self.db, history_max_items=history_max_items)
         self.history = History(self.db, max_items=history_max_items)
         self.userdata = UserData(self.db)
 
     def close(self) -> None:
         self.db.close()
+        self._release_lock()
+
+    def _release_lock(self) -> None:
         if self._lock_file is not None:
             self._lock_file.close()  # releases the lock
             self._lock_file = None
@@ -53,4 +63,5 @@ def _lock(db_path: Path):
     return f
 
 
-__all__ = ["Database", "History", "PromptQueue", "QueueItem", "Store", "StoreInUse", "UserData"]
+__all__ = ["Database", "DatabaseProblem", "History", "PromptQueue", "QueueItem", "Store", "StoreInUse",
+           "UserData"]

@@ -7,18 +7,23 @@ power cut can lose the last few. Transactions start with ``BEGIN IMMEDIATE`` so 
 second process ever share the file (workers on other machines are planned), a claim cannot race.
 
 The schema is versioned with ``PRAGMA user_version``: :data:`MIGRATIONS` lists the steps, and a
-database is brought forward one step at a time when it is opened.
+database is brought forward one step at a time when it is opened. Before that, the file is checked
+read-only (:mod:`loom.store.checkup`): Loom changes nothing in a file that is not its own or not
+intact.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+
+from loom.store import checkup
 
 log = logging.getLogger("loom.store")
 
@@ -81,16 +86,44 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (user, key)
     );
     """,
+    # 2: mark the file as Loom's, so a start-up can tell it from another program's database
+    f"PRAGMA application_id = {checkup.APPLICATION_ID};",
 ]
 
 
-class Database:
-    """A thread-safe wrapper around one SQLite connection."""
+@functools.cache
+def schema_at(version: int) -> dict[str, list[str]]:
+    """Loom's tables and their columns at a schema version (from :data:`MIGRATIONS`)."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        for step in MIGRATIONS[:version]:
+            conn.executescript(step)
+        return checkup.table_columns(conn)
+    finally:
+        conn.close()
 
-    def __init__(self, path: Path | str):
+
+class Database:
+    """A thread-safe wrapper around one SQLite connection.
+
+    A file that is damaged or not Loom's raises :class:`~loom.store.checkup.DatabaseProblem`,
+    unchanged; with ``reset_damaged`` it is set aside instead, and a fresh database gets what
+    could be read from it."""
+
+    def __init__(self, path: Path | str, *, reset_damaged: bool = False):
         self.path = Path(path) if str(path) != ":memory:" else path
+        set_aside = None
         if isinstance(self.path, Path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                checkup.inspect(self.path, schema_at, len(MIGRATIONS))
+            except checkup.DatabaseProblem as e:
+                if not reset_damaged:
+                    raise
+                set_aside = checkup.set_aside(self.path)
+                log.warning("The database %s %s; it is kept as %s and Loom starts a fresh one",
+                            self.path, e.what, set_aside)
+                set_aside = None if e.foreign else set_aside
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
                                      timeout=30.0)
         self._lock = threading.RLock()
@@ -98,6 +131,16 @@ class Database:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
         self.migrate()
+        if set_aside is not None:
+            self._salvage(set_aside)
+
+    def _salvage(self, damaged: Path) -> None:
+        with self.tx() as c:
+            counts = checkup.salvage(damaged, c, schema_at(len(MIGRATIONS)))
+        if counts is None:
+            return
+        found = ", ".join(f"{n} from {t}" for t, n in counts.items() if n) or "nothing"
+        log.warning("Recovered rows from %s: %s", damaged, found)
 
     @property
     def version(self) -> int:

@@ -13,6 +13,8 @@ Public and stable (the loading, text, VAE, LoRA and sampling tests all use them)
   ``conditioner.embedders.0/1.*`` (SDXL)), written by our own diffusers -> original key mapping.
 - ``component_state_dicts(family, seed=0)``: ``{"unet": sd, "vae": sd, "text_encoder": sd, …}``
   of what ``tiny_components`` builds, to compare loaded models against.
+- ``make_lora(pipe, family, fmt, seed=1) -> dict``: a random LoRA state dict ("kohya" or "peft"
+  names) over many layer kinds of a tiny pipeline's UNet and text encoder(s).
 - pytest fixtures ``sd_files`` (session): ``sd_files(family, kind)`` -> path of a cached file
   (``kind``: "safetensors", "ckpt" or "diffusers").
 
@@ -357,3 +359,55 @@ def sd_cpu_only(monkeypatch):
     monkeypatch.setattr(devices.DevicePolicy, "detect", classmethod(detect))
     monkeypatch.setattr(common, "_default", None)
     yield
+
+
+# ---------------------------------------------------------------------------------------------
+# LoRA files
+# ---------------------------------------------------------------------------------------------
+
+UNET_LAYERS = ("attn1.to_q", "attn1.to_v", "attn2.to_k", "attn2.to_out.0", "ff.net.2", "proj_in",
+               "resnets.0.conv1", "resnets.1.time_emb_proj")
+TEXT_LAYERS = ("q_proj", "v_proj", "out_proj", "fc1")
+RANK = 4
+
+
+def make_lora(pipe, family: str, fmt: str, seed: int = 1) -> dict[str, torch.Tensor]:
+    """A random LoRA over many layer kinds (attention, feed-forward, conv, resnet) of the tiny model.
+
+    ``fmt``: "kohya" (lora_unet_/lora_te*_ names with alpha; SDXL UNet in original names, as
+    sd-scripts writes them) or "peft" (diffusers' unet./text_encoder.* lora_A/lora_B, no alpha).
+    """
+    g = torch.Generator().manual_seed(seed)
+    sd: dict[str, torch.Tensor] = {}
+
+    def add(name: str, weight: torch.Tensor) -> None:
+        conv = weight.dim() == 4
+        down = torch.randn(RANK, weight.shape[1], *weight.shape[2:], generator=g) * 0.2
+        up = torch.randn(weight.shape[0], RANK, *((1, 1) if conv else ()), generator=g) * 0.2
+        if fmt == "kohya":
+            sd[f"{name}.lora_down.weight"], sd[f"{name}.lora_up.weight"] = down, up
+            sd[f"{name}.alpha"] = torch.tensor(2.0)
+        else:
+            sd[f"{name}.lora_A.weight"], sd[f"{name}.lora_B.weight"] = down, up
+
+    for m, mod in pipe.unet.named_modules():
+        if m.endswith(UNET_LAYERS) and hasattr(mod, "weight"):
+            if fmt == "peft":
+                add(f"unet.{m}", mod.weight)
+            else:
+                name = m
+                if family == "sdxl":
+                    (ldm,) = unet_to_ldm({f"{m}.weight": None}, dict(pipe.unet.config))
+                    name = ldm.removeprefix("model.diffusion_model.").removesuffix(".weight")
+                add("lora_unet_" + name.replace(".", "_"), mod.weight)
+    encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if family == "sdxl" else [])
+    for i, enc in enumerate(encoders):
+        for m, mod in enc.named_modules():
+            if m.endswith(TEXT_LAYERS):
+                full = m if m.startswith("text_model.") else f"text_model.{m}"
+                if fmt == "peft":
+                    add(("text_encoder.", "text_encoder_2.")[i] + full, mod.weight)
+                else:
+                    pre = ("lora_te1_", "lora_te2_")[i] if family == "sdxl" else "lora_te_"
+                    add(pre + full.replace(".", "_"), mod.weight)
+    return sd

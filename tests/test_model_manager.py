@@ -56,3 +56,41 @@ def test_a_model_nobody_holds_is_freed_not_kept_alive():
     del layer
     gc.collect()
     assert manager.resident() == [] and manager._resident == {}
+
+
+def test_patch_sets_are_compared_by_identity_never_by_tensor_value():
+    """Two patches from the same LoRA file (re-read when its strength changed) hold different
+    tensors: comparing them must not ask a multi-element tensor for its truth value."""
+    layer = linear(4)
+    original = layer.weight.detach().clone()
+
+    def patch(strength):
+        return WeightPatch(key="weight", up=torch.ones(4, 1), down=torch.ones(1, 4), scale=1.0,
+                           strength=strength)
+
+    manager = ModelManager(CPU)
+    for strength in (0.5, 0.6, 0.6, 0.5):
+        with manager.use((layer, (patch(strength),))):
+            assert torch.allclose(layer.weight, original + strength)
+    with manager.use((layer, (patch(0.5), patch(0.25)))):  # stacked
+        assert torch.allclose(layer.weight, original + 0.75)
+    with manager.use(layer):
+        assert torch.equal(layer.weight, original)
+
+
+def test_nested_use_with_another_patch_set_is_refused():
+    layer = linear(4)
+    original = layer.weight.detach().clone()
+    p = WeightPatch(key="weight", up=torch.ones(4, 1), down=torch.ones(1, 4), scale=1.0, strength=1.0)
+    manager = ModelManager(CPU)
+    with manager.use((layer, (p,))):
+        with manager.use((layer, (p,))):  # the same set nests fine
+            pass
+        try:
+            with manager.use(layer):
+                raise AssertionError("nested use with other patches must be refused")
+        except RuntimeError as e:
+            assert "another set of weight patches" in str(e)
+        assert torch.allclose(layer.weight, original + 1)  # the outer user's weights are intact
+    with manager.use(layer):  # after the outer block, any set is fine again
+        pass

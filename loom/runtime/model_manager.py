@@ -7,6 +7,13 @@ not fit in the device's free memory, the least recently used resident modules (n
 current call needs) go back to the CPU first. Modules are held weakly: a model nobody uses any
 more (the output cache dropped it) is freed, not kept alive here. The low-VRAM strategies of
 the roadmap (streaming offload, budgets per device, OOM retry) plug in behind the same ``use``.
+
+Patches live in the MODEL/CLIP wrappers, never in the modules: a LoRA node returns a new wrapper
+with a longer patch list over the same module, so a cached upstream MODEL (another branch of the
+graph, the next run) is untouched. The module's weights are patched in place only inside
+``use``, for the patch list of the wrapper being used: before another list is applied the
+originals are restored from backups, so any sequence of stacks equals a fresh load of each. Code
+that reads weights must do it inside ``use`` with the patches it means (``()`` for none).
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ class ModelManager:
         # id(module) -> {param name: original tensor} for weights a patch changed.
         self._backups: dict[int, dict[str, torch.Tensor]] = {}
         self.offloads = 0  # modules moved back to the CPU to make room
+        # id(module) -> (patches, depth) for modules inside a ``use`` block right now.
+        self._in_use: dict[int, tuple[tuple, int]] = {}
 
     @property
     def device(self) -> torch.device:
@@ -65,8 +74,25 @@ class ModelManager:
         with self._lock:
             needed = {id(module) for module, _ in pairs}
             for module, patches in pairs:
+                active = self._in_use.get(id(module))
+                if active is not None and not same_patches(active[0], tuple(patches)):
+                    # Re-patching would change the weights under the outer user's feet.
+                    raise RuntimeError(f"{type(module).__name__} is in use with another set of "
+                                       "weight patches (LoRAs); nested use must use the same set")
+            for module, patches in pairs:
                 self._load(module, tuple(patches), needed)
-            yield
+            for module, patches in pairs:
+                held = self._in_use.get(id(module))
+                self._in_use[id(module)] = (tuple(patches), (held[1] if held else 0) + 1)
+            try:
+                yield
+            finally:
+                for module, _ in pairs:
+                    patches, count = self._in_use[id(module)]
+                    if count == 1:
+                        del self._in_use[id(module)]
+                    else:
+                        self._in_use[id(module)] = (patches, count - 1)
 
     def resident(self) -> list[torch.nn.Module]:
         """Modules on the device, least recently used first."""
@@ -80,7 +106,7 @@ class ModelManager:
         slot = self._resident.get(key)
         if slot is not None and slot.ref() is module:
             self._resident.move_to_end(key)
-            if slot.patches != patches:
+            if not same_patches(slot.patches, patches):
                 self._restore(module)
                 if patches:
                     self._apply(module, patches)
@@ -170,6 +196,12 @@ class ModelManager:
             self._resident.clear()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+
+
+def same_patches(a: tuple, b: tuple) -> bool:
+    """Whether two patch lists are the same patches in the same order (by identity: patches
+    hold tensors, and ``==`` on tensors has no single truth value)."""
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 def module_bytes(module: torch.nn.Module) -> int:

@@ -33,12 +33,14 @@ from typing import Any
 FAMILIES = ("sd1", "sd2", "sdxl")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class WeightPatch:
     """A LoRA (or similar) delta for one module's weight: ``W += strength * scale * up @ down``.
 
     ``key`` is the diffusers parameter name in the patched module (e.g.
     ``down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight``).
+    Compared by identity (``eq=False``): a value comparison would compare the tensors, which
+    has no single truth value, and two patches made from the same file are still two patches.
     """
 
     key: str

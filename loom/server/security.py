@@ -28,6 +28,7 @@ and Referer headers.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -67,10 +68,21 @@ INLINE_SAFE_TYPES = frozenset({
 })
 FILE_CSP = "default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'; sandbox"
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# Failed-credential throttle: at most this many failures per client address per window.
+# Failed-credential throttle: past this many failures per client address in a window, that
+# address's credential checks are spaced THROTTLED_SPACING_S apart (at most THROTTLED_WAITING
+# waiting, the rest refused unchecked). Right credentials still get in: behind a proxy one
+# guesser must not lock everyone out, and the spacing makes guessing hopeless.
 MAX_FAILURES = 20
 MAX_SESSIONS = 1000
 FAILURE_WINDOW_S = 60.0
+THROTTLED_SPACING_S = 1.0
+THROTTLED_WAITING = 8
+# Credentials accepted when listening beyond loopback (strength is length; see check_strength).
+MIN_TOKEN_LENGTH = 16
+MIN_PASSWORD_LENGTH = 12
+MIN_DISTINCT_CHARACTERS = 5
+# Command-line options whose values are secrets (argparse also takes unambiguous prefixes).
+SECRET_OPTIONS = ("--auth-token", "--auth-user")
 
 
 class InsecureConfigError(SystemExit):
@@ -139,10 +151,8 @@ def check_startup_security(settings: Any) -> None:
     if token is not None and not token.strip():
         raise InsecureConfigError("--auth-token must not be empty.")
     if listens_on_loopback_only(settings) or auth_configured(settings):
-        if token is not None and len(token) < 16 and not listens_on_loopback_only(settings):
-            log.warning("The auth token is short (%d characters); use at least 16 random ones, "
-                        "e.g. from `python -c 'import secrets; print(secrets.token_urlsafe())'`.",
-                        len(token))
+        if not listens_on_loopback_only(settings):
+            check_strength(token, auth_user)
         return
     if getattr(settings, "insecure_no_auth", False):
         log.warning(
@@ -155,6 +165,65 @@ def check_startup_security(settings: Any) -> None:
         "anyone on the network could run workflows and read your images.\n"
         "Set --auth-token TOKEN (or --auth-user USER:PASSWORD), listen on 127.0.0.1, or, if you "
         "really mean it, pass --allow-unauthenticated-network-access.")
+
+
+def check_strength(token: str | None, auth_user: str | None) -> None:
+    """Refuse credentials a network guesser could find (the server listens beyond loopback)."""
+    problems = []
+    if token is not None:
+        problems += _weakness(token, "--auth-token", MIN_TOKEN_LENGTH)
+    if auth_user is not None:
+        user, _, password = auth_user.partition(":")
+        problems += _weakness(password, "the --auth-user password", MIN_PASSWORD_LENGTH)
+        if password.lower() == user.lower():
+            problems.append("the --auth-user password is the user name")
+    if problems:
+        raise InsecureConfigError(
+            "Refusing to listen on the network with weak credentials: " + "; ".join(problems)
+            + ". Make a strong token with `python -c 'import secrets; print(secrets.token_urlsafe())'`"
+            ", or listen on 127.0.0.1 only.")
+
+
+def _weakness(secret: str, what: str, min_length: int) -> list[str]:
+    if len(secret) < min_length:
+        return [f"{what} has {len(secret)} characters, fewer than {min_length}"]
+    if len(set(secret)) < MIN_DISTINCT_CHARACTERS:
+        return [f"{what} uses fewer than {MIN_DISTINCT_CHARACTERS} different characters"]
+    return []
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """``argv`` with the values of secret options replaced (for /system_stats and logs)."""
+    out, hide_next = [], False
+    for arg in argv:
+        if hide_next:
+            out.append("<redacted>")
+            hide_next = False
+            continue
+        name, eq, _ = arg.partition("=")
+        secret = len(name) > len("--au") and any(o.startswith(name) for o in SECRET_OPTIONS)
+        if secret and eq:
+            out.append(f"{name}=<redacted>")
+        else:
+            out.append(arg)
+            hide_next = secret
+    return out
+
+
+def safe_next(value: Any) -> str:
+    """Where to send the browser after a login: a path on this server, or ``/``.
+
+    Checked as the browser will read the Location header: it drops tabs and newlines anywhere,
+    strips leading/trailing spaces and control characters, and reads a backslash as ``/``, so
+    ``/<TAB>/evil.example`` and ``/<BACKSLASH>evil.example`` are off-site (``//host``) links."""
+    if not isinstance(value, str):
+        return "/"
+    cleaned = re.sub(r"[\t\n\r]", "", value).strip("".join(map(chr, range(33))))
+    cleaned = cleaned.replace("\\", "/")
+    if not cleaned.startswith("/") or cleaned.startswith("//") or len(cleaned) > 2048:
+        return "/"
+    # Whatever else a header cannot carry (controls, non-ASCII) is percent-encoded.
+    return quote(cleaned, safe="/?&=#%:@!$'()*+,;~-._")
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -208,6 +277,15 @@ def _origin_host_port(origin: str) -> tuple[str, str, int | None] | None:
     return parts.scheme, host.rstrip("."), port
 
 
+class _Gate:
+    """The credential checks of one throttled address, one at a time."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.waiting = 0
+        self.next_check = 0.0
+
+
 class _Policy:
     """Everything the middlewares need from the settings, computed once."""
 
@@ -241,6 +319,7 @@ class _Policy:
         # Multipart framing adds a little to the file itself.
         self.max_body = int(mb * 1024 * 1024 + 64 * 1024) if mb else None
         self.failures: dict[str, list[float]] = {}
+        self.gates: dict[str, _Gate] = {}
 
     # -- Host (DNS rebinding) --------------------------------------------------------------
 
@@ -354,6 +433,12 @@ class _Policy:
             return False
         return True
 
+    def cookie_for(self, request: web.Request) -> str:
+        """The session cookie's name. Over TLS it has the ``__Host-`` prefix: the browser then
+        keeps it to this exact origin (Secure, no Domain). Over plain HTTP a browser sends it to
+        every port of the host; the per-port name keeps servers from clobbering each other's."""
+        return f"__Host-{self.cookie_name}" if request.secure else self.cookie_name
+
     def end_session(self, cookie: str | None) -> None:
         if cookie and "." in cookie:
             self.sessions.pop(cookie.rsplit(".", 1)[0], None)
@@ -388,7 +473,7 @@ class _Policy:
                 user, sep, password = decoded.partition(":")
                 return bool(sep) and self.check_user(user, password)
             return False
-        cookie = request.cookies.get(self.cookie_name)
+        cookie = request.cookies.get(self.cookie_for(request))
         if cookie:
             return True if self.session_valid(cookie) else None
         return None
@@ -397,13 +482,39 @@ class _Policy:
         key = request.remote or "?"
         now = time.monotonic()
         recent = [t for t in self.failures.get(key, []) if now - t < FAILURE_WINDOW_S]
-        self.failures[key] = recent
+        if recent:
+            self.failures[key] = recent
+        else:
+            self.failures.pop(key, None)
+            self.gates.pop(key, None)
         return len(recent) >= MAX_FAILURES
+
+    async def admit(self, request: web.Request) -> bool:
+        """Before credentials are checked: False to refuse the request unchecked (429).
+
+        An address over the failure limit has its checks spaced out, one at a time, rather
+        than refused: the right credentials get in after a short wait, guesses crawl."""
+        if not self.throttled(request):
+            return True
+        gate = self.gates.setdefault(request.remote or "?", _Gate())
+        if gate.waiting >= THROTTLED_WAITING:
+            return False
+        gate.waiting += 1
+        try:
+            async with gate.lock:
+                loop = asyncio.get_running_loop()
+                if (delay := gate.next_check - loop.time()) > 0:
+                    await asyncio.sleep(delay)
+                gate.next_check = loop.time() + THROTTLED_SPACING_S
+        finally:
+            gate.waiting -= 1
+        return True
 
     def record_failure(self, request: web.Request) -> None:
         self.failures.setdefault(request.remote or "?", []).append(time.monotonic())
         if len(self.failures) > 10_000:  # bound memory under a scan from many addresses
             self.failures.clear()
+            self.gates.clear()
 
     def unauthorized(self, request: web.Request, message: str) -> web.StreamResponse:
         headers = {}
@@ -557,13 +668,14 @@ def build_middlewares(settings: Any) -> list:
             if request.method in ("GET", "HEAD"):
                 return _login_page(policy)
         if path == LOGOUT_PATH and request.method == "POST":
-            policy.end_session(request.cookies.get(policy.cookie_name))
+            name = policy.cookie_for(request)
+            policy.end_session(request.cookies.get(name))
             response = web.json_response({"ok": True})
-            response.del_cookie(policy.cookie_name, path="/")
+            response.del_cookie(name, path="/", secure=request.secure)
             return response
         if not policy.auth_on:
             return await handler(request)
-        if policy.throttled(request):
+        if "Authorization" in request.headers and not await policy.admit(request):
             return _error(429, "Too many failed logins; wait a minute.", reason="throttled",
                           headers={"Retry-After": str(int(FAILURE_WINDOW_S))})
         ok = policy.credentials(request)
@@ -582,7 +694,7 @@ def build_middlewares(settings: Any) -> list:
 async def _login(policy: _Policy, request: web.Request) -> web.StreamResponse:
     if not policy.auth_on:
         return web.json_response({"ok": True, "auth": False})
-    if policy.throttled(request):
+    if not await policy.admit(request):
         return _error(429, "Too many failed logins; wait a minute.", reason="throttled",
                       headers={"Retry-After": str(int(FAILURE_WINDOW_S))})
     data: Any
@@ -607,15 +719,12 @@ async def _login(policy: _Policy, request: web.Request) -> web.StreamResponse:
     if not ok:
         policy.record_failure(request)
         return _error(401, "Wrong credentials.", reason="unauthorized")
-    nxt = data.get("next")
-    if not (isinstance(nxt, str) and nxt.startswith("/") and not nxt.startswith("//")
-            and "\\" not in nxt):
-        nxt = "/"
+    nxt = safe_next(data.get("next"))
     if request.content_type == "application/json":
         response: web.StreamResponse = web.json_response({"ok": True, "next": nxt})
     else:
         response = web.Response(status=303, headers={"Location": nxt})
-    response.set_cookie(policy.cookie_name, policy.new_session(), httponly=True, samesite="Strict",
+    response.set_cookie(policy.cookie_for(request), policy.new_session(), httponly=True, samesite="Strict",
                         secure=request.secure, path="/", max_age=SESSION_SECONDS)
     return response
 

@@ -12,6 +12,7 @@ from aiohttp import web
 import loom
 from loom.paths import MODEL_FOLDERS
 from loom.server.routes._common import not_found
+from loom.server.security import redact_argv
 from loom.server.state import get_state
 
 routes = web.RouteTableDef()
@@ -40,7 +41,7 @@ def _system_stats() -> dict:
             "pytorch_version": torch_version,
             "ram_total": mem.total,
             "ram_free": mem.available,
-            "argv": sys.argv,
+            "argv": redact_argv(sys.argv),
             "embedded_python": False,
             "platform": platform.platform(),
         },

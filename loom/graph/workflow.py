@@ -9,8 +9,8 @@ browser.
 What the conversion does, in short:
 
 * widget values are matched to the node's widget inputs in declaration order (``input_order``
-  from ``/object_info``), skipping the editor's extra values: the "control after generate" value
-  after a seed, the upload button's value after an image combo;
+  from ``/object_info``), skipping the extra values editors save (see "Widget values" below);
+  ``widgets_values_named`` (newer editors save it next to the list) fills what the list lacks;
 * a link wins over the widget value of an input that was converted to a socket;
 * reroutes (and KJNodes-style Set/Get pairs) are followed upstream; a primitive node becomes the
   constant it holds; bypassed nodes (mode 4) pass their inputs through to their outputs by type;
@@ -19,6 +19,22 @@ What the conversion does, in short:
   unknown type is an error that names it (usually a node pack that is not installed);
 * subgraphs (``definitions.subgraphs``, newer editors) are flattened; their nodes get the ids
   ``"<subgraph node id>:<inner id>"``, as in ComfyUI.
+
+Widget values: the editor saves one value per widget it draws, and it draws more widgets than
+the node declares. Every form ComfyUI's front ends have written over their versions is read:
+
+* after a widget with "control after generate" (an INT named seed/noise_seed unless the input
+  says ``control_after_generate: false``; any INT, FLOAT or COMBO that asks for it) comes the
+  control value: a word (``fixed``, ``increment``, ``decrement``, ``randomize``, and for combos
+  ``increment-wrap``), or ``true``/``false`` (the old "random seed" toggle, still in the default
+  graph of front ends 1.x), or nothing at all (files written by other tools);
+* after a combo's control value comes its ``control_filter_list`` text;
+* after the required widgets of a node with an upload button comes the button's value;
+* older front ends saved a value for ``forceInput`` inputs too.
+
+Which of these a list holds is decided by fitting the whole list: the reading whose values fit
+their widgets' types best (then the one that uses every value, then the one that skips extras)
+wins. So ``[seed, true, 20, 8, "euler", …]`` gives steps 20 whatever the extra looks like.
 
 Pure Python: no torch, no HTTP. ``node_defs`` is ``/object_info``-shaped data.
 """
@@ -35,8 +51,8 @@ MODE_ALWAYS = 0
 MODE_NEVER = 2  # "muted" in the editor
 MODE_BYPASS = 4
 
-# Values the editor stores after a widget with "control after generate".
-CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize"})
+# Values the editor stores after a widget with "control after generate" (increment-wrap: combos).
+CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize", "increment-wrap"})
 # Values the editor stores for an upload button (the button widget's own value).
 UPLOAD_VALUES = frozenset({"image", "video", "audio", "upload"})
 UPLOAD_OPTIONS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload")
@@ -107,6 +123,7 @@ class _Node:
     outputs: list[dict]
     widgets_values: Any
     definition: dict | None = None  # the subgraph definition when this node is a subgraph
+    named_values: Any = None  # ``widgets_values_named``: newer editors save values by name too
 
     @property
     def label(self) -> str:
@@ -129,8 +146,12 @@ class _Resolved:
 class _WidgetSpec:
     name: str
     optional: bool
+    kind: str = "*"  # INT, FLOAT, STRING, BOOLEAN, COMBO: to judge whether a saved value fits
+    choices: tuple = ()  # a combo's options
     control: bool = False  # followed by a "control after generate" value
+    filter: bool = False  # …and then a control_filter_list text (combos)
     upload: bool = False  # a pseudo widget: the upload button after an image combo
+    phantom: bool = False  # a forceInput input: older editors saved a value for it
     has_default: bool = False
     default: Any = None
 
@@ -226,7 +247,8 @@ class _Converter:
                 inputs=[i for i in (raw.get("inputs") or []) if isinstance(i, dict)],
                 outputs=[o for o in (raw.get("outputs") or []) if isinstance(o, dict)],
                 widgets_values=raw.get("widgets_values"),
-                definition=definitions.get(node_type))
+                definition=definitions.get(node_type),
+                named_values=raw.get("widgets_values_named"))
             if node.id in self.nodes or node.id in seen_ids:
                 raise _error(f"Invalid workflow: two nodes have the id {node_id}{where}")
             seen_ids.add(node.id)
@@ -310,7 +332,7 @@ class _Converter:
     # -- widget values ----------------------------------------------------------------------
 
     def _widget_names(self, class_type: str) -> set[str]:
-        return {w.name for w in self._widget_specs(class_type) if not w.upload}
+        return {w.name for w in self._widget_specs(class_type) if not (w.upload or w.phantom)}
 
     def _widget_specs(self, class_type: str) -> list[_WidgetSpec]:
         cached = self._widget_cache.get(class_type)
@@ -324,15 +346,21 @@ class _Converter:
         values = node.widgets_values
         saved: dict[str, Any] = {}
         if isinstance(values, dict):
-            saved = {w.name: values[w.name] for w in specs if not w.upload and w.name in values}
+            saved = {w.name: values[w.name] for w in specs if w.name in values}
         elif isinstance(values, list):
             saved = _match_widget_list(values, specs)
         elif values is not None:
             self._fail(node, f"{node.label}: 'widgets_values' must be a list or an object, got "
                              f"{type(values).__name__}")
+        if isinstance(node.named_values, dict):
+            # Editors restore the list by default (by name only behind an experimental
+            # setting), so the list wins where both have a value.
+            for w in specs:
+                if saved.get(w.name) is None and w.name in node.named_values:
+                    saved[w.name] = node.named_values[w.name]
         result: dict[str, Any] = {}
         for spec in specs:
-            if spec.upload:
+            if spec.upload or spec.phantom:
                 continue
             value = saved.get(spec.name)
             if value is not None:
@@ -433,10 +461,13 @@ class _Converter:
         values = instance.widgets_values
         if slot in widget_slots:
             name = instance.inputs[slot]["widget"].get("name")
+            named = instance.named_values
             if isinstance(values, dict) and isinstance(name, str) and name in values:
                 return _Resolved("const", value=values[name])
             if isinstance(values, list) and len(values) == len(widget_slots):
                 return _Resolved("const", value=values[widget_slots.index(slot)])
+            if isinstance(named, dict) and isinstance(name, str) and name in named:
+                return _Resolved("const", value=named[name])
         # Otherwise the inner node keeps the value of its own widget.
         return _Resolved("dropped", reason=f"comes from input {slot} of subgraph {instance.label}, "
                                            "which is not connected")
@@ -509,11 +540,22 @@ def _declared_inputs(node_def: dict) -> list[tuple[str, bool]]:
             + [(n, True) for n, _ in _ordered_section(node_def, "optional")])
 
 
+def _has_control(kind: Any, name: str, opts: dict) -> bool:
+    """Whether the editor draws a "control after generate" widget after this one.
+
+    An explicit ``control_after_generate`` (true, a mode word or a custom label) decides; else an
+    INT named seed/noise_seed has one (the editors' legacy convention)."""
+    if "control_after_generate" in opts:
+        return bool(opts["control_after_generate"])
+    return kind == "INT" and name in SEED_NAMES
+
+
 def _widget_specs(node_def: dict) -> list[_WidgetSpec]:
     """The widgets the editor draws for a node, in the order it saves their values.
 
     Every required widget input, then the upload button when an image combo asks for one (the
-    editor appends it to the required inputs), then the optional widget inputs.
+    editor appends it to the required inputs), then the optional widget inputs. ``forceInput``
+    inputs of a widget type are kept as "phantoms" that may or may not hold a value.
     """
     specs: list[_WidgetSpec] = []
     for section, optional in (("required", False), ("optional", True)):
@@ -521,48 +563,120 @@ def _widget_specs(node_def: dict) -> list[_WidgetSpec]:
         for name, spec in _ordered_section(node_def, section):
             kind, opts = _input_spec(spec)
             is_combo = isinstance(kind, list) or kind == "COMBO"
-            if not (is_combo or kind in WIDGET_TYPES) or opts.get("forceInput"):
+            if not (is_combo or kind in WIDGET_TYPES):
                 continue
-            widget = _WidgetSpec(name, optional)
-            widget.control = bool(opts.get("control_after_generate")) or (
-                kind == "INT" and name in SEED_NAMES)
+            if opts.get("forceInput"):
+                specs.append(_WidgetSpec(name, optional, kind=kind if isinstance(kind, str) else "COMBO",
+                                         phantom=True, control=_has_control(kind, name, opts)))
+                continue
+            widget = _WidgetSpec(name, optional, kind="COMBO" if is_combo else kind)
+            choices = kind if isinstance(kind, list) else opts.get("options")
+            if is_combo and isinstance(choices, list):
+                widget.choices = tuple(c for c in choices if isinstance(c, (str, int, float)))
+            widget.control = (is_combo or kind in ("INT", "FLOAT")) and _has_control(kind, name, opts)
+            widget.filter = widget.control and is_combo
             if "default" in opts:
                 widget.has_default, widget.default = True, opts["default"]
-            elif is_combo:
-                choices = kind if isinstance(kind, list) else opts.get("options")
-                if isinstance(choices, list) and choices:
-                    widget.has_default, widget.default = True, choices[0]
+            elif widget.choices:
+                widget.has_default, widget.default = True, widget.choices[0]
             specs.append(widget)
             upload = upload or (is_combo and any(opts.get(o) for o in UPLOAD_OPTIONS))
         if upload:
-            specs.append(_WidgetSpec("upload", optional, upload=True))
+            specs.append(_WidgetSpec(name="upload", optional=optional, upload=True))
     return specs
 
 
-def _match_widget_list(values: list, specs: list[_WidgetSpec]) -> dict[str, Any]:
-    """Pair saved widget values with widget names, skipping the editor's extra values.
+# Costs of a reading of a widget list, compared in this order: values that do not fit their
+# widget, values left over at the end, extras the reading declined to skip.
+_MISFIT, _LOOSE = 2, 1  # _LOOSE: a combo text that is not one of its (installed) choices
 
-    The extras are recognised by value, so workflows saved with and without them both work.
-    """
-    saved: dict[str, Any] = {}
-    i = 0
-    for n, spec in enumerate(specs):
-        if i >= len(values):
-            break
-        if spec.upload:
-            # Skip the button's value; also when more values are left than the widgets after
-            # it could take (some editors store another value there).
-            room = sum(1 + s.control for s in specs[n + 1:] if not s.upload)
-            value = values[i]
-            if value is None or (isinstance(value, str) and value in UPLOAD_VALUES) or len(values) - i > room:
-                i += 1
-            continue
-        saved[spec.name] = values[i]
-        i += 1
-        if spec.control and i < len(values) and _is_control(values[i]):
-            i += 1
-    return saved
+
+def _fit(spec: _WidgetSpec, value: Any) -> int:
+    """0 when ``value`` fits ``spec``, else a misfit cost. None fits all (it means "default")."""
+    if value is None:
+        return 0
+    kind, is_bool = spec.kind, isinstance(value, bool)
+    if kind == "INT":
+        ok = not is_bool and (isinstance(value, int) or (isinstance(value, float) and value.is_integer()))
+    elif kind == "FLOAT":
+        ok = not is_bool and isinstance(value, (int, float))
+    elif kind == "STRING":
+        ok = isinstance(value, str)
+    elif kind == "BOOLEAN":
+        ok = is_bool
+    elif kind == "COMBO":
+        if is_bool or not isinstance(value, (str, int, float)):
+            return _MISFIT
+        if not spec.choices or value in spec.choices:
+            return 0
+        same_type = all(isinstance(c, str) == isinstance(value, str) for c in spec.choices)
+        return _LOOSE if same_type else _MISFIT
+    else:
+        return 0
+    return 0 if ok else _MISFIT
 
 
 def _is_control(value: Any) -> bool:
-    return isinstance(value, str) and value in CONTROL_VALUES
+    return value is None or isinstance(value, bool) or (isinstance(value, str) and value in CONTROL_VALUES)
+
+
+def _extras(spec: _WidgetSpec, values: list, i: int) -> list[tuple[int, int]]:
+    """(values taken, penalty) for the ways the extras after a widget at ``i`` may be saved."""
+    if not spec.control:
+        return [(0, 0)]
+    ways = [(0, 1 if i < len(values) and _is_control(values[i]) else 0)]
+    if i < len(values) and _is_control(values[i]):
+        ways.append((1, 0))
+        if spec.filter:
+            filtered = i + 1 < len(values) and isinstance(values[i + 1], str)
+            ways[-1] = (1, 1 if filtered else 0)
+            if filtered:
+                ways.append((2, 0))
+    return ways
+
+
+def _match_widget_list(values: list, specs: list[_WidgetSpec]) -> dict[str, Any]:
+    """Pair saved widget values with widget names (see "Widget values" in the module doc).
+
+    Dynamic programming over (widget, value position): each widget takes its value, then its
+    possible extras; the cheapest reading of the whole list wins.
+    """
+    n, m = len(specs), len(values)
+    # best[s][i]: (cost, choice) for reading specs[s:] from values[i:]; choice = values taken
+    # by spec s in total (its value and extras), or 0 when it takes none.
+    best: list[list[tuple[tuple[int, int, int], int]]] = [[((0, 0, 0), 0)] * (m + 1) for _ in range(n + 1)]
+    for i in range(m + 1):
+        best[n][i] = ((0, m - i, 0), 0)
+    for s in range(n - 1, -1, -1):
+        spec = specs[s]
+        for i in range(m + 1):
+            if i == m:  # nothing left: the rest take their defaults
+                best[s][i] = ((0, 0, 0), 0)
+                continue
+            value = values[i]
+            ways: list[tuple[int, int, int]] = []  # (values taken, misfit, penalty)
+            if spec.upload:
+                ways.append((1, 0 if value is None or isinstance(value, str) else _LOOSE, 0))
+                ways.append((0, 0, 1 if value is None or value in UPLOAD_VALUES else 0))
+            elif spec.phantom:
+                ways.append((0, 0, 0))
+                ways += [(1 + extra, _fit(spec, value), 1 + penalty)
+                         for extra, penalty in _extras(spec, values, i + 1)]
+            else:
+                ways += [(1 + extra, _fit(spec, value), penalty)
+                         for extra, penalty in _extras(spec, values, i + 1)]
+            options = []
+            for taken, misfit, penalty in ways:
+                (a, b, c), _ = best[s + 1][i + taken]
+                options.append(((a + misfit, b, c + penalty), taken))
+            best[s][i] = min(options, key=lambda o: o[0])
+    saved: dict[str, Any] = {}
+    i = 0
+    for s, spec in enumerate(specs):
+        if i >= m:
+            break
+        taken = best[s][i][1]
+        if taken and not (spec.upload or spec.phantom):
+            saved[spec.name] = values[i]
+        i += taken
+    return saved

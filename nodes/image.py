@@ -7,13 +7,9 @@ Tensors follow ComfyUI's layout so workflows and plugins carry over: IMAGE is fl
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import secrets
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +18,17 @@ import torch
 from PIL import Image, ImageOps, ImageSequence
 from PIL.PngImagePlugin import PngInfo
 
+from loom.files import (
+    expand_prefix,
+    file_fingerprint,
+    input_path,
+    list_input_files,
+    next_counter,
+    split_prefix,
+    write_atomic,
+)
 from loom.nodeapi import Combo, Float, Hidden, Int, Link, Node, NodeResult, Output, String
-from loom.paths import UnsafePathError, safe_join
+from loom.paths import UnsafePathError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif")
 
@@ -33,25 +38,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".
 
 def list_input_images(ctx: Any) -> list[str]:
     """Image files under the input folder, recursive, '/'-separated, sorted (hidden ones left out)."""
-    paths = getattr(ctx, "paths", None)
-    root = getattr(paths, "input_dir", None)
-    if root is None or not os.path.isdir(root):
-        return []
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel = os.path.relpath(dirpath, root)
-        for f in filenames:
-            if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."):
-                found.append(Path(rel, f).as_posix().removeprefix("./"))
-    return sorted(found, key=str.lower)
-
-
-def _input_path(ctx: Any, name: str) -> Path:
-    paths = getattr(ctx, "paths", None)
-    if paths is None:
-        raise RuntimeError("no input folder: the node was run without ctx.paths")
-    return safe_join(paths.input_dir, name)
+    return list_input_files(ctx, IMAGE_EXTENSIONS)
 
 
 def _frame_to_arrays(frame: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
@@ -105,34 +92,11 @@ def load_image_file(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor
     return image, mask
 
 
-# Hashing a big file on every queue is wasteful: remember the hash per (path, size, mtime).
-_hash_cache: dict[tuple[str, int, int], str] = {}
-_hash_lock = threading.Lock()
-
-
-def file_fingerprint(path: Path) -> str:
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    with _hash_lock:
-        if key in _hash_cache:
-            return _hash_cache[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
-    with _hash_lock:
-        if len(_hash_cache) > 4096:
-            _hash_cache.clear()
-        _hash_cache[key] = digest
-    return digest
-
-
 def _missing_image_message(ctx: Any, name: Any) -> str | None:
     if not isinstance(name, str):
         return None
     try:
-        path = _input_path(ctx, name)
+        path = input_path(ctx, name)
     except UnsafePathError as e:
         return f"Invalid image name {name!r}: {e}"
     except RuntimeError:
@@ -165,7 +129,7 @@ class LoadImage(Node):
     @classmethod
     def fingerprint(cls, ctx, image=None, **_):
         try:
-            return file_fingerprint(_input_path(ctx, image))
+            return file_fingerprint(input_path(ctx, image))
         except (OSError, UnsafePathError, RuntimeError, TypeError):
             return None
 
@@ -174,7 +138,7 @@ class LoadImage(Node):
         return _missing_image_message(ctx, image)
 
     def run(self, image):
-        return load_image_file(_input_path(self.ctx, image))
+        return load_image_file(input_path(self.ctx, image))
 
 
 class LoadImageMask(Node):
@@ -193,7 +157,7 @@ class LoadImageMask(Node):
     validate_inputs = LoadImage.validate_inputs
 
     def run(self, image, channel):
-        with Image.open(_input_path(self.ctx, image)) as img:
+        with Image.open(input_path(self.ctx, image)) as img:
             img = ImageOps.exif_transpose(img) or img
             if img.mode.startswith("I"):
                 rgb, _ = _frame_to_arrays(img)
@@ -222,96 +186,13 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(arr, "RGBA" if channels == 4 else "RGB")
 
 
-_DATE_TOKENS = {"yyyy": "%Y", "yy": "%y", "MM": "%m", "dd": "%d", "hh": "%H", "mm": "%M", "ss": "%S"}
-
-
-def expand_prefix(prefix: str, width: int, height: int, now: float | None = None) -> str:
-    """ComfyUI's filename_prefix tokens: %width%, %height%, %year%, %month%, %day%, %hour%,
-    %minute%, %second% and %date:yyyy-MM-dd hhmmss% (any mix of those fields)."""
-    t = time.localtime(now)
-    simple = {"width": str(width), "height": str(height), "year": f"{t.tm_year:04}",
-              "month": f"{t.tm_mon:02}", "day": f"{t.tm_mday:02}", "hour": f"{t.tm_hour:02}",
-              "minute": f"{t.tm_min:02}", "second": f"{t.tm_sec:02}"}
-
-    def date(m: re.Match) -> str:
-        fmt = re.sub("yyyy|yy|MM|dd|hh|mm|ss", lambda k: _DATE_TOKENS[k.group(0)], m.group(1))
-        return time.strftime(fmt, t)
-
-    prefix = re.sub(r"%date:([^%]+)%", date, prefix)
-    return re.sub(r"%(\w+)%", lambda m: simple.get(m.group(1), m.group(0)), prefix)
-
-
-def _split_prefix(root: Path, prefix: str) -> tuple[Path, str]:
-    """The folder (inside ``root``, created) and file stem a ``filename_prefix`` names."""
-    if not prefix or prefix.endswith("/"):
-        raise ValueError(f"filename_prefix {prefix!r} must end with a file name, not a folder")
-    # safe_join refuses '..', absolute paths and symlinked folders that lead out of root.
-    target = safe_join(root, prefix)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return target.parent, target.name
-
-
-def _next_counter(folder: Path, stem: str) -> int:
-    pattern = re.compile(re.escape(stem) + r"_(\d+)_?\.png$")
-    highest = 0
-    for name in os.listdir(folder):
-        m = pattern.fullmatch(name)
-        if m:
-            highest = max(highest, int(m.group(1)))
-    return highest + 1
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_png_atomic(img: Image.Image, folder: Path, stem: str, counter: int,
                      pnginfo: PngInfo | None, compress_level: int) -> tuple[str, int]:
-    """Write ``{stem}_{counter:05}_.png`` in ``folder`` so that no reader ever sees a partial
-    file: the bytes go to a temporary file in the same folder, are fsynced, and the file then gets
-    its name in one step. If another writer took that name meanwhile, the next counter is used.
-    Returns (file name, counter used)."""
-    # Not tempfile.mkstemp: its files are private (0600); this one keeps the umask's mode.
-    while True:
-        tmp = str(folder / f".{stem[:40]}.{secrets.token_hex(6)}.png.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-            break
-        except FileExistsError:
-            continue
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format="PNG", pnginfo=pnginfo, compress_level=compress_level)
-            f.flush()
-            os.fsync(f.fileno())
-        while True:
-            name = f"{stem}_{counter:05}_.png"
-            final = folder / name
-            try:
-                os.link(tmp, final)  # atomic, and fails instead of overwriting
-            except FileExistsError:
-                counter += 1
-                continue
-            except OSError:  # file systems without hard links: rename (may replace)
-                if final.exists():
-                    counter += 1
-                    continue
-                os.replace(tmp, final)
-            break
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    _fsync_dir(folder)
-    return name, counter
+    """Write ``{stem}_{counter:05}_.png`` in ``folder`` (see :func:`write_atomic`)."""
+    return write_atomic(folder, stem, counter, ".png",
+                        lambda f: img.save(f, format="PNG", pnginfo=pnginfo, compress_level=compress_level))
 
 
 def png_metadata(prompt: Any, extra_pnginfo: Any) -> PngInfo | None:
@@ -372,11 +253,11 @@ class SaveImage(Node):
         root = self._root()
         root.mkdir(parents=True, exist_ok=True)
         prefix = expand_prefix(filename_prefix, int(images.shape[2]), int(images.shape[1]))
-        folder, stem = _split_prefix(root, prefix)
+        folder, stem = split_prefix(root, prefix)
         subfolder = Path(os.path.relpath(folder, os.path.realpath(root))).as_posix()
         subfolder = "" if subfolder == "." else subfolder
         pnginfo = png_metadata(prompt, extra_pnginfo) if self._metadata_enabled() else None
-        counter = _next_counter(folder, stem)
+        counter = next_counter(folder, stem)
         results = []
         for i, image in enumerate(images):
             self.ctx.check_interrupted()

@@ -1,4 +1,5 @@
-"""Latent nodes: empty latents, resizing, and batch slicing/repeating (ComfyUI's names).
+"""Latent nodes: empty latents, resizing, batch slicing/repeating, and saving/loading latents
+as files (ComfyUI's names and ``.latent`` format).
 
 A LATENT is ``{"samples": [B, 4, H/8, W/8], "noise_mask"?: …, "batch_index"?: [int]}`` (see
 ``loom.runtime.sd.types``). ``batch_index`` records which item of the original batch each
@@ -7,9 +8,23 @@ latent is, so the sampler gives it that item's noise (``loom.runtime.sampling.no
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
 import torch
 
-from loom.nodeapi import Combo, Float, Int, Link, Node, Output
+from loom.files import (
+    file_fingerprint,
+    input_path,
+    list_input_files,
+    next_counter,
+    split_prefix,
+    write_atomic,
+)
+from loom.nodeapi import Combo, Float, Hidden, Int, Link, Node, NodeResult, Output, String
+from loom.paths import UnsafePathError
 from loom.runtime.sampling.resize import CROP_METHODS, LATENT_METHODS, fill_aspect, resize
 
 MAX_RESOLUTION = 16384
@@ -140,4 +155,97 @@ class RepeatLatentBatch(Node):
         return (out,)
 
 
-NODES = [EmptyLatentImage, LatentUpscale, LatentUpscaleBy, LatentFromBatch, RepeatLatentBatch]
+# -- .latent files ------------------------------------------------------------------------------
+# ComfyUI's format: a safetensors file with the samples under "latent_tensor" and an empty
+# "latent_format_version_0" tensor; files without that marker are from before the format kept
+# latents unscaled, and hold them multiplied by SD's 0.18215.
+LATENT_EXT = ".latent"
+LATENT_KEY, VERSION_KEY = "latent_tensor", "latent_format_version_0"
+LEGACY_SCALE = 0.18215
+
+
+def list_input_latents(ctx: Any) -> list[str]:
+    return list_input_files(ctx, (LATENT_EXT,))
+
+
+class SaveLatent(Node):
+    category = "_for_testing"
+    display_name = "Save Latent"
+    description = ("Saves latents to output/ as .latent files (ComfyUI's format, with the prompt "
+                   "and workflow as metadata); copy one to input/ to load it with Load Latent.")
+    output_node = True
+    inputs = {
+        "samples": Link("LATENT"),
+        "filename_prefix": String("latents/ComfyUI"),
+        "prompt": Hidden("PROMPT"),
+        "extra_pnginfo": Hidden("EXTRA_PNGINFO"),
+    }
+    outputs = ()
+
+    def run(self, samples, filename_prefix="latents/ComfyUI", prompt=None, extra_pnginfo=None):
+        paths = self.ctx.paths
+        if paths is None:
+            raise RuntimeError("no output folder: the node was run without ctx.paths")
+        root = Path(paths.output_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        folder, stem = split_prefix(root, filename_prefix)
+        metadata = None
+        if not getattr(self.ctx.settings, "disable_metadata", False):
+            metadata = {"prompt": json.dumps(prompt)} if prompt is not None else {}
+            if isinstance(extra_pnginfo, dict):
+                metadata.update({str(k): json.dumps(v) for k, v in extra_pnginfo.items()})
+        data = safetensors.torch.save({LATENT_KEY: samples["samples"].contiguous().cpu(),
+                                       VERSION_KEY: torch.tensor([])}, metadata=metadata or None)
+        name, _ = write_atomic(folder, stem, next_counter(folder, stem, LATENT_EXT), LATENT_EXT,
+                               lambda f: f.write(data))
+        subfolder = folder.resolve().relative_to(root.resolve()).as_posix()
+        return NodeResult(outputs=(), ui={"latents": [
+            {"filename": name, "subfolder": "" if subfolder == "." else subfolder, "type": "output"}]})
+
+
+def _missing_latent_message(ctx: Any, name: Any) -> str | None:
+    if not isinstance(name, str):
+        return None
+    try:
+        path = input_path(ctx, name)
+    except UnsafePathError as e:
+        return f"Invalid latent file name {name!r}: {e}"
+    except RuntimeError:
+        return None
+    if not path.is_file():
+        return f"Latent file {name!r} was not found in the input folder ({ctx.paths.input_dir})."
+    return None
+
+
+class LoadLatent(Node):
+    category = "_for_testing"
+    display_name = "Load Latent"
+    description = "Loads a .latent file (as Save Latent writes them) from the input folder."
+    inputs = {"latent": Combo(list_input_latents, tooltip="A .latent file in the input folder.")}
+    outputs = (Output("LATENT"),)
+
+    @classmethod
+    def fingerprint(cls, ctx, latent=None, **_):
+        try:
+            return file_fingerprint(input_path(ctx, latent))
+        except (OSError, UnsafePathError, RuntimeError, TypeError):
+            return None
+
+    @classmethod
+    def validate_inputs(cls, ctx, latent=None, **_):
+        return _missing_latent_message(ctx, latent)
+
+    def run(self, latent):
+        path = input_path(self.ctx, latent)
+        try:
+            tensors = safetensors.torch.load_file(str(path), device="cpu")
+        except Exception as e:  # not a safetensors file at all
+            raise ValueError(f"{latent!r} is not a .latent file (safetensors): {e}") from None
+        if LATENT_KEY not in tensors:
+            raise ValueError(f"{latent!r} holds no '{LATENT_KEY}' tensor (keys: {sorted(tensors)[:5]})")
+        scale = 1.0 if VERSION_KEY in tensors else 1.0 / LEGACY_SCALE
+        return ({"samples": tensors[LATENT_KEY].float() * scale},)
+
+
+NODES = [EmptyLatentImage, LatentUpscale, LatentUpscaleBy, LatentFromBatch, RepeatLatentBatch,
+         SaveLatent, LoadLatent]

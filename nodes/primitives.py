@@ -1,10 +1,14 @@
-"""Primitive value nodes (Int, Float, String, Boolean) and the Note node.
+"""Primitive value nodes (Int, Float, String, Boolean) and PreviewAny, which shows any value.
 
 The editor's own "PrimitiveNode" is a front-end widget holder that the workflow converter
 folds away; these are real backend nodes whose value can be wired anywhere.
 """
 
-from loom.nodeapi import Boolean, Float, Int, Node, Output, String
+import json
+
+import torch
+
+from loom.nodeapi import Boolean, Float, Int, Link, Node, NodeResult, Output, String
 
 
 class PrimitiveInt(Node):
@@ -57,4 +61,34 @@ class PrimitiveBoolean(Node):
         return (value,)
 
 
-NODES = [PrimitiveInt, PrimitiveFloat, PrimitiveString, PrimitiveStringMultiline, PrimitiveBoolean]
+def preview_text(value) -> str:
+    """What PreviewAny shows: text as it is, numbers and booleans as Python prints them, JSON for
+    other data, a short description of tensors (their values would flood the page)."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return "None"
+    if isinstance(value, bool | int | float):
+        return str(value)
+    if isinstance(value, torch.Tensor):
+        return f"tensor of shape {list(value.shape)}, {str(value.dtype).removeprefix('torch.')}"
+    try:
+        return json.dumps(value, indent=4)
+    except (TypeError, ValueError):
+        return repr(value)[:10_000]
+
+
+class PreviewAny(Node):
+    display_name = "Preview as Text"
+    category = "utils"
+    description = "Preview any input value as text."
+    output_node = True
+    inputs = {"source": Link("*", tooltip="Any value.")}
+    outputs = ()
+
+    def run(self, source):
+        return NodeResult(outputs=(), ui={"text": [preview_text(source)]})
+
+
+NODES = [PrimitiveInt, PrimitiveFloat, PrimitiveString, PrimitiveStringMultiline, PrimitiveBoolean,
+         PreviewAny]

@@ -21,6 +21,16 @@ fi
 # Tests never reach a model hub (tests/conftest.py also refuses non-loopback sockets).
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DIFFUSERS_OFFLINE=1
 
+# The committed editor bundle (web/dist) must be what its sources build to.
+if command -v npm >/dev/null 2>&1; then
+    ./scripts/build_web.sh --check
+elif [[ -n "${CI:-}" ]]; then
+    echo "[test] npm is missing: CI must check the editor bundle (install Node 20+)" >&2
+    exit 1
+else
+    echo "[test] npm is not installed: skipping the editor bundle check (scripts/build_web.sh --check)" >&2
+fi
+
 if [[ "${LOOM_SKIP_LINT:-0}" != 1 ]]; then
     echo "[test] ruff check ." >&2
     .venv/bin/ruff check .

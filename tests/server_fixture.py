@@ -23,7 +23,8 @@ Reusable by every test file (``tests/conftest.py`` imports the fixtures from her
 ``loom_server_factory``
     ``loom_server_factory(**settings_overrides)`` starts a server with other settings, e.g.
     ``auth_token="x"*20``, ``builtin=True`` (load the real ``nodes/`` packs),
-    ``custom_nodes_dir=path``, ``workers=2``; ``base_dir=path`` reuses a base dir (restart).
+    ``custom_nodes_dir=path``, ``workers=2``; ``base_dir=path`` reuses a base dir (restart), and
+    ``port=`` the port of a stopped server (so a browser page reconnects to it).
     Every server it made is stopped after the test.
 
 The server's own client methods send no credentials. For a server started with auth, make
@@ -274,7 +275,7 @@ def make_settings(base_dir: Path, *, builtin: bool = False, **overrides) -> Sett
 
 
 class LoomTestServer(LoomClient):
-    def __init__(self, settings: Settings, registry=None):
+    def __init__(self, settings: Settings, registry=None, port: int = 0):
         from loom.server.app import create_app
 
         self.settings = settings
@@ -282,7 +283,7 @@ class LoomTestServer(LoomClient):
         self._server_loop = _LoopThread("loom-test-server")
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind(("127.0.0.1", port))
         settings.port = sock.getsockname()[1]
         settings.listen = "127.0.0.1"
 
@@ -334,9 +335,10 @@ def loom_server_factory(tmp_path):
     servers: list[LoomTestServer] = []
     counter = iter(range(1000))
 
-    def factory(*, base_dir: Path | None = None, registry=None, **overrides) -> LoomTestServer:
+    def factory(*, base_dir: Path | None = None, registry=None, port: int = 0,
+                **overrides) -> LoomTestServer:
         base = Path(base_dir) if base_dir is not None else tmp_path / f"loom{next(counter)}"
-        server = LoomTestServer(make_settings(base, **overrides), registry)
+        server = LoomTestServer(make_settings(base, **overrides), registry, port=port)
         servers.append(server)
         return server
 

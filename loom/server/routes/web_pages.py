@@ -6,7 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from loom.config import REPO_ROOT, Settings
+from loom.config import Settings
 from loom.paths import UnsafePathError, safe_join
 from loom.server.routes._common import not_found
 from loom.server.state import get_state
@@ -15,18 +15,19 @@ routes = web.RouteTableDef()
 
 
 def web_root(settings: Settings) -> Path:
-    """The built editor (``settings.web_dir``) when there is one, else the sources in web/."""
-    if (settings.web_dir / "index.html").is_file():
-        return settings.web_dir
-    return REPO_ROOT / "web"
+    """The built editor: ``settings.web_dir`` (web/dist, committed; ``scripts/build_web.sh``
+    rebuilds it). web/'s own index.html is the Vite entry of the sources and cannot run as is."""
+    return settings.web_dir
 
 
 @routes.get("/")
 async def index(request: web.Request) -> web.StreamResponse:
     page = web_root(get_state(request).settings) / "index.html"
     if not page.is_file():
-        return web.Response(text="Loom is running. The editor is not built (no web/index.html); "
-                                 "the HTTP API is at /prompt, /queue, /history, /object_info.",
+        return web.Response(text="Loom is running, but the editor is not built (no index.html in "
+                                 f"{web_root(get_state(request).settings)}): run "
+                                 "scripts/build_web.sh. The HTTP API is at /prompt, /queue, "
+                                 "/history, /object_info.",
                             content_type="text/plain")
     return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
 

@@ -1,0 +1,69 @@
+// Undo/redo by snapshots: after each user gesture the tab's workflow is serialised and, when it
+// differs from the last snapshot, the old one goes on the undo stack. The same snapshot feeds
+// the autosave, so one serialisation per change serves both.
+
+import type { LGraph } from "@comfyorg/litegraph";
+
+const MAX_UNDO = 100;
+
+export function snapshot(graph: LGraph): any {
+  const data: any = graph.serialize();
+  // Panning and zooming are not edits.
+  if (data.extra) delete data.extra.ds;
+  return data;
+}
+
+export class ChangeTracker {
+  private undoStack: string[] = [];
+  private redoStack: string[] = [];
+  current: string;
+
+  constructor(
+    private graph: LGraph,
+    private restore: (workflow: any) => void,
+  ) {
+    this.current = JSON.stringify(snapshot(graph));
+  }
+
+  /** Records the graph's state; true when it changed since the last check. */
+  check(): boolean {
+    const now = JSON.stringify(snapshot(this.graph));
+    if (now === this.current) return false;
+    this.undoStack.push(this.current);
+    if (this.undoStack.length > MAX_UNDO) this.undoStack.shift();
+    this.redoStack = [];
+    this.current = now;
+    return true;
+  }
+
+  /** Forgets history (after loading a different workflow into the tab). */
+  reset(): void {
+    this.undoStack = [];
+    this.redoStack = [];
+    this.current = JSON.stringify(snapshot(this.graph));
+  }
+
+  undo(): boolean {
+    this.check();
+    const prev = this.undoStack.pop();
+    if (prev === undefined) return false;
+    this.redoStack.push(this.current);
+    this.current = prev;
+    this.restore(JSON.parse(prev));
+    return true;
+  }
+
+  redo(): boolean {
+    this.check();
+    const next = this.redoStack.pop();
+    if (next === undefined) return false;
+    this.undoStack.push(this.current);
+    this.current = next;
+    this.restore(JSON.parse(next));
+    return true;
+  }
+
+  get canUndo(): boolean {
+    return this.undoStack.length > 0;
+  }
+}

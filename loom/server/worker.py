@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from loom.engine import allocator
 from loom.engine.cache import OutputCache
 from loom.engine.executor import ExecutionResult, Executor
 from loom.engine.validate import ValidatedPrompt, validate_prompt
@@ -124,6 +125,10 @@ class Worker:
                 log.exception("%s failed on prompt %s", self.worker_id, item.prompt_id)
                 self._finish_with_error(item, f"Loom could not complete the prompt: "
                                         f"{type(e).__name__}: {e}", traceback.format_exc(), [])
+            del item
+            # What the prompt and the cache's evictions freed goes back to the OS (the client
+            # already has its answer); without it RSS drifts past the cache budget.
+            allocator.trim()
 
     def process(self, item: QueueItem) -> None:
         with self._lock:
@@ -258,6 +263,10 @@ class WorkerPool:
     def clear_caches(self) -> None:
         for w in self.workers:
             w.executor.cache.clear()
+            w.last_result = None
+
+    def cache_stats(self) -> list[dict]:
+        return [w.executor.cache.stats() for w in self.workers]
 
 
 # ComfyUI's binary websocket frame for previews: a big-endian u32 event type (1 = preview

@@ -24,8 +24,12 @@ from aiohttp import web
 
 log = logging.getLogger("loom.server")
 
-# A client that does not read its socket is dropped once this many messages wait for it.
+# A client that does not read its socket is dropped once this many messages, or this many
+# bytes, wait for it. Previews (binary frames) are skipped instead once PREVIEW_BACKLOG bytes
+# wait: a stale preview is worth nothing, and a slow tab must not hold the server's RAM.
 MAX_OUTBOX = 100_000
+MAX_OUTBOX_BYTES = 64 << 20
+PREVIEW_BACKLOG = 4 << 20
 
 
 class Connection:
@@ -33,6 +37,7 @@ class Connection:
         self.client_id = client_id
         self.ws = ws
         self._outbox: collections.deque[str | bytes] = collections.deque()
+        self.outbox_bytes = 0
         self._ready = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -40,12 +45,17 @@ class Connection:
         self._task = asyncio.ensure_future(self._writer())
 
     def push(self, message: str | bytes) -> None:
-        if len(self._outbox) >= MAX_OUTBOX:
+        size = len(message)
+        if isinstance(message, bytes) and self.outbox_bytes + size > PREVIEW_BACKLOG:
+            return  # the client is behind: skip this preview, a newer one follows
+        if len(self._outbox) >= MAX_OUTBOX or self.outbox_bytes + size > MAX_OUTBOX_BYTES:
             log.warning("websocket client %s is not reading; closing it", self.client_id)
             self._outbox.clear()
+            self.outbox_bytes = 0
             asyncio.ensure_future(self.ws.close())
             return
         self._outbox.append(message)
+        self.outbox_bytes += size
         self._ready.set()
 
     async def _writer(self) -> None:
@@ -55,6 +65,7 @@ class Connection:
                 self._ready.clear()
                 while self._outbox:
                     message = self._outbox.popleft()
+                    self.outbox_bytes -= len(message)
                     if self.ws.closed:
                         return
                     if isinstance(message, bytes):

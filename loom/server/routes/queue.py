@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 
 from aiohttp import web
 
+from loom.engine import allocator
 from loom.server.routes._common import field, json_body, raw_json, str_list
 from loom.server.state import get_state
 
@@ -58,6 +58,8 @@ async def post_free(request: web.Request) -> web.Response:
     if (unload_models or free_memory) and state.models.created:
         # May wait for a node that is using a model: not on the event loop.
         await asyncio.to_thread(state.models.free)
-    if free_memory:
-        await asyncio.to_thread(gc.collect)
+    if free_memory or unload_models:
+        # Unreachable objects freed, then the freed pages handed back to the OS (glibc keeps
+        # them otherwise, and RSS would not move).
+        await asyncio.to_thread(allocator.release)
     return web.json_response({"unload_models": unload_models, "free_memory": free_memory})

@@ -49,9 +49,23 @@ def _system_stats() -> dict:
     }
 
 
+def _memory(state) -> dict:
+    """Loom's own figures (beyond ComfyUI's shape): process RSS and what the caches hold."""
+    import psutil
+
+    caches = state.workers.cache_stats() if state.workers is not None else []
+    return {"rss": psutil.Process().memory_info().rss,
+            "cache_bytes": sum(c["bytes"] for c in caches),
+            "cache_max_bytes": sum(c["max_bytes"] for c in caches),
+            "cache_model_bytes": sum(c["model_bytes"] for c in caches),
+            "cache_entries": sum(c["entries"] for c in caches)}
+
+
 @routes.get("/system_stats")
 async def system_stats(request: web.Request) -> web.Response:
-    return web.json_response(await asyncio.to_thread(_system_stats))
+    stats = await asyncio.to_thread(_system_stats)
+    stats["loom"] = {"memory": _memory(get_state(request))}
+    return web.json_response(stats)
 
 
 @routes.get("/models")

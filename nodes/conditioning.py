@@ -136,5 +136,24 @@ class ConditioningAverage(Node):
         return (out,)
 
 
+class ConditioningSetTimestepRange(Node):
+    category = "advanced/conditioning"
+    display_name = "ConditioningSetTimestepRange"
+    description = ("Use this conditioning only for part of the schedule: from start to end, as "
+                   "fractions of the model's noise range (0 = pure noise, 1 = clean). Combine "
+                   "several to switch prompts mid-run.")
+    inputs = {
+        "conditioning": Link("CONDITIONING"),
+        "start": Float(0.0, min=0.0, max=1.0, step=0.001),
+        "end": Float(1.0, min=0.0, max=1.0, step=0.001),
+    }
+    outputs = (Output("CONDITIONING"),)
+
+    def run(self, conditioning, start, end):
+        # ComfyUI's keys, read by the sampler (loom.runtime.sampling.prediction).
+        return ([[tensor, {**d, "start_percent": start, "end_percent": end}]
+                 for tensor, d in conditioning],)
+
+
 NODES = [ConditioningCombine, ConditioningSetArea, ConditioningZeroOut, ConditioningConcat,
-         ConditioningAverage]
+         ConditioningAverage, ConditioningSetTimestepRange]

@@ -39,6 +39,9 @@ class Entry:
     control: Any
     is_uncond: bool
     raw: dict
+    side: int = 0  # which of the guider's conditionings (e.g. 0 = negative, 1 = positive)
+    # active while the noise level is within [low, high] (ConditioningSetTimestepRange)
+    sigma_range: tuple[float, float] | None = None
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Group:
     added_cond_kwargs: dict | None = None
     raw: list[dict] = field(default_factory=list)
     is_uncond: list[bool] = field(default_factory=list)
+    sides: list[int] = field(default_factory=list)
 
 
 def _expand(t: torch.Tensor, batch: int, what: str) -> torch.Tensor:
@@ -131,7 +135,10 @@ def time_id_count(unet: Any, pooled_dim: int) -> int:
 
 
 def prepare_entries(conditioning: list, *, is_uncond: bool, batch: int, height: int, width: int,
-                    device: torch.device, dtype: torch.dtype, unet: Any) -> list[Entry]:
+                    device: torch.device, dtype: torch.dtype, unet: Any, side: int = 0,
+                    sigma_range: Any = None) -> list[Entry]:
+    """``sigma_range(d)`` maps an entry's dict to the noise levels where it is active (or
+    None: always)."""
     entries = []
     sdxl = is_sdxl_unet(unet)
     for item in conditioning or []:
@@ -165,14 +172,15 @@ def prepare_entries(conditioning: list, *, is_uncond: bool, batch: int, height: 
             full = full * float(d.get("mask_strength", 1.0))
             weight = full * weight if isinstance(weight, torch.Tensor) else full * weight
         entries.append(Entry(context, pooled, time_ids, weight, area, d.get("control"),
-                             is_uncond, d))
+                             is_uncond, d, side, sigma_range(d) if sigma_range else None))
     return entries
 
 
 def build_groups(entries: list[Entry]) -> list[Group]:
-    """Entries batched into UNet calls; negative entries first within a call (diffusers order)."""
+    """Entries batched into UNet calls, in the order of their sides within a call (negative
+    first: diffusers' order)."""
     groups: dict[tuple, Group] = {}
-    for e in sorted(entries, key=lambda e: not e.is_uncond):  # stable: keeps the given order
+    for e in sorted(entries, key=lambda e: e.side):  # stable: keeps the given order
         key = (e.area, id(e.control) if e.control is not None else None)
         groups.setdefault(key, Group([], e.area, e.control)).entries.append(e)
     out: list[Group] = []
@@ -189,6 +197,7 @@ def build_groups(entries: list[Entry]) -> list[Group]:
             }
         g.raw = [e.raw for e in g.entries]
         g.is_uncond = [e.is_uncond for e in g.entries]
+        g.sides = [e.side for e in g.entries]
     return out
 
 

@@ -34,39 +34,23 @@ from typing import Any
 
 import torch
 
-from loom.runtime.sampling.conditioning import build_groups, prepare_entries
-from loom.runtime.sampling.hooks import (
-    InpaintConcatHook,
-    NoiseMaskHook,
-    SamplingHooks,
-    SamplingState,
-    UNetCall,
-    merge_unet_kwargs,
-    prepare_mask,
-)
-from loom.runtime.sampling.noise import initial_noise, seeded_generator
+from loom.runtime.sampling.catalog import unsupported_reason, uses_diffusers
+from loom.runtime.sampling.guidance import CFG
+from loom.runtime.sampling.hooks import SamplingHooks, SamplingState
+from loom.runtime.sampling.noise import Noise, initial_noise, seeded_generator
+from loom.runtime.sampling.prediction import GuidedPrediction, timestep_range
 from loom.runtime.sampling.preview import latent_to_rgb
+from loom.runtime.sampling.run_inputs import (
+    check_latent_family,
+    default_model_manager,
+    latent_hooks,
+)
 from loom.runtime.sampling.schedulers import make_scheduler
-from loom.runtime.sd.detect import latent_space
+from loom.runtime.sampling.sigma_loop import SamplingRequest, sample_sigmas
+from loom.runtime.sampling.sigmas import model_sigmas, schedule_sigmas, window
 
 ProgressCallback = Callable[[int, int], Any]
-
-def check_latent_family(latent: dict, model: Any) -> None:
-    """Refuse a latent made in another model family's latent space (e.g. an SDXL VAE's latent
-    sampled by an SD 1.x model): the result would be noise."""
-    made_by = latent.get("family")
-    if made_by and model.family and latent_space(made_by) != latent_space(model.family):
-        raise ValueError(
-            f"This latent comes from an {made_by} model or VAE, but the model is {model.family}: "
-            "their latent spaces differ. Encode the image with the VAE of this model's family.")
-
-
-def default_model_manager():
-    """The model manager used when a node runs without one (unit tests, scripts): the SD
-    runtime's process-wide default, so loaders and samplers share it."""
-    from loom.runtime.sd.common import default_manager
-
-    return default_manager()
+__all__ = ["check_latent_family", "default_model_manager", "sample", "schedule_window"]
 
 
 def schedule_window(steps: int, denoise: float, start_step: int | None, end_step: int | None,
@@ -118,11 +102,23 @@ def sample(model: Any, positive: list, negative: list, latent: dict, *, seed: in
     if start >= end:
         return out
 
+    reason = unsupported_reason(sampler_name, scheduler)
+    if reason:
+        raise ValueError(reason)
     models = models if models is not None else default_model_manager()
+    guider = CFG(model, positive=positive, negative=negative, cfg=cfg)
+    if not uses_diffusers(sampler_name, scheduler):
+        # Loom's own solver on the named schedule's noise levels (ComfyUI's semantics).
+        sigmas = window(schedule_sigmas(model, scheduler, total), start, end, total,
+                        force_full_denoise)
+        request = SamplingRequest(guider=guider, latent=latent, solver=sampler_name,
+                                  sigmas=sigmas, noise=Noise(seed, add_noise), callback=callback,
+                                  hooks=hooks, previews=previews)
+        return sample_sigmas(request, models)[0]
     all_hooks = [*model.options.get("sampling_hooks", ()), *hooks]
     with models.use((model.unet, model.patches)):
-        samples = _run(model, positive, negative, latent, seed=seed, total=total, start=start,
-                       end=end, cfg=cfg, sampler_name=sampler_name, scheduler_name=scheduler,
+        samples = _run(model, guider, latent, seed=seed, total=total, start=start,
+                       end=end, sampler_name=sampler_name, scheduler_name=scheduler,
                        add_noise=add_noise, force_full_denoise=force_full_denoise,
                        callback=callback, hooks=all_hooks, device=models.device,
                        preview_family=model.family if previews else None)
@@ -130,8 +126,8 @@ def sample(model: Any, positive: list, negative: list, latent: dict, *, seed: in
     return out
 
 
-def _run(model, positive, negative, latent, *, seed, total, start, end, cfg, sampler_name,
-         scheduler_name, add_noise, force_full_denoise, callback, hooks, device,
+def _run(model, guider, latent, *, seed, total, start, end, sampler_name, scheduler_name,
+         add_noise, force_full_denoise, callback, hooks, device,
          preview_family=None) -> torch.Tensor:
     unet = model.unet
     unet_dtype = next(unet.parameters()).dtype
@@ -164,14 +160,7 @@ def _run(model, positive, negative, latent, *, seed, total, start, end, cfg, sam
         noise = torch.zeros_like(image)
     state = SamplingState(scheduler=sched, timesteps=timesteps, levels=levels[first:],
                           noise=noise, latent_image=image, space=spec.space, device=device)
-    mask = None
-    if latent.get("noise_mask") is not None:
-        mask = prepare_mask(latent["noise_mask"], batch, height, width, device)
-        hooks = [*hooks, NoiseMaskHook(mask)]
-    concat_given = any(type(h).extra_channels is not SamplingHooks.extra_channels for h in hooks)
-    if unet.config.in_channels == image.shape[1] + 5 and not concat_given:  # an inpainting UNet
-        hooks = [*hooks, InpaintConcatHook(mask if mask is not None else torch.ones_like(image[:, :1]),
-                                           image)]
+    hooks = latent_hooks(latent, unet, image, hooks, device)
 
     if add_noise and first == 0:
         # txt2img: exactly what a diffusers pipeline starts from (randn * init_noise_sigma); a
@@ -184,26 +173,15 @@ def _run(model, positive, negative, latent, *, seed, total, start, end, cfg, sam
         x = image * state.alpha(0)  # already noisy (a KSamplerAdvanced hand-over)
 
     # -- conditioning -----------------------------------------------------------------------
-    common = dict(batch=batch, height=height, width=width, device=device, dtype=unet_dtype,
-                  unet=unet)
-    cond_entries = prepare_entries(positive, is_uncond=False, **common)
-    if not cond_entries:
-        raise ValueError("the positive conditioning is empty")
-    uncond_entries = [] if cfg == 1.0 else prepare_entries(negative, is_uncond=True, **common)
-    if cfg != 1.0 and not uncond_entries:
-        raise ValueError("the negative conditioning is empty (connect a prompt, or set cfg to 1)")
-    groups = build_groups(uncond_entries + cond_entries)
-    simple = (len(groups) == 1 and groups[0].area is None and len(cond_entries) == 1
-              and len(uncond_entries) <= 1 and not isinstance(cond_entries[0].weight, torch.Tensor)
-              and (not uncond_entries or not isinstance(uncond_entries[0].weight, torch.Tensor)))
+    predict = GuidedPrediction(guider, batch=batch, height=height, width=width, device=device,
+                               dtype=unet_dtype, unet=unet, hooks=hooks,
+                               sigma_range=timestep_range(model_sigmas(model)))
 
     accepts = inspect.signature(sched.step).parameters
     if "generator" in accepts:
         step_kwargs = {**step_kwargs, "generator": generator}
     for h in hooks:
         h.on_start(state)
-    unet_hooks = [h for h in hooks if type(h).unet_kwargs is not SamplingHooks.unet_kwargs
-                  or type(h).extra_channels is not SamplingHooks.extra_channels]
     step_hooks = [h for h in hooks if type(h).after_step is not SamplingHooks.after_step]
     two_stage = hasattr(sched, "state_in_first_order")
 
@@ -214,18 +192,7 @@ def _run(model, positive, negative, latent, *, seed, total, start, end, cfg, sam
         model_in = sched.scale_model_input(x, t)
         sigma = levels[first + i]
         fraction = (first + i) / len(all_timesteps)
-        if simple:
-            g = groups[0]
-            n = len(g.entries)
-            x_in = torch.cat([model_in] * n) if n > 1 else model_in
-            pred = _call_unet(unet, g, x_in.to(unet_dtype), t, i, sigma, batch, unet_hooks,
-                              fraction).float()
-            if n > 1:
-                pred_uncond, pred_cond = pred.chunk(2)
-                pred = pred_uncond + cfg * (pred_cond - pred_uncond)
-        else:
-            pred = _combined_prediction(unet, groups, model_in, t, i, sigma, batch, cfg,
-                                        unet_dtype, unet_hooks, fraction)
+        pred, _ = predict(model_in, t, sigma, i, fraction)
 
         if last and clean_at_end:
             x = _predict_clean(x, pred, sigma, spec.space, model.prediction_type)
@@ -255,63 +222,6 @@ def _run(model, positive, negative, latent, *, seed, total, start, end, cfg, sam
     for h in hooks:
         x = h.on_end(x, state, end_sigma)
     return (x / scale).to("cpu", torch.float32)
-
-
-def _call_unet(unet, group, x_in, t, step, sigma, batch, unet_hooks, fraction) -> torch.Tensor:
-    kwargs: dict = {}
-    if group.control is not None or unet_hooks:
-        call = UNetCall(step=step, timestep=t, sigma=sigma, sample=x_in,
-                        encoder_hidden_states=group.context,
-                        added_cond_kwargs=group.added_cond_kwargs, entries=group.raw,
-                        is_uncond=group.is_uncond, batch_size=batch, area=group.area,
-                        schedule_fraction=fraction)
-        if group.control is not None:
-            merge_unet_kwargs(kwargs, group.control.unet_kwargs(call))
-        extra = []
-        for h in unet_hooks:
-            merge_unet_kwargs(kwargs, h.unet_kwargs(call))
-            channels = h.extra_channels(call)
-            if channels is not None:
-                extra.append(channels)
-        if extra:
-            x_in = torch.cat([x_in, *extra], dim=1)
-    return unet(x_in, t, encoder_hidden_states=group.context,
-                added_cond_kwargs=group.added_cond_kwargs, return_dict=False, **kwargs)[0]
-
-
-def _combined_prediction(unet, groups, model_in, t, step, sigma, batch, cfg, unet_dtype,
-                         unet_hooks, fraction) -> torch.Tensor:
-    """Several entries and/or areas: each entry's prediction, weight-averaged per side."""
-    sums = {False: torch.zeros_like(model_in), True: torch.zeros_like(model_in)}
-    weights = {False: torch.zeros_like(model_in[:, :1]), True: torch.zeros_like(model_in[:, :1])}
-    for g in groups:
-        if g.area is None:
-            part = model_in
-        else:
-            h, w, y, x = g.area
-            part = model_in[:, :, y:y + h, x:x + w]
-        n = len(g.entries)
-        x_in = torch.cat([part] * n) if n > 1 else part
-        out = _call_unet(unet, g, x_in.to(unet_dtype), t, step, sigma, batch, unet_hooks,
-                         fraction).float()
-        for k, e in enumerate(g.entries):
-            chunk = out[k * batch:(k + 1) * batch]
-            w = e.weight
-            if g.area is None:
-                sums[e.is_uncond] += chunk * w
-                weights[e.is_uncond] += w
-            else:
-                h, w_, y, x = g.area
-                sums[e.is_uncond][:, :, y:y + h, x:x + w_] += chunk * w
-                weights[e.is_uncond][:, :, y:y + h, x:x + w_] += w
-    cond = sums[False] / weights[False].clamp_min(1e-8)
-    if cfg == 1.0:
-        return cond
-    uncond = sums[True] / weights[True].clamp_min(1e-8)
-    # Where only one side has a prediction, the other borrows it (no guidance there).
-    cond = torch.where(weights[False] > 0, cond, uncond)
-    uncond = torch.where(weights[True] > 0, uncond, cond)
-    return uncond + cfg * (cond - uncond)
 
 
 def _predict_clean(x, pred, sigma, space, prediction_type) -> torch.Tensor:

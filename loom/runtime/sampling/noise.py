@@ -47,3 +47,27 @@ def initial_noise(shape: Sequence[int], generator: torch.Generator,
     if not indices:
         return torch.empty([0, *shape[1:]], dtype=torch.float32)
     return torch.cat([draws[i] for i in indices], dim=0)
+
+
+class Noise:
+    """``NOISE`` (RandomNoise / DisableNoise): where a run's randomness comes from.
+
+    ``generator()`` is seeded with ``seed``; a run draws its initial noise from it first (unless
+    ``enabled`` is False) and continues it for the noise of stochastic solvers, so KSampler
+    with a seed and a custom-sampling graph with RandomNoise of that seed draw the same noise.
+    """
+
+    def __init__(self, seed: int, enabled: bool = True):
+        self.seed, self.enabled = int(seed), bool(enabled)
+
+    def generator(self) -> torch.Generator:
+        return seeded_generator(self.seed)
+
+    def initial(self, shape: Sequence[int], generator: torch.Generator,
+                batch_index: Sequence[int] | None = None) -> torch.Tensor:
+        if not self.enabled:
+            return torch.zeros(list(shape), dtype=torch.float32)
+        return initial_noise(shape, generator, batch_index)
+
+    def __repr__(self) -> str:
+        return f"Noise(seed={self.seed}, enabled={self.enabled})"

@@ -34,11 +34,11 @@ export function groupSelected(app: App): void {
 }
 
 export function undo(app: App): void {
-  if (!app.tabs.active.tracker.undo()) toast("Nothing to undo");
+  if (!app.tabs.undo()) toast("Nothing to undo");
 }
 
 export function redo(app: App): void {
-  if (!app.tabs.active.tracker.redo()) toast("Nothing to redo");
+  if (!app.tabs.undo(true)) toast("Nothing to redo");
 }
 
 interface Shortcut {

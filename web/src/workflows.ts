@@ -118,6 +118,18 @@ export class Tabs {
     }
   }
 
+  /** Undo (or redo) in the active tab; the restored state is autosaved too. */
+  undo(redo = false): boolean {
+    const tab = this.active;
+    const done = redo ? tab.tracker.redo() : tab.tracker.undo();
+    if (done) {
+      tab.modified = true;
+      this.persist(tab);
+      this.render();
+    }
+    return done;
+  }
+
   markSaved(tab: Tab, savedName: string): void {
     tab.savedName = savedName;
     tab.name = savedName.replace(/\.json$/, "");

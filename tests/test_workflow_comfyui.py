@@ -276,3 +276,18 @@ def test_force_input_values_of_older_front_ends_are_skipped():
     for values in (["stale text", 3, "slow"], [3, "slow"]):
         wf = {"nodes": [{"id": 1, "type": "T", "mode": 0, "widgets_values": values}]}
         assert convert_workflow(wf, defs)["1"]["inputs"] == {"count": 3, "mode": "slow"}
+
+
+@pytest.mark.parametrize("junk", [{"a": 1}, [1, 2], [[]], 3.5, True, None])
+def test_odd_values_in_any_slot_never_crash(defs, junk):
+    """Damaged files: lists, objects and numbers where texts go (a crash here would be a 500)."""
+    wf = load("image2image.media_image-0.3.1.json")
+    for node in wf["nodes"]:
+        if isinstance(node.get("widgets_values"), list):
+            for i in range(len(node["widgets_values"])):
+                damaged = copy.deepcopy(wf)
+                next(n for n in damaged["nodes"] if n["id"] == node["id"])["widgets_values"][i] = junk
+                try:
+                    convert_workflow(damaged, defs)
+                except PromptError:
+                    pass

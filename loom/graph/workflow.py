@@ -620,6 +620,10 @@ def _is_control(value: Any) -> bool:
     return value is None or isinstance(value, bool) or (isinstance(value, str) and value in CONTROL_VALUES)
 
 
+def _is_upload_word(value: Any) -> bool:
+    return isinstance(value, str) and value in UPLOAD_VALUES
+
+
 def _extras(spec: _WidgetSpec, values: list, i: int) -> list[tuple[int, int]]:
     """(values taken, penalty) for the ways the extras after a widget at ``i`` may be saved."""
     if not spec.control:
@@ -657,7 +661,7 @@ def _match_widget_list(values: list, specs: list[_WidgetSpec]) -> dict[str, Any]
             ways: list[tuple[int, int, int]] = []  # (values taken, misfit, penalty)
             if spec.upload:
                 ways.append((1, 0 if value is None or isinstance(value, str) else _LOOSE, 0))
-                ways.append((0, 0, 1 if value is None or value in UPLOAD_VALUES else 0))
+                ways.append((0, 0, 1 if value is None or _is_upload_word(value) else 0))
             elif spec.phantom:
                 ways.append((0, 0, 0))
                 ways += [(1 + extra, _fit(spec, value), 1 + penalty)

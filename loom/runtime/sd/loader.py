@@ -2,16 +2,22 @@
 
 Everything is built from local configs (shipped or read off the file) and never fetched: the
 single-file layout is converted with diffusers' own converters (``single_file_utils``), modules
-are created without random initialisation (``init_empty_weights``) and take the file's tensors
-directly. Loaders build on the CPU in the dtypes of the device policy and hand the modules over
+are created without random initialisation (:mod:`loom.runtime.sd.empty`, which is safe while
+other threads build modules) and take the file's tensors directly. Diffusers folders are read
+the same way, not through ``from_pretrained`` (which patches torch for the whole process). One
+file is loaded by one thread at a time (two workers asking for the same checkpoint do not read
+it twice at once). Loaders build on the CPU in the dtypes of the device policy and hand the modules over
 in the :mod:`loom.runtime.sd.types` wrappers; the model manager moves them to the GPU when a node
 uses them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +27,7 @@ import torch
 from loom.runtime.devices import DevicePolicy
 from loom.runtime.sd import detect
 from loom.runtime.sd.detect import CheckpointInfo, TextEncoderSpec
+from loom.runtime.sd.empty import assert_materialised, empty_parameters
 from loom.runtime.sd.reader import ModelFileError, human_size, load_state_dict, read_metadata
 from loom.runtime.sd.shipped import base_config, clip_tokenizer
 from loom.runtime.sd.types import DiffusionModel, TextEncoder, Vae
@@ -34,8 +41,35 @@ def _nbytes(sd: dict) -> int:
     return sum(t.numel() * t.element_size() for t in sd.values())
 
 
+_file_locks: dict[str, threading.Lock] = {}
+_file_locks_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def _one_load_at_a_time(path: Path):
+    """Serialise loads of one file (others load in parallel)."""
+    key = str(Path(path).resolve())
+    with _file_locks_guard:
+        lock = _file_locks.setdefault(key, threading.Lock())
+    if not lock.acquire(blocking=False):
+        log.info("Waiting for another load of %s to finish", Path(path).name)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _serialised(load):
+    @functools.wraps(load)
+    def wrapper(path, *args, **kwargs):
+        with _one_load_at_a_time(Path(path)):
+            return load(path, *args, **kwargs)
+    return wrapper
+
+
 def _materialise(module: torch.nn.Module, sd: dict, what: str, dtype: torch.dtype) -> torch.nn.Module:
-    """Load ``sd`` into a module created under ``init_empty_weights`` (parameters on 'meta')."""
+    """Load ``sd`` into a module built under :func:`empty_parameters` (parameters on 'meta')."""
     expected = set(module.state_dict().keys())
     missing = sorted(expected - set(sd))
     unexpected = sorted(set(sd) - expected)
@@ -57,13 +91,12 @@ def _materialise(module: torch.nn.Module, sd: dict, what: str, dtype: torch.dtyp
     for buf in module.buffers():  # (not module.to(): diffusers warns about it needlessly)
         if buf.is_floating_point():
             buf.data = buf.data.to(dtype)
+    assert_materialised(module, what)
     return module.eval().requires_grad_(False)
 
 
 def _empty(factory):
-    from accelerate import init_empty_weights
-
-    with init_empty_weights():
+    with empty_parameters():
         return factory()
 
 
@@ -92,6 +125,8 @@ def build_text_encoder(te_sd: dict, config: dict, with_projection: bool, dtype: 
     cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
     model = _empty(lambda: cls(CLIPTextConfig(**config)))
     # transformers 5: CLIPTextModel has no "text_model." level, CLIPTextModelWithProjection does.
+    # Older saves kept the position ids, which are computed now.
+    te_sd = {k: v for k, v in te_sd.items() if not k.endswith("embeddings.position_ids")}
     if hasattr(model, "text_model"):
         te_sd = {(k if k.startswith(("text_model.", "text_projection")) else "text_model." + k): v
                  for k, v in te_sd.items()}
@@ -129,6 +164,7 @@ def _convert_text(sd: dict, spec: TextEncoderSpec) -> dict:
 
 # -- single-file checkpoints ------------------------------------------------------------------
 
+@_serialised
 def load_checkpoint(path: str | Path, *, policy: DevicePolicy | None = None,
                     prediction_type: str | None = None, embeddings_dir: str | None = None,
                     progress: Progress = None, load_text: bool = True, load_vae: bool = True,
@@ -226,12 +262,13 @@ def _family_of_folder(folder: Path, unet_cfg: dict) -> str:
     return "sd1"
 
 
+@_serialised
 def load_diffusers(folder: str | Path, *, policy: DevicePolicy | None = None,
                    prediction_type: str | None = None, embeddings_dir: str | None = None,
                    ) -> tuple[DiffusionModel, TextEncoder, Vae]:
     """MODEL, CLIP and VAE of a diffusers folder (``model_index.json``, ``unet/``, ``vae/``, …)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
     folder = Path(folder)
     if not (folder / "model_index.json").is_file():
@@ -242,11 +279,9 @@ def load_diffusers(folder: str | Path, *, policy: DevicePolicy | None = None,
                                  "loads Stable Diffusion 1.x/2.x/SDXL pipelines")
     policy = policy or DevicePolicy.detect()
     start = time.perf_counter()
-    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=policy.dtype,
-                                                local_files_only=True).eval().requires_grad_(False)
+    unet = _folder_component(folder, "unet", UNet2DConditionModel, policy.dtype)
     family = _family_of_folder(folder, dict(unet.config))
-    vae_module = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=policy.vae_dtype,
-                                               local_files_only=True).eval().requires_grad_(False)
+    vae_module = _folder_component(folder, "vae", AutoencoderKL, policy.vae_dtype)
     sched_path = folder / "scheduler" / "scheduler_config.json"
     sched = (json.loads(sched_path.read_text(encoding="utf-8")) if sched_path.is_file()
              else base_config(f"{detect.REFERENCE[family]}_scheduler"))
@@ -254,12 +289,14 @@ def load_diffusers(folder: str | Path, *, policy: DevicePolicy | None = None,
     sched["prediction_type"] = pred
 
     encoders, tokenizers = [], []
-    names = [("text_encoder", "tokenizer", CLIPTextModel)]
+    names = [("text_encoder", "tokenizer", False)]
     if family == "sdxl":
-        names.append(("text_encoder_2", "tokenizer_2", CLIPTextModelWithProjection))
-    for te_name, tok_name, cls in names:
-        enc = cls.from_pretrained(folder / te_name, torch_dtype=policy.dtype, local_files_only=True)
-        encoders.append(enc.eval().requires_grad_(False))
+        names.append(("text_encoder_2", "tokenizer_2", True))
+    for te_name, tok_name, with_projection in names:
+        config = _read_json(folder / te_name / "config.json")
+        te_sd = _folder_weights(folder / te_name, "model")
+        encoders.append(build_text_encoder(te_sd, config, with_projection, policy.dtype,
+                                           f"{folder.name} ({te_name})"))
         if (folder / tok_name / "vocab.json").is_file():
             tok = CLIPTokenizer.from_pretrained(folder / tok_name, local_files_only=True)
         else:
@@ -280,8 +317,49 @@ def load_diffusers(folder: str | Path, *, policy: DevicePolicy | None = None,
     return model, clip, vae
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelFileError(f"{path.parent.parent.name}: cannot read {path.parent.name}/"
+                             f"{path.name} ({e})") from e
+
+
+def _folder_weights(sub: Path, stem: str) -> dict:
+    """The tensors of one component folder: ``STEM.safetensors`` (or ``.bin``), or the shards
+    an ``STEM.safetensors.index.json`` lists."""
+    for ext in (".safetensors", ".bin"):
+        single = sub / f"{stem}{ext}"
+        if single.is_file():
+            return load_state_dict(single, what=sub.name)
+        index = sub / f"{stem}{ext}.index.json"
+        if index.is_file():
+            shards = sorted(set(_read_json(index).get("weight_map", {}).values()))
+            sd: dict = {}
+            for name in shards:
+                if not isinstance(name, str) or Path(name).name != name:
+                    raise ModelFileError(f"{index}: bad shard name {name!r}")
+                sd.update(load_state_dict(sub / name, what=sub.name))
+            return sd
+    raise ModelFileError(f"{sub.parent.name}: {sub.name}/ has no {stem}.safetensors (or .bin) "
+                         "weights")
+
+
+def _folder_component(folder: Path, name: str, cls, dtype: torch.dtype):
+    """A diffusers model (UNet, VAE) from ``folder/name``: its config and weights."""
+    sub = folder / name
+    config = _read_json(sub / "config.json")
+    module = _empty(lambda: cls.from_config(config))
+    sd = _folder_weights(sub, "diffusion_pytorch_model")
+    fix = getattr(module, "_fix_state_dict_keys_on_load", None)  # old VAE attention names
+    if callable(fix):
+        fix(sd)
+    return _materialise(module, sd, f"{folder.name} ({name})", dtype)
+
+
 # -- VAE files --------------------------------------------------------------------------------
 
+@_serialised
 def load_vae_file(path: str | Path, *, policy: DevicePolicy | None = None, progress: Progress = None) -> Vae:
     """A ``VAE`` from models/vae/: original or diffusers layout, or the VAE of a full checkpoint."""
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint

@@ -2,7 +2,8 @@
 
 - :mod:`.catalog` — the sampler/scheduler names offered, and which loop runs a pair
 - :mod:`.schedulers` — ComfyUI sampler/scheduler names mapped onto diffusers schedulers
-- :mod:`.sigmas` — SIGMAS: noise-level schedules in closed form and the model's training levels
+- :mod:`.sigmas` — SIGMAS: noise-level schedules by name and in closed form
+- :mod:`.model_sampling` — a model in sigma space: its levels, timestep, input and output
 - :mod:`.solvers` — Loom's own sigma-space solvers (k-diffusion style, from the papers)
 - :mod:`.noise` — seeded CPU noise with ComfyUI's batch semantics; NOISE values
 - :mod:`.guidance` — GUIDER values: CFG, basic, dual CFG

@@ -37,6 +37,7 @@ import torch
 from loom.runtime.sampling.catalog import unsupported_reason, uses_diffusers
 from loom.runtime.sampling.guidance import CFG
 from loom.runtime.sampling.hooks import SamplingHooks, SamplingState
+from loom.runtime.sampling.model_sampling import model_sampling
 from loom.runtime.sampling.noise import Noise, initial_noise, seeded_generator
 from loom.runtime.sampling.prediction import GuidedPrediction, timestep_range
 from loom.runtime.sampling.preview import latent_to_rgb
@@ -47,7 +48,7 @@ from loom.runtime.sampling.run_inputs import (
 )
 from loom.runtime.sampling.schedulers import make_scheduler
 from loom.runtime.sampling.sigma_loop import SamplingRequest, sample_sigmas
-from loom.runtime.sampling.sigmas import model_sigmas, schedule_sigmas, window
+from loom.runtime.sampling.sigmas import schedule_sigmas, window
 
 ProgressCallback = Callable[[int, int], Any]
 __all__ = ["check_latent_family", "default_model_manager", "sample", "schedule_window"]
@@ -175,7 +176,7 @@ def _run(model, guider, latent, *, seed, total, start, end, sampler_name, schedu
     # -- conditioning -----------------------------------------------------------------------
     predict = GuidedPrediction(guider, batch=batch, height=height, width=width, device=device,
                                dtype=unet_dtype, unet=unet, hooks=hooks,
-                               sigma_range=timestep_range(model_sigmas(model)))
+                               sigma_range=timestep_range(model_sampling(model)))
 
     accepts = inspect.signature(sched.step).parameters
     if "generator" in accepts:

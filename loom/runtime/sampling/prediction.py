@@ -128,15 +128,15 @@ class GuidedPrediction:
                          **kwargs)[0]
 
 
-def timestep_range(model_sigmas):
+def timestep_range(sampling):
     """``sigma_range`` for :func:`prepare_entries`: the noise levels where an entry with
     ComfyUI's ``start_percent``/``end_percent`` is active, or None when it has neither."""
 
     def sigma_range(d: dict):
         if "start_percent" not in d and "end_percent" not in d:
             return None
-        high = model_sigmas.percent_to_sigma(float(d.get("start_percent", 0.0)))
-        low = model_sigmas.percent_to_sigma(float(d.get("end_percent", 1.0)))
+        high = sampling.percent_to_sigma(float(d.get("start_percent", 0.0)))
+        low = sampling.percent_to_sigma(float(d.get("end_percent", 1.0)))
         return (low, high)
 
     return sigma_range

@@ -8,8 +8,13 @@ KSampler for solvers and schedules diffusers lacks. The model is wrapped as a de
     t        = the training timestep of sigma (log-linear interpolation)
     D        = x - sigma * eps                # or from v / x0 predictions
 
-with the guider's mix of the conditionings' outputs (:mod:`.prediction`). Latents are in the
-``x0 + sigma * eps`` form throughout, as LATENT values hand them over.
+with the guider's mix of the conditionings' outputs (:mod:`.prediction`); the model-specific
+parts live in :mod:`.model_sampling`. Latents are in the ``x0 + sigma * eps`` form throughout,
+as LATENT values hand them over.
+
+The run starts from ``latent + sigma_0 * noise`` — what diffusers' Euler scheduler starts from,
+so KSampler and SamplerCustom agree. (ComfyUI scales the noise by ``sqrt(1 + sigma_0^2)`` when
+``sigma_0`` is the model's highest level: 0.2% more noise at SD's 14.6.)
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import torch
 
 from loom.runtime.sampling.guidance import Guider
 from loom.runtime.sampling.hooks import SamplingHooks, SamplingState
+from loom.runtime.sampling.model_sampling import model_sampling
 from loom.runtime.sampling.noise import Noise
 from loom.runtime.sampling.prediction import GuidedPrediction, timestep_range
 from loom.runtime.sampling.preview import latent_to_rgb
@@ -30,7 +36,6 @@ from loom.runtime.sampling.run_inputs import (
     default_model_manager,
     latent_hooks,
 )
-from loom.runtime.sampling.sigmas import model_sigmas
 from loom.runtime.sampling.solvers import SOLVERS, SolverRun
 
 
@@ -75,9 +80,9 @@ def sample_sigmas(req: SamplingRequest, models: Any = None) -> tuple[dict, dict]
 
 
 class _Run(SolverRun):
-    def __init__(self, predict, model, ms, generator, sigmas, callback, step_hooks, state,
+    def __init__(self, predict, ms, generator, sigmas, callback, step_hooks, state,
                  preview_family):
-        self.predict, self.prediction_type = predict, model.prediction_type
+        self.predict = predict
         self.ms, self.generator, self.n = ms, generator, len(sigmas) - 1
         self.callback, self.step_hooks, self.state = callback, step_hooks, state
         self.preview_family = preview_family
@@ -87,20 +92,12 @@ class _Run(SolverRun):
     def denoise(self, x, sigma, step):
         s = float(sigma)
         t = torch.tensor(self.ms.timestep(s), dtype=torch.float32, device=x.device)
-        model_in = x / ((sigma**2 + 1) ** 0.5)
-        pred, sides = self.predict(model_in, t, s, step, step / self.n)
+        pred, sides = self.predict(self.ms.model_input(x, sigma), t, s, step, step / self.n)
         if self.uncond_index is not None:
-            self.uncond = self._clean(x, sides[self.uncond_index], sigma)
+            self.uncond = self.ms.clean(x, sides[self.uncond_index], sigma)
         else:
             self.uncond = None
-        return self._clean(x, pred, sigma)
-
-    def _clean(self, x, pred, sigma):
-        if self.prediction_type == "sample":
-            return pred
-        if self.prediction_type == "v_prediction":
-            return pred * (-sigma / (sigma**2 + 1) ** 0.5) + x / (sigma**2 + 1)
-        return x - sigma * pred
+        return self.ms.clean(x, pred, sigma)
 
     def noise(self, like):
         return torch.randn(like.shape, generator=self.generator,
@@ -125,7 +122,7 @@ def _run(req: SamplingRequest, model, sigmas, hooks, device) -> tuple[torch.Tens
     unet = model.unet
     dtype = next(unet.parameters()).dtype
     scale = float(model.latent_scaling_factor)
-    ms = model_sigmas(model)
+    ms = model_sampling(model)
     image = req.latent["samples"].to(device=device, dtype=torch.float32) * scale
     batch, _, height, width = image.shape
     generator = req.noise.generator()
@@ -141,7 +138,7 @@ def _run(req: SamplingRequest, model, sigmas, hooks, device) -> tuple[torch.Tens
     for h in hooks:
         h.on_start(state)
     step_hooks = [h for h in hooks if type(h).after_step is not SamplingHooks.after_step]
-    run = _Run(predict, model, ms, generator, sigmas, req.callback, step_hooks, state,
+    run = _Run(predict, ms, generator, sigmas, req.callback, step_hooks, state,
                model.family if req.previews else None)
 
     x = image + noise * sigmas[0] if req.noise.enabled else image

@@ -20,80 +20,17 @@ Schedules by name (what BasicScheduler and KSampler's ``scheduler`` offer):
 
 from __future__ import annotations
 
-import functools
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from loom.runtime.sampling.model_sampling import model_sampling
 from loom.runtime.sampling.schedulers import SCHEDULE_OPTIONS, make_scheduler
 
 # Schedules defined here in closed form (not by a diffusers scheduler option).
 CLOSED_FORM_SCHEDULES = ("linear_quadratic", "kl_optimal")
 LINEAR_QUADRATIC_THRESHOLD = 0.025
-
-
-@dataclass(frozen=True)
-class ModelSigmas:
-    """A discrete-time model's noise levels: ``sigmas[t]`` for each training timestep ``t``."""
-
-    sigmas: np.ndarray  # float64, increasing with t
-
-    @property
-    def sigma_min(self) -> float:
-        return float(self.sigmas[0])
-
-    @property
-    def sigma_max(self) -> float:
-        return float(self.sigmas[-1])
-
-    def timestep(self, sigma: float) -> float:
-        """The (fractional) training timestep of ``sigma``: linear interpolation in log sigma, as
-        diffusers' schedulers convert their Karras/exponential levels (and ComfyUI does)."""
-        log_sigmas = np.log(self.sigmas)
-        log_sigma = math.log(max(float(sigma), 1e-10))
-        low = int(np.clip(np.searchsorted(log_sigmas, log_sigma, side="right") - 1, 0,
-                          len(log_sigmas) - 2))
-        w = (log_sigmas[low] - log_sigma) / (log_sigmas[low] - log_sigmas[low + 1])
-        w = min(max(w, 0.0), 1.0)
-        return (1 - w) * low + w * (low + 1)
-
-    def sigma_at(self, t: float) -> float:
-        """Sigma at a fractional training timestep (log-linear between integer steps)."""
-        t = min(max(float(t), 0.0), len(self.sigmas) - 1.0)
-        low = min(int(math.floor(t)), len(self.sigmas) - 2)
-        w = t - low
-        log_sigmas = np.log(self.sigmas)
-        return float(math.exp((1 - w) * log_sigmas[low] + w * log_sigmas[low + 1]))
-
-    def percent_to_sigma(self, percent: float) -> float:
-        """ComfyUI's "percent of the schedule" (0 = pure noise .. 1 = clean) as a noise level:
-        0 and below is above any level, 1 and above is 0."""
-        if percent <= 0.0:
-            return math.inf
-        if percent >= 1.0:
-            return 0.0
-        return self.sigma_at((1.0 - percent) * (len(self.sigmas) - 1))
-
-
-def model_sigmas(model) -> ModelSigmas:
-    """The training noise levels of a ``DiffusionModel`` (from its scheduler config)."""
-    config = model.scheduler_config or {}
-    key = tuple(sorted((k, _freeze(v)) for k, v in config.items()))
-    return _model_sigmas(key, model.prediction_type)
-
-
-def _freeze(v):
-    return tuple(v) if isinstance(v, list) else v
-
-
-@functools.lru_cache(maxsize=16)
-def _model_sigmas(config_key: tuple, prediction_type: str) -> ModelSigmas:
-    config = {k: list(v) if isinstance(v, tuple) else v for k, v in config_key}
-    sched, _, _ = make_scheduler(config, prediction_type, "euler", "normal")
-    ac = sched.alphas_cumprod.to(torch.float64).numpy()
-    return ModelSigmas(((1 - ac) / ac) ** 0.5)
 
 
 def schedule_names() -> list[str]:
@@ -106,7 +43,7 @@ def schedule_sigmas(model, name: str, steps: int) -> torch.Tensor:
     """``steps + 1`` noise levels (the last 0) of schedule ``name`` for ``model``."""
     if steps < 1:
         raise ValueError("steps must be at least 1")
-    ms = model_sigmas(model)
+    ms = model_sampling(model)
     if name == "kl_optimal":
         return kl_optimal_sigmas(steps, ms.sigma_min, ms.sigma_max)
     if name == "linear_quadratic":
@@ -157,7 +94,7 @@ def linear_quadratic_sigmas(steps: int, sigma_max: float,
 def sd_turbo_sigmas(model, steps: int, denoise: float) -> torch.Tensor:
     """SD-Turbo's schedule: the levels at training timesteps 999, 899, …, 99 (every 100th from
     the top), starting ``10 - int(10 * denoise)`` entries in, ``steps`` of them, then 0."""
-    ms = model_sigmas(model)
+    ms = model_sampling(model)
     n_train = len(ms.sigmas)
     stride = n_train // 10
     timesteps = [n_train - 1 - stride * k for k in range(10)]

@@ -65,7 +65,8 @@ fi
 # -- 2. is everything already installed? ------------------------------------------------------
 # One stamp for the runtime set, one for runtime + test: hashes of what decides the install.
 hash_of() { { "$VPY" -VV; echo "torch-index=${LOOM_TORCH_INDEX:-}"; cat "$@"; } | sha256sum | cut -c1-64; }
-FILES=("$REPO/requirements.txt" "$REPO/constraints.txt" "$REPO/loom/runtime/torchvision_fix.py")
+FILES=("$REPO/requirements.txt" "$REPO/requirements-nodeps.txt" "$REPO/constraints.txt"
+       "$REPO/loom/runtime/torchvision_fix.py")
 RUN_STAMP_FILE="$VENV/.loom-setup-stamp"
 run_stamp="$(hash_of "${FILES[@]}")"
 STAMP_FILE="$RUN_STAMP_FILE"
@@ -120,6 +121,10 @@ log "installing torchvision==0.28.0 (--no-deps)"
 
 log "installing requirements.txt"
 "${PIP[@]}" "${LOCAL_WHEELS[@]}" -r "$REPO/requirements.txt"
+
+# Packages whose declared pins are stale but which work with ours (see the file's comment).
+log "installing requirements-nodeps.txt (--no-deps)"
+"${PIP[@]}" "${LOCAL_WHEELS[@]}" --no-deps -r "$REPO/requirements-nodeps.txt"
 
 if [[ $WANT_TEST == 1 ]]; then
     log "installing requirements-test.txt"

@@ -38,7 +38,7 @@ def scratch(tmp_path):
     """A copy of what setup.sh reads, with a stub venv; returns a runner."""
     repo = tmp_path / "repo"
     for rel in ["scripts/setup.sh", "requirements.txt", "requirements-test.txt", "constraints.txt",
-                "loom/runtime/torchvision_fix.py"]:
+                "requirements-nodeps.txt", "loom/runtime/torchvision_fix.py"]:
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, repo / rel)
     site = tmp_path / "site-packages"
@@ -67,18 +67,19 @@ def scratch(tmp_path):
 def test_first_setup_installs_in_order_with_pins_and_constraints(scratch):
     proc, pip = scratch()
     assert proc.returncode == 0, proc.stderr
-    assert len(pip) == 3
-    torch_call, tv_call, req_call = pip
+    assert len(pip) == 4
+    torch_call, tv_call, req_call, nodeps_call = pip
     assert "torch==2.13.0" in torch_call
     assert "torchvision==0.28.0" in tv_call and "--no-deps" in tv_call
     assert "-r" in req_call and str(scratch.repo / "requirements.txt") in req_call
+    assert "--no-deps" in nodeps_call and str(scratch.repo / "requirements-nodeps.txt") in nodeps_call
     for call in pip:  # the environment variable, so source builds get it too
         assert call.endswith(f"PIP_CONSTRAINT={scratch.repo / 'constraints.txt'}")
     if Path("/opt/wheels").is_dir():
         assert "--find-links /opt/wheels" in torch_call
     # one progress line per step
     for step in ("installing torch", "installing torchvision", "installing requirements.txt",
-                 "torchvision fix", "checking that diffusers", "done"):
+                 "installing requirements-nodeps.txt", "torchvision fix", "checking that diffusers", "done"):
         assert step in proc.stderr, step
 
 
@@ -100,7 +101,7 @@ def test_second_setup_skips_pip_until_a_requirement_file_changes(scratch):
     with open(scratch.repo / "requirements.txt", "a") as f:
         f.write("# a new pin\n")
     proc, pip = scratch()
-    assert proc.returncode == 0 and len(pip) == 3
+    assert proc.returncode == 0 and len(pip) == 4
 
     # The fix file changed in the repo (or was deleted from the venv): reinstalled.
     (scratch.site / "loom_torchvision_fix.py").unlink()
@@ -129,7 +130,7 @@ def test_failures_stop_setup_and_leave_no_stamp(scratch):
     proc, _ = scratch(STUB_VERIFY_RC="1")
     assert proc.returncode != 0 and "do not import" in proc.stderr
     proc, pip = scratch()  # nothing was marked as done: it all runs again
-    assert proc.returncode == 0 and len(pip) == 3
+    assert proc.returncode == 0 and len(pip) == 4
 
 
 def test_unknown_argument_is_refused(scratch):
@@ -174,7 +175,7 @@ def test_pins_keep_torch_cpu_and_everything_exact():
     constraints = (REPO / "constraints.txt").read_text()
     assert re.search(r"^torch==2\.13\.0$", constraints, re.M)
     assert re.search(r"^torchvision==0\.28\.0$", constraints, re.M)
-    for name in ("requirements.txt", "requirements-test.txt"):
+    for name in ("requirements.txt", "requirements-test.txt", "requirements-nodeps.txt"):
         for line in (REPO / name).read_text().splitlines():
             line = line.split("#")[0].strip()
             if line and not line.startswith("-"):

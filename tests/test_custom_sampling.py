@@ -100,6 +100,7 @@ def custom(m, sampler="euler", scheduler="normal", steps=4, denoise=1.0, seed=5,
     ("euler", "normal"), ("euler", "karras"), ("euler", "exponential"), ("euler", "simple"),
     ("euler", "sgm_uniform"), ("euler", "beta"), ("euler_ancestral", "normal"),
     ("heun", "normal"), ("heun", "karras"), ("dpm_2", "karras"), ("dpm_2_ancestral", "normal"),
+    ("lms", "normal"), ("lms", "karras"),
 ])
 def test_sampler_custom_equals_ksampler(sd1, sampler, scheduler):
     """KSampler runs these on diffusers' schedulers; SamplerCustom on Loom's solvers with
@@ -120,6 +121,21 @@ def test_dpmpp_2m_matches_diffusers_on_its_own_levels(sd1):
     noisy = initial_noise((1, 4, 8, 8), seeded_generator(5)) * (1 + sigmas[0] ** 2) ** 0.5
     latent = {"samples": noisy / sd1.model.latent_scaling_factor}
     out, _ = custom(sd1, "dpmpp_2m", sigmas=sigmas, latent=latent, add_noise=False)
+    assert close(out, expected), (out - expected).abs().max()
+
+
+def test_dpmpp_2m_sde_matches_diffusers_on_its_own_levels(sd1):
+    """As above for SDE-DPM-Solver++(2M): the same start (noise * sqrt(1 + sigma_max^2): here
+    a latent that adds the difference to Loom's noise * sigma_max) and the same generator
+    stream for the steps' noise."""
+    expected = ksample(sd1, sampler_name="dpmpp_2m_sde", scheduler="normal")
+    sched, _, _ = make_scheduler(sd1.model.scheduler_config, "epsilon", "dpmpp_2m_sde", "normal")
+    sched.set_timesteps(4)
+    sigmas = sched.sigmas.float()
+    noise = initial_noise((1, 4, 8, 8), seeded_generator(5))
+    extra = noise * ((1 + sigmas[0] ** 2) ** 0.5 - sigmas[0])
+    latent = {"samples": extra / sd1.model.latent_scaling_factor}
+    out, _ = custom(sd1, "dpmpp_2m_sde", sigmas=sigmas, latent=latent)
     assert close(out, expected), (out - expected).abs().max()
 
 

@@ -75,7 +75,7 @@ def solve(name, sigmas, run=None, x=None):
 
 @pytest.mark.parametrize("name,order", [
     ("euler", 1), ("heun", 2), ("dpm_2", 2), ("dpmpp_2m", 2), ("res_multistep", 2),
-    ("ipndm", 2), ("ddim", 1),
+    ("ipndm", 2), ("ddim", 1), ("lms", 3),
 ])
 def test_deterministic_solvers_converge_at_their_order(name, order):
     errors = []

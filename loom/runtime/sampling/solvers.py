@@ -26,6 +26,11 @@ The update rules, written from the papers (``t = -log sigma``, ``h = t_next - t`
   first/second-derivative terms (divided differences of ``D``) with their exact weights, plus
   ``sqrt(s_next^2 - s^2 r^2)`` of fresh noise. The weights' integrals use Gauss-Legendre
   quadrature.
+* ``dpmpp_2m_sde`` — SDE-DPM-Solver++(2M) (Lu et al. 2022), midpoint form, ``eta = 1``:
+  ``x_next = (s_next / s) e^-h x + (1 - e^-2h) D + (1 - e^-2h) / (2 r) (D - D_prev)
+  + s_next sqrt(1 - e^-2h) z``; Gaussian noise from the run's generator (as diffusers draws
+  it), not ComfyUI's Brownian tree.
+* ``lms`` — linear multistep on ``d`` up to order 4, weights from the real step sizes.
 * ``ipndm`` — improved PNDM (Zhang & Chen 2022, DEIS): Adams-Bashforth on ``d`` of orders
   1, 2, 3, 4 (warming up), with the fixed-step coefficients.
 * ``lcm`` — latent consistency sampling: ``x_next = D + sigma_next * noise``.
@@ -191,6 +196,58 @@ def dpmpp_2m_cfg_pp(run, x, sigmas):
     return dpmpp_2m(run, x, sigmas, cfg_pp=True)
 
 
+def dpmpp_2m_sde(run, x, sigmas, eta: float = 1.0, s_noise: float = 1.0):
+    prev = h_prev = None
+    for i in range(len(sigmas) - 1):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        den = run.denoise(x, s, i)
+        if float(s_next) == 0:
+            x = run.done(i, den, den)
+            prev = den
+            continue
+        h = s.log() - s_next.log()
+        eh = eta * h
+        # the SDE's data term weight, 1 - e^-(h + eta h)
+        w = -torch.expm1(-h - eh)
+        x = (s_next / s) * torch.exp(-eh) * x + w * den
+        if prev is not None:
+            x = x + 0.5 * w * (h / h_prev) * (den - prev)  # midpoint correction, 1 / r = h / h_prev
+        if eta:
+            x = x + run.noise(x) * (s_next * (-torch.expm1(-2 * eh)) ** 0.5 * s_noise)
+        x = run.done(i, x, den)
+        prev, h_prev = den, h
+    return x
+
+
+def _lms_weights(sigmas, i: int, order: int) -> list[float]:
+    """Weights of d_i, d_(i-1), … : the integrals over [sigma_i, sigma_(i+1)] of the Lagrange
+    basis polynomials on sigma_i, sigma_(i-1), … (exact: polynomials)."""
+    nodes = [float(sigmas[i - j]) for j in range(order)]
+    a, b = float(sigmas[i]), float(sigmas[i + 1])
+    weights = []
+    for j in range(order):
+        poly = np.poly1d([1.0])
+        for m in range(order):
+            if m != j:
+                poly *= np.poly1d([1.0, -nodes[m]]) / (nodes[j] - nodes[m])
+        integral = poly.integ()
+        weights.append(float(integral(b) - integral(a)))
+    return weights
+
+
+def lms(run, x, sigmas, max_order: int = 4):
+    """Linear multistep (Adams-Bashforth with the real step sizes) on ``d``, up to order 4."""
+    history: list[torch.Tensor] = []
+    for i in range(len(sigmas) - 1):
+        s = sigmas[i]
+        den = run.denoise(x, s, i)
+        history.insert(0, (x - den) / s)
+        del history[max_order:]
+        weights = _lms_weights(sigmas, i, len(history))
+        x = run.done(i, x + sum(w * d for w, d in zip(weights, history, strict=True)), den)
+    return x
+
+
 def dpmpp_2s_ancestral(run, x, sigmas, eta: float = 1.0, cfg_pp: bool = False):
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
@@ -333,6 +390,10 @@ SOLVERS: dict[str, Solver] = {s.name: s for s in (
     Solver("dpmpp_2s_ancestral_cfg_pp", dpmpp_2s_ancestral_cfg_pp, stochastic=True),
     Solver("dpmpp_2m", dpmpp_2m),
     Solver("dpmpp_2m_cfg_pp", dpmpp_2m_cfg_pp),
+    Solver("dpmpp_2m_sde", dpmpp_2m_sde, stochastic=True),
+    # ComfyUI's *_gpu variants differ only in where their noise is drawn; ours is the CPU's
+    Solver("dpmpp_2m_sde_gpu", dpmpp_2m_sde, stochastic=True),
+    Solver("lms", lms),
     Solver("lcm", lcm, stochastic=True),
     Solver("ipndm", ipndm),
     Solver("res_multistep", res_multistep),

@@ -18,6 +18,13 @@ from loom.runtime.sd.loader import load_checkpoint, load_diffusers, load_vae_fil
 from loom.runtime.sd.reader import file_fingerprint, load_state_dict
 
 
+def warm_up() -> None:
+    """Import the model libraries at start-up, not in the first worker that loads a model."""
+    from loom.runtime.sd.loader import preload
+
+    preload()
+
+
 def _resolve(ctx: Any, folder: str, name: str):
     paths = getattr(ctx, "paths", None)
     if paths is None:

@@ -29,6 +29,13 @@ def _sampler_inputs() -> dict:
     }
 
 
+def warm_up() -> None:
+    """Import diffusers' schedulers at start-up (the validation of every KSampler needs them)."""
+    from loom.runtime.sampling.schedulers import preload
+
+    preload()
+
+
 def _check_pair(inputs: dict) -> str | None:
     sampler, scheduler = inputs.get("sampler_name"), inputs.get("scheduler")
     if sampler is None or scheduler is None:  # linked from another node: checked at run time

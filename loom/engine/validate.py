@@ -17,6 +17,11 @@ from loom.nodeapi.node import Node
 from loom.nodeapi.registry import NodeRegistry
 
 
+class ValidatorUnavailable(RuntimeError):
+    """A node's validator could not run because of the server's setup (a failed import): a
+    server error, never reported as the user's invalid prompt."""
+
+
 @dataclass
 class NodeSpec:
     """One node, checked: its class, coerced constants and links by input name."""
@@ -161,6 +166,9 @@ class _Checker:
         if not errors:
             try:
                 message = cls.validate_inputs(self.ctx, **spec.consts)
+            except ImportError as e:  # the server's installation, not the prompt, is at fault
+                raise ValidatorUnavailable(f"{spec.class_type} cannot be validated: a library it "
+                                           f"needs failed to import ({e}); see the server log") from e
             except Exception as e:  # a plugin's validator must not take the server down
                 message = f"{type(e).__name__}: {e}"
             if message:

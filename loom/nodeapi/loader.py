@@ -6,6 +6,10 @@ class name) and/or ``NODE_CLASS_MAPPINGS = {"Name": NodeClass}``. Classes declar
 style (``INPUT_TYPES``/``RETURN_TYPES``/``FUNCTION``) are adapted (see comfy_style.py). A pack
 that fails to import or declares a node wrongly is recorded with its traceback and skipped:
 Loom starts anyway.
+
+A pack may also define ``warm_up()``: the heavy imports its nodes need (diffusers, say). The
+server runs every pack's warm-up once, in a thread, before it serves (:func:`run_warm_ups`), so
+neither a request's validation nor two workers at once pay for (or race on) a first import.
 """
 
 from __future__ import annotations
@@ -92,6 +96,9 @@ def load_packs(registry: NodeRegistry, folder: Path, *, builtin: bool) -> list[P
             for class_type, cls in nodes.items():
                 registry.register(class_type, cls, python_module)
                 info.nodes.append(class_type)
+            warm_up = getattr(module, "warm_up", None)
+            if callable(warm_up):
+                registry.warm_ups.append((name, warm_up))
         except (Exception, SystemExit):  # plugins do call sys.exit() on a missing dependency
             info.error = traceback.format_exc()
             log.error("Node pack %s failed to load and was skipped:\n%s", path, info.error)
@@ -102,3 +109,15 @@ def load_packs(registry: NodeRegistry, folder: Path, *, builtin: bool) -> list[P
         ok = sum(1 for i in infos if not i.error)
         log.info("Loaded %d of %d custom node packs from %s", ok, len(infos), folder)
     return infos
+
+
+def run_warm_ups(registry: NodeRegistry) -> None:
+    """Each pack's ``warm_up()``, once; a failure is logged (its nodes report it when used)."""
+    for name, warm_up in registry.warm_ups:
+        start = time.perf_counter()
+        try:
+            warm_up()
+        except BaseException:  # noqa: BLE001 - a plugin's warm-up must not stop the server
+            log.exception("Warm-up of node pack %s failed", name)
+            continue
+        log.info("Warmed up %s in %.1f s", name, time.perf_counter() - start)

@@ -33,6 +33,9 @@ class NodeRegistry:
         self.classes: dict[str, type[Node]] = {}
         self.modules: dict[str, str] = {}  # class_type -> python module (object_info field)
         self.packs: dict[str, PackInfo] = {}
+        # (pack, function) for packs that define ``warm_up()``: heavy imports, run once at
+        # start-up off the event loop (see loader.py).
+        self.warm_ups: list[tuple[str, Any]] = []
         self._info_cache: dict[str, dict] | None = None
 
     # -- registration -----------------------------------------------------------------------

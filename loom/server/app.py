@@ -22,6 +22,7 @@ from aiohttp import web
 
 from loom.config import Settings
 from loom.engine.cache import OutputCache
+from loom.engine.validate import ValidatorUnavailable
 from loom.graph.errors import PromptError
 from loom.nodeapi.registry import NodeRegistry
 from loom.paths import UnsafePathError
@@ -66,6 +67,9 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         return error_response(400, "invalid_json", f"Malformed request body: {e}")
     except UnsafePathError as e:
         return error_response(400, "invalid_path", str(e))
+    except ValidatorUnavailable as e:
+        log.exception("Validation could not run")
+        return error_response(503, "server_setup_error", str(e))
     except web.HTTPException as e:
         if e.status < 400 or e.content_type == "application/json":
             raise
@@ -158,6 +162,11 @@ async def _lifecycle(app: web.Application):
     settings.folders.create()
     if state.load_packs:
         load_node_packs(state)
+    if state.registry.warm_ups:
+        from loom.nodeapi.loader import run_warm_ups
+
+        # Heavy imports once, off the event loop, before the first request or worker.
+        await asyncio.to_thread(run_warm_ups, state.registry)
     store = Store(settings.database_path, history_max_items=settings.history_max_items,
                   exclusive=True, reset_damaged=settings.reset_damaged_db)
     state.store = store

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import inspect
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,9 +52,7 @@ class SamplerSpec:
         return all(_importable(m) for m in self.requires)
 
     def scheduler_class(self) -> type:
-        import diffusers
-
-        return getattr(diffusers, self.class_name)
+        return _scheduler_classes()[self.class_name]
 
 
 _SPECS = [
@@ -104,6 +103,25 @@ _SCHEDULE_REQUIRES = {"beta": ("scipy",)}
 
 # Options that are step() arguments rather than constructor arguments.
 _STEP_KWARGS = ("eta",)
+
+
+_import_lock = threading.Lock()
+
+
+@functools.cache
+def _scheduler_classes() -> dict[str, type]:
+    """The diffusers scheduler classes, imported once. diffusers imports its attributes lazily,
+    and two threads doing that first lookup at once can get "module 'diffusers' has no
+    attribute ..."; the lock makes the first lookup one thread's, the cache the rest free."""
+    with _import_lock:
+        import diffusers
+
+        return {s.class_name: getattr(diffusers, s.class_name) for s in _SPECS if s.available}
+
+
+def preload() -> None:
+    """Import diffusers' schedulers now (at start-up, off the event loop), not on a request."""
+    _scheduler_classes()
 
 
 @functools.cache

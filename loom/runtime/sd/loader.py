@@ -41,6 +41,14 @@ def _nbytes(sd: dict) -> int:
     return sum(t.numel() * t.element_size() for t in sd.values())
 
 
+def preload() -> None:
+    """Import what loading a model needs (diffusers and transformers import lazily, which two
+    threads doing it for the first time at once can trip over)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: F401
+    from diffusers.loaders import single_file_utils  # noqa: F401
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer  # noqa: F401
+
+
 _file_locks: dict[str, threading.Lock] = {}
 _file_locks_guard = threading.Lock()
 

@@ -92,8 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="finished prompts kept in the history")
     run.add_argument("--cpu", action="store_true", help="compute on the CPU even if a GPU is present")
     run.add_argument("--preview-method", choices=("latent2rgb", "none"), default="latent2rgb",
-                     help="live previews while sampling: 'latent2rgb' (a cheap projection of the "
-                          "latent, sent to the browser each step) or 'none'")
+                     help="live previews while sampling, for the clients that ask for them "
+                          "(the editor does; plain API clients get none): 'latent2rgb' (a cheap "
+                          "projection of the latent, each step) or 'none'. A prompt may choose "
+                          "its own with extra_data.preview_method")
 
     misc = p.add_argument_group("other")
     misc.add_argument("--log-level", default="INFO",

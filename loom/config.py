@@ -37,7 +37,8 @@ class Settings:
     # rather than refusing to start.
     reset_damaged_db: bool = False
     cpu: bool = False  # force CPU even when a GPU is present
-    preview_method: str = "latent2rgb"  # step previews sent while sampling: latent2rgb | none
+    # Step previews for the clients that ask for them: latent2rgb | none (see server/previews.py).
+    preview_method: str = "latent2rgb"
     log_level: str = "INFO"
 
     @property

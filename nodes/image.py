@@ -259,13 +259,12 @@ class SaveImage(Node):
         pnginfo = png_metadata(prompt, extra_pnginfo) if self._metadata_enabled() else None
         counter = next_counter(folder, stem)
         results = []
-        for i, image in enumerate(images):
+        for image in images:
             self.ctx.check_interrupted()
             name, counter = write_png_atomic(tensor_to_pil(image), folder, stem, counter, pnginfo,
                                              self.compress_level)
             counter += 1
             results.append({"filename": name, "subfolder": subfolder, "type": self.folder_type})
-            self.ctx.progress(i + 1, len(images))
         return NodeResult(outputs=(), ui={"images": results})
 
     def run(self, images, filename_prefix="Loom", prompt=None, extra_pnginfo=None):

@@ -112,6 +112,5 @@ NODES = [KSampler, KSamplerAdvanced]
 
 
 def _previews(ctx) -> bool:
-    """Step previews unless the server runs with ``--preview-method none`` (or no server)."""
-    settings = getattr(ctx, "settings", None)
-    return settings is not None and getattr(settings, "preview_method", "none") != "none"
+    """Step previews only when someone will see them (the server decides per prompt)."""
+    return bool(getattr(ctx, "previews", False))

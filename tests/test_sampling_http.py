@@ -31,6 +31,9 @@ def test_default_txt2img_graph_over_http(loom_server_factory, sd_files):  # noqa
     prompt["5"]["inputs"].update(width=256, height=256)
 
     ws = server.ws()
+    # the editor asks for step previews, as ComfyUI's front end does
+    ws.send_json({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
+    ws.wait_for("feature_flags")
     r = server.post("/prompt", json={"prompt": prompt, "client_id": ws.client_id,
                                      "extra_data": {"extra_pnginfo": {"workflow": workflow}}})
     assert r.status == 200, r.text
@@ -41,11 +44,15 @@ def test_default_txt2img_graph_over_http(loom_server_factory, sd_files):  # noqa
 
     progress = [e["data"] for e in events if e["type"] == "progress" and e["data"]["node"] == "3"]
     assert [(p["value"], p["max"]) for p in progress] == [(i, 20) for i in range(1, 21)]
-    # a live preview per step: ComfyUI's binary frame (preview event 1, JPEG 1), latent-sized
+    # a live preview per step: ComfyUI's binary frame with metadata (event 4, the JSON
+    # length, JSON naming the sampler node, then a JPEG), latent-sized
     frames = [m for m in ws.received if isinstance(m, bytes)]
     assert len(frames) == 20
-    assert all(struct.unpack(">II", f[:8]) == (1, 1) for f in frames)
-    assert Image.open(io.BytesIO(frames[-1][8:])).size == (32, 32)
+    for frame in frames:
+        kind, length = struct.unpack(">II", frame[:8])
+        meta = json.loads(frame[8:8 + length])
+        assert kind == 4 and meta["node_id"] == "3" and meta["image_type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(frames[-1][8 + length:])).size == (32, 32)
 
     [saved] = entry["outputs"]["9"]["images"]
     assert saved["type"] == "output" and saved["filename"].startswith("ComfyUI_")

@@ -1,7 +1,17 @@
 """Runs a validated prompt: order, cache, progress, interrupt and error events.
 
 One executor per worker; each owns its cache. Events go to an ``emit(event, data)`` callback
-with ComfyUI's websocket message names, so the server only has to forward them.
+with ComfyUI's websocket message names and order, so the server only has to forward them:
+
+    execution_start, execution_cached, [executed + progress_state of cached output nodes],
+    per node run: progress_state (running), executing, [progress_state + progress
+    (+ preview_image) per step], [executed], progress_state (finished);
+    then execution_success | execution_error | execution_interrupted, and executing None.
+
+``execution_*`` events carry a ``timestamp`` (ms), as ComfyUI's. Two events are not JSON:
+``preview_image`` (a step preview; only when the prompt runs with ``previews``) and
+``output_image`` (an image a node sends to the client, e.g. SaveImageWebsocket); the server
+encodes them as binary frames.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loom.engine.cache import OutputCache
+from loom.engine.progress import ProgressLog
 from loom.engine.validate import NodeSpec, ValidatedPrompt
 from loom.nodeapi.inputs import Hidden
 from loom.nodeapi.node import ALWAYS_RUN, Interrupted, NodeResult, RunContext
@@ -25,6 +36,10 @@ from loom.nodeapi.node import ALWAYS_RUN, Interrupted, NodeResult, RunContext
 log = logging.getLogger("loom.engine")
 
 Emit = Callable[[str, dict], None]
+
+# The events kept in the history entry's status messages, each with a timestamp.
+STATUS_EVENTS = frozenset({"execution_start", "execution_cached", "execution_success",
+                           "execution_error", "execution_interrupted"})
 
 
 class NodeExecutionError(Exception):
@@ -78,17 +93,20 @@ class Executor:
     # -- execution --------------------------------------------------------------------------
 
     def execute(self, prompt: ValidatedPrompt, prompt_id: str, emit: Emit | None = None,
-                extra_data: dict | None = None) -> ExecutionResult:
+                extra_data: dict | None = None, *, previews: bool = False) -> ExecutionResult:
+        """Run ``prompt``. ``previews``: someone will see step previews, so nodes may make them
+        (``ctx.previews``) and they are passed on as ``preview_image`` events."""
         start = time.perf_counter()
         self.interrupt.clear()
         result = ExecutionResult(status="success")
         extra_data = extra_data or {}
+        progress = ProgressLog(prompt_id)
 
         def send(event: str, data: dict) -> None:
             data = {**data, "prompt_id": prompt_id}
-            if event in ("execution_start", "execution_cached", "execution_success",
-                         "execution_error", "execution_interrupted"):
-                result.messages.append((event, {**data, "timestamp": int(time.time() * 1000)}))
+            if event in STATUS_EVENTS:
+                data["timestamp"] = int(time.time() * 1000)
+                result.messages.append((event, data))
             if emit is not None:
                 emit(event, data)
 
@@ -104,10 +122,12 @@ class Executor:
 
         values: dict[str, tuple] = {n: e.outputs for n, e in hits.items()}
         for node_id in prompt.outputs:
-            if node_id in hits and hits[node_id].ui:
-                result.outputs[node_id] = hits[node_id].ui
-                send("executed", {"node": node_id, "display_node": node_id,
-                                  "output": hits[node_id].ui})
+            if node_id in hits:
+                if hits[node_id].ui:
+                    result.outputs[node_id] = hits[node_id].ui
+                    send("executed", {"node": node_id, "display_node": node_id,
+                                      "output": hits[node_id].ui})
+                send("progress_state", {"nodes": progress.finish(node_id)})
 
         order = _postorder(prompt, prompt.outputs, stop=hits)
         current = None
@@ -116,14 +136,17 @@ class Executor:
                 if self.interrupt.is_set():
                     raise Interrupted()
                 current = prompt.nodes[node_id]
+                send("progress_state", {"nodes": progress.start(node_id)})
                 send("executing", {"node": node_id, "display_node": node_id})
-                outputs, ui = self._run_node(current, prompt, values, prompt_id, extra_data, send)
+                outputs, ui = self._run_node(current, prompt, values, prompt_id, extra_data, send,
+                                             progress, previews)
                 values[node_id] = outputs
                 result.executed.append(node_id)
                 self.cache.put(sigs[node_id], outputs, ui)
                 if ui:
                     result.outputs[node_id] = ui
                     send("executed", {"node": node_id, "display_node": node_id, "output": ui})
+                send("progress_state", {"nodes": progress.finish(node_id)})
         except Interrupted:
             result.status = "interrupted"
             send("execution_interrupted", {
@@ -143,6 +166,7 @@ class Executor:
             }
             log.error("Error in %s (node %s) of prompt %s:\n%s", e.class_type, e.node_id,
                       prompt_id, "".join(result.error["traceback"]))
+            send("progress_state", {"nodes": progress.error(e.node_id)})
             send("execution_error", result.error)
         else:
             send("execution_success", {})
@@ -153,7 +177,8 @@ class Executor:
         return result
 
     def _run_node(self, spec: NodeSpec, prompt: ValidatedPrompt, values: dict[str, tuple],
-                  prompt_id: str, extra_data: dict, send: Emit) -> tuple[tuple, dict | None]:
+                  prompt_id: str, extra_data: dict, send: Emit, progress: ProgressLog,
+                  previews: bool) -> tuple[tuple, dict | None]:
         kwargs = dict(spec.consts)
         for name, link in spec.links.items():
             kwargs[name] = values[link.node_id][link.slot]
@@ -166,15 +191,19 @@ class Executor:
         node_id = spec.node_id
 
         def on_progress(value: int, total: int, preview: Any = None) -> None:
+            send("progress_state", {"nodes": progress.update(node_id, value, total)})
             send("progress", {"value": int(value), "max": int(total), "node": node_id})
-            if preview is not None:
+            if preview is not None and previews:
                 # An image of the work in progress (e.g. a decoded latent); the server encodes
                 # it for the client. The engine does not care what it is.
                 send("preview_image", {"node": node_id, "image": preview})
 
+        def on_image(image: Any) -> None:
+            send("output_image", {"node": node_id, "image": image})
+
         ctx = RunContext(node_id=node_id, prompt_id=prompt_id, paths=self.paths,
                          models=self.models, settings=self.settings, interrupt=self.interrupt,
-                         on_progress=on_progress)
+                         on_progress=on_progress, on_image=on_image, previews=previews)
         try:
             out = spec.cls(ctx).run(**kwargs)
             ui = None

@@ -72,6 +72,9 @@ class RunContext:
     settings: Any = None
     interrupt: threading.Event = field(default_factory=threading.Event)
     on_progress: Callable[[int, int, Any], None] | None = None
+    on_image: Callable[[Any], None] | None = None
+    # Whether anyone will see step previews of this prompt: a node may skip making them.
+    previews: bool = False
 
     def check_interrupted(self) -> None:
         """Call from long loops; raises :class:`Interrupted` when the user pressed interrupt."""
@@ -83,6 +86,13 @@ class RunContext:
         if self.on_progress is not None:
             self.on_progress(value, total, preview)
         self.check_interrupted()
+
+    def send_image(self, image: Any) -> None:
+        """Send an image (a PIL image, or an ``[H, W, C]`` tensor/array in 0..1) to the client
+        that queued the prompt, over its websocket as a PNG frame, whether or not it asked for
+        previews (ComfyUI's SaveImageWebsocket). Does nothing outside a server."""
+        if self.on_image is not None:
+            self.on_image(image)
 
 
 class Node:

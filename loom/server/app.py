@@ -151,7 +151,8 @@ def make_workers(state: AppState) -> WorkerPool:
                             max_model_bytes=model_ram_mb * 2**20 // count)
         workers.append(Worker(f"worker-{i}", state.store.queue, state.registry,
                               sink=state.hub.post_threadsafe, cache=cache,
-                              folders=settings.folders, models=state.models, settings=settings))
+                              folders=settings.folders, models=state.models, settings=settings,
+                              preview_audience=state.hub.wants_previews))
     return WorkerPool(workers)
 
 

@@ -13,11 +13,15 @@ this process with the same node classes is run as validated by ``POST /prompt`` 
 :class:`Prevalidated` payload): validating a 1,000-node prompt twice would double the cost of a
 cached re-queue. (A model file deleted in between is then reported by the node that loads it.)
 A prompt that no longer validates gets an error history entry and an ``execution_error`` event.
+
+A prompt ends as in ComfyUI: ``execution_success`` (or ``_error``, ``_interrupted``), a
+``status`` broadcast, then ``executing`` with node None; all three after the history entry is
+written, so a client may fetch it on any of them. Step previews are made only when someone
+will see them (see :mod:`loom.server.previews`).
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
@@ -33,12 +37,16 @@ from loom.engine.validate import ValidatedPrompt, validate_prompt
 from loom.graph.errors import PromptError
 from loom.nodeapi.node import RunContext
 from loom.nodeapi.registry import NodeRegistry
+from loom.server.previews import encode_output_image, encode_preview, preview_request
 from loom.store.queue import PromptQueue, QueueItem
 
 log = logging.getLogger("loom.worker")
 
 # (event, data, client_id) -> delivered to websocket clients; called from the worker thread.
-EventSink = Callable[[str, dict, "str | None"], None]
+# ("status", None, None) asks for a status broadcast of the queue as it is then.
+EventSink = Callable[[str, Any, "str | None"], None]
+# (client_id, explicit) -> whether anyone would see the step previews of such a prompt.
+PreviewAudience = Callable[["str | None", bool], bool]
 
 TERMINAL_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
 
@@ -55,12 +63,14 @@ class Prevalidated:
 class Worker:
     def __init__(self, worker_id: str, queue: PromptQueue, registry: NodeRegistry, *,
                  sink: EventSink, cache: OutputCache | None = None, folders: Any = None,
-                 models: Any = None, settings: Any = None):
+                 models: Any = None, settings: Any = None,
+                 preview_audience: PreviewAudience | None = None):
         self.worker_id = worker_id
         self.queue = queue
         self.registry = registry
         self.sink = sink
         self.settings = settings
+        self.preview_audience = preview_audience or (lambda client_id, explicit: False)
         self.executor = Executor(cache or OutputCache(), paths=folders, models=models,
                                  settings=settings)
         self.validation_ctx = RunContext(paths=folders, models=models, settings=settings)
@@ -139,6 +149,9 @@ class Worker:
         self._started = False  # whether execution_start went out for this prompt
         client_id = item.client_id
         deferred: list[tuple[str, dict]] = []
+        request = preview_request(item.extra_data,
+                                  getattr(self.settings, "preview_method", "latent2rgb"))
+        previews = request.enabled and self.preview_audience(client_id, request.explicit)
 
         def emit(event: str, data: dict) -> None:
             if event == "execution_start":
@@ -156,7 +169,13 @@ class Worker:
                 deferred.append((event, data))
                 return
             if event == "preview_image":
-                frame = encode_preview(data.get("image"))
+                frame = encode_preview(data.get("image"), data["node"], item.prompt_id,
+                                       request.explicit)
+                if frame is not None:
+                    self.sink(event, frame, client_id)
+                return
+            if event == "output_image":
+                frame = encode_output_image(data.get("image"), data["node"], item.prompt_id)
                 if frame is not None:
                     self.sink(event, frame, client_id)
                 return
@@ -175,7 +194,8 @@ class Worker:
                                         [], [], error_type="loom.graph.errors.PromptError",
                                         node_errors=e.node_errors)
                 return
-            result = self.executor.execute(validated, item.prompt_id, emit, item.extra_data)
+            result = self.executor.execute(validated, item.prompt_id, emit, item.extra_data,
+                                           previews=previews)
             self.last_result = result
             if result.status == "interrupted" and self._stopping.is_set() \
                     and not self._interrupt_requested:
@@ -183,13 +203,24 @@ class Worker:
                 self.queue.release(item.prompt_id)
                 return
             self.queue.finish(item, self.history_entry(item, result),
-                              "success" if result.status == "success" else result.status)
-            for event, data in deferred:
-                self.sink(event, data, client_id)
+                              "success" if result.status == "success" else result.status,
+                              notify=False)
+            self._send_end(deferred, client_id)
         finally:
             with self._lock:
                 self.current = self.current_client = self.current_node = None
                 self._interrupt_requested = False
+
+    def _send_end(self, deferred: list[tuple[str, dict]], client_id: str | None) -> None:
+        """The end of a prompt, in ComfyUI's order: the terminal event, the queue's status,
+        then ``executing`` None."""
+        last = [(e, d) for e, d in deferred if e == "executing"]
+        for event, data in deferred:
+            if event != "executing":
+                self.sink(event, data, client_id)
+        self.sink("status", None, None)
+        for event, data in last:
+            self.sink(event, data, client_id)
 
     @staticmethod
     def history_entry(item: QueueItem, result: ExecutionResult) -> dict:
@@ -225,13 +256,15 @@ class Worker:
             "meta": {},
         }
         try:
-            self.queue.finish(item, entry, "error")
+            self.queue.finish(item, entry, "error", notify=False)
         except Exception:
             log.exception("could not record the failure of prompt %s", item.prompt_id)
         if not self._started:
-            self.sink("execution_start", {"prompt_id": item.prompt_id}, item.client_id)
-        self.sink("execution_error", error, item.client_id)
-        self.sink("executing", {"node": None, "prompt_id": item.prompt_id}, item.client_id)
+            self.sink("execution_start", {"prompt_id": item.prompt_id, "timestamp": now},
+                      item.client_id)
+        self._send_end([("execution_error", {**error, "timestamp": now}),
+                        ("executing", {"node": None, "prompt_id": item.prompt_id})],
+                       item.client_id)
 
 
 class WorkerPool:
@@ -267,32 +300,3 @@ class WorkerPool:
 
     def cache_stats(self) -> list[dict]:
         return [w.executor.cache.stats() for w in self.workers]
-
-
-# ComfyUI's binary websocket frame for previews: a big-endian u32 event type (1 = preview
-# image), a u32 image format (1 = JPEG, 2 = PNG), then the encoded image.
-PREVIEW_IMAGE_EVENT = 1
-PREVIEW_JPEG = 1
-PREVIEW_MAX_SIZE = 512
-
-
-def encode_preview(image: Any) -> bytes | None:
-    """A preview (PIL image, or ``[H, W, 3]`` float array/tensor in 0..1) as a binary frame."""
-    import struct
-
-    from PIL import Image
-
-    try:
-        if not isinstance(image, Image.Image):
-            array = image.detach().cpu().numpy() if hasattr(image, "detach") else image
-            import numpy as np
-
-            image = Image.fromarray((np.clip(array, 0, 1) * 255).round().astype("uint8"))
-        image = image.convert("RGB")
-        image.thumbnail((PREVIEW_MAX_SIZE, PREVIEW_MAX_SIZE))
-        buf = io.BytesIO()
-        image.save(buf, format="JPEG", quality=85)
-    except Exception:
-        log.exception("could not encode a preview image")
-        return None
-    return struct.pack(">II", PREVIEW_IMAGE_EVENT, PREVIEW_JPEG) + buf.getvalue()

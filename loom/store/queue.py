@@ -168,11 +168,14 @@ class PromptQueue:
         self._changed()
         return item
 
-    def finish(self, item: QueueItem | str, entry: dict, status: str) -> None:
+    def finish(self, item: QueueItem | str, entry: dict, status: str, *,
+               notify: bool = True) -> None:
         """Remove a finished prompt from the queue and write its history entry, atomically.
 
         Given the claimed ``item`` and an ``entry`` without ``"prompt"``, the entry's prompt
-        list is made from the item's stored JSON (a large prompt is not encoded again)."""
+        list is made from the item's stored JSON (a large prompt is not encoded again).
+        ``notify=False``: the listeners are not called; the caller announces the change itself
+        (a worker does, between its last events)."""
         prompt_id = item if isinstance(item, str) else item.prompt_id
         prompt_json = None
         if not isinstance(item, str) and "prompt" not in entry:
@@ -181,7 +184,8 @@ class PromptQueue:
             c.execute("DELETE FROM queue WHERE prompt_id = ?", (prompt_id,))
             write_entry(c, prompt_id, entry, status, prompt_json=prompt_json)
             prune(c, self.history_max_items)
-        self._changed()
+        if notify:
+            self._changed()
 
     def release(self, prompt_id: str) -> None:
         """Put a claimed prompt back to pending (its worker is stopping before it finished)."""

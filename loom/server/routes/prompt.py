@@ -11,6 +11,7 @@ from aiohttp import web
 from loom.engine.validate import validate_prompt
 from loom.graph.errors import PromptError
 from loom.graph.workflow import convert_workflow, looks_like_api_prompt
+from loom.server.previews import preview_method_error
 from loom.server.routes._common import ApiError, field, json_body
 from loom.server.state import AppState, get_state
 from loom.server.worker import Prevalidated
@@ -59,6 +60,8 @@ async def queue_prompt(state: AppState, data: dict) -> web.Response:
                                              "'workflow')").to_json(), status=400)
     client_id = field(data, "client_id", str)
     extra_data = field(data, "extra_data", dict, {})
+    if (problem := preview_method_error(extra_data)) is not None:
+        raise ApiError(400, "invalid_request", problem)
     front = field(data, "front", bool, False)
     number = field(data, "number", (int, float))
     prompt_id = field(data, "prompt_id", str)

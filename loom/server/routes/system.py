@@ -14,6 +14,7 @@ from loom.paths import MODEL_FOLDERS
 from loom.server.routes._common import not_found
 from loom.server.security import redact_argv
 from loom.server.state import get_state
+from loom.server.ws import server_features
 
 routes = web.RouteTableDef()
 
@@ -85,6 +86,4 @@ async def model_files(request: web.Request) -> web.Response:
 @routes.get("/features")
 async def features(request: web.Request) -> web.Response:
     """What this server supports (ComfyUI's feature flags, for its front end)."""
-    settings = get_state(request).settings
-    return web.json_response({"supports_preview_metadata": False,
-                              "max_upload_size": settings.max_upload_mb * 2**20})
+    return web.json_response(server_features(get_state(request).settings))

@@ -9,7 +9,7 @@ import uuid
 from aiohttp import WSMsgType, web
 
 from loom.server.state import get_state
-from loom.server.ws import Connection
+from loom.server.ws import Connection, server_features
 
 log = logging.getLogger("loom.server")
 
@@ -47,13 +47,13 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 
 def _on_message(state, conn: Connection, text: str) -> None:
-    """Clients may announce their features; we answer with ours (ComfyUI's feature_flags)."""
+    """Clients may announce their features (ComfyUI's ``feature_flags``); we keep them (they
+    decide, for one, whether the connection gets step previews) and answer with ours."""
     try:
         msg = json.loads(text)
     except (ValueError, RecursionError):  # malformed or nested too deeply: ignored
         return
     if isinstance(msg, dict) and msg.get("type") == "feature_flags":
-        conn.push(json.dumps({"type": "feature_flags", "data": {
-            "supports_preview_metadata": False,
-            "max_upload_size": state.settings.max_upload_mb * 2**20,
-        }}))
+        flags = msg.get("data")
+        conn.feature_flags = dict(flags) if isinstance(flags, dict) else {}
+        conn.push(json.dumps({"type": "feature_flags", "data": server_features(state.settings)}))

@@ -425,3 +425,32 @@ def test_save_image_websocket_frames_reach_the_client_that_asked_nothing(loom_se
     meta = json.loads(frames[0][8:8 + length])
     assert kind == 4 and meta["node_id"] == "ws" and meta["image_type"] == "image/png"
     assert Image.open(io.BytesIO(frames[0][8 + length:])).size == (24, 16)
+
+
+def test_a_client_behind_loses_previews_but_not_the_images_it_waits_for():
+    import asyncio
+
+    from loom.server import ws as wsmod
+    from loom.server.previews import ImageFrame
+
+    class NeverReads:
+        closed = False
+
+        async def close(self, *args, **kwargs):
+            pass
+
+    async def go():
+        hub = wsmod.Hub()
+        conn = wsmod.Connection("c", NeverReads())  # no writer task: nothing is ever sent
+        conn.feature_flags = {"supports_preview_metadata": True}
+        hub.clients["c"] = frozenset({conn})
+        big = b"\x00" * (1 << 20)
+        for _ in range(8):  # 8 MB of previews: half are skipped
+            hub.send("preview_image", ImageFrame(big, 1, "1", "p"), "c")
+        before = conn.outbox_bytes
+        assert before <= wsmod.PREVIEW_BACKLOG
+        for _ in range(8):  # 8 MB of SaveImageWebsocket images: all kept
+            hub.send("output_image", ImageFrame(big, 2, "2", "p", always=True), "c")
+        assert conn.outbox_bytes > before + 8 * len(big)
+
+    asyncio.run(go())

@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "to make requests; repeatable")
     net.add_argument("--max-upload-mb", type=int, default=100,
                      help="largest upload (and request body) accepted, in MB")
+    net.add_argument("--request-timeout", type=float, default=30.0, metavar="SECONDS",
+                     help="close a connection whose request headers or body stop arriving for "
+                          "this long (also the idle keep-alive time)")
 
     dirs = p.add_argument_group("folders")
     dirs.add_argument("--base-dir", type=Path, default=REPO_ROOT,
@@ -117,7 +120,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         disable_custom_nodes=args.disable_custom_nodes, workers=args.workers,
         cache_max_entries=args.cache_max_entries, cache_max_ram_mb=args.cache_max_ram_mb,
         cache_max_model_ram_mb=args.cache_max_model_ram_mb,
-        max_upload_mb=args.max_upload_mb, history_max_items=args.history_max_items, cpu=args.cpu,
+        max_upload_mb=args.max_upload_mb, request_timeout_s=args.request_timeout,
+        history_max_items=args.history_max_items, cpu=args.cpu,
         reset_damaged_db=args.reset_damaged_db,
         preview_method=args.preview_method,
         log_level=args.log_level)
@@ -131,11 +135,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 async def serve(settings: Settings, quick_test: bool = False) -> int:
     from aiohttp import web
 
-    from loom.server.app import create_app
+    from loom.server.app import create_app, make_runner
     from loom.server.state import STATE
 
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None)
+    runner = make_runner(app, access_log=None)
     await runner.setup()
     hosts = [h.strip() for h in settings.listen.split(",") if h.strip()] or ["127.0.0.1"]
     for host in hosts:

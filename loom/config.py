@@ -32,6 +32,9 @@ class Settings:
     # Model weights the output cache may keep alive (None: half of this machine's RAM).
     cache_max_model_ram_mb: int | None = None
     max_upload_mb: int = 100
+    # A request whose headers or body stop arriving for this long is closed (slow clients,
+    # half-sent requests); also how long an idle keep-alive connection stays open.
+    request_timeout_s: float = 30.0
     history_max_items: int = 10_000
     # A damaged or foreign user/loom.sqlite3 is set aside (renamed) and a fresh one started,
     # rather than refusing to start.

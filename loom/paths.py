@@ -36,6 +36,11 @@ MODEL_FOLDERS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Linux's NAME_MAX and a conservative part of PATH_MAX (the root's own path comes on top).
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 2048
+
+
 class UnsafePathError(ValueError):
     """A client-supplied path tried to leave its folder (or was malformed)."""
 
@@ -52,6 +57,14 @@ def safe_join(root: Path, relative: str) -> Path:
     parts = [p for p in relative.split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):
         raise UnsafePathError(f"'..' is not allowed in paths: {relative!r}")
+    try:
+        sizes = [len(p.encode("utf-8")) for p in parts]
+    except UnicodeEncodeError:
+        raise UnsafePathError(f"path is not valid Unicode text: {relative[:80]!r}") from None
+    # The OS would refuse these with ENAMETOOLONG; say so before any system call does.
+    if any(size > MAX_NAME_BYTES for size in sizes) or sum(sizes) > MAX_PATH_BYTES:
+        raise UnsafePathError(f"file name too long (at most {MAX_NAME_BYTES} bytes per name, "
+                              f"{MAX_PATH_BYTES} in all): {relative[:80]!r}…")
     root_real = Path(os.path.realpath(root))
     candidate = root_real.joinpath(*parts)
     real = Path(os.path.realpath(candidate))

@@ -276,7 +276,7 @@ def make_settings(base_dir: Path, *, builtin: bool = False, **overrides) -> Sett
 
 class LoomTestServer(LoomClient):
     def __init__(self, settings: Settings, registry=None, port: int = 0):
-        from loom.server.app import create_app
+        from loom.server.app import create_app, make_runner
 
         self.settings = settings
         self._stopped = False
@@ -289,7 +289,7 @@ class LoomTestServer(LoomClient):
 
         async def start():
             self.app = create_app(settings, registry)
-            self.runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=5)
+            self.runner = make_runner(self.app, handle_signals=False, shutdown_timeout=5)
             await self.runner.setup()
             await web.SockSite(self.runner, sock).start()
 

@@ -261,6 +261,67 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value, allow_nan=True).encode("utf-8", "surrogatepass")
 
 
+# Shapes that once reached the client as a 500: numbers Python's int() or SQLite refuse, floats
+# out of range, lone UTF-16 surrogates, names longer than the OS allows.
+HURTFUL_VALUES = [b"9" * 5000, b"-" + b"9" * 400, b"1e400", b"-1e400", b"1" + b"0" * 60, b"2e-400",
+                  b"18446744073709551616"]
+HURTFUL_STRINGS = [b'"\\ud800"', b'"x\\udfff"', b'"\\udc00\\ud800"', b'"' + b"a" * 300 + b'.png"',
+                   b'"' + b"d/" * 1100 + b'x.png"', b'"' + b"\\u00e9" * 200 + b'"']
+
+
+@st.composite
+def hurtful_json(draw, base: st.SearchStrategy) -> bytes:
+    """A value from ``base`` with some leaves and keys swapped for the shapes above (as raw JSON
+    text: Python cannot hold most of them as values)."""
+    shapes: list[bytes] = []
+
+    def mark(shape: bytes) -> str:
+        shapes.append(shape)
+        return f"@@HURT{len(shapes) - 1}@@"
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {(mark(draw(st.sampled_from(HURTFUL_STRINGS))) if draw(st.integers(0, 9)) == 0
+                     else k): walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if draw(st.integers(0, 3)) == 0:
+            return mark(draw(st.sampled_from(HURTFUL_VALUES + HURTFUL_STRINGS)))
+        return value
+
+    text = _dumps(walk(draw(base)))
+    for i, shape in enumerate(shapes):
+        text = text.replace(f'"@@HURT{i}@@"'.encode(), shape)
+    return text
+
+
+PNG_1PX = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                        "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
+_PART_HEADERS = [b'Content-Disposition: form-data; name="image"; filename="a.png"',
+                 b'Content-Disposition: form-data; name="image"; filename="' + b"a" * 300 + b'.png"',
+                 b'Content-Disposition: form-data; name="image"; filename*=UTF-8\'\'%ff%fe',
+                 b'Content-Disposition: form-data; name="file"; filename="w.json"',
+                 b'Content-Disposition: form-data; name="original_ref"',
+                 b'Content-Disposition: form-data; name="subfolder"',
+                 b'Content-Disposition: inline\x00; name="image"', b"Content-Type: image/png",
+                 b"Content-Type: multipart/mixed; boundary=y", b"Content-Transfer-Encoding: base64",
+                 b"Content-Transfer-Encoding: rot13", b"Content-Encoding: gzip",
+                 b"Content-Encoding: deflate", b"Content-Length: -1", b"X: " + b"h" * 9000,
+                 b"no colon here", b""]
+_PART_BODIES = [PNG_1PX, b'{"filename": "in.png"}', b'{"filename": "\\ud800"}', b"\xff\xfe",
+                b'{"nodes": [], "links": []}', b"--x", b"a" * 300]
+
+
+@st.composite
+def multipart_bodies(draw) -> bytes:
+    body = b""
+    for _ in range(draw(st.integers(0, 3))):
+        headers = draw(st.lists(st.sampled_from(_PART_HEADERS) | st.binary(max_size=40), max_size=4))
+        content = draw(st.sampled_from(_PART_BODIES) | st.binary(max_size=60))
+        body += b"--x\r\n" + b"\r\n".join(headers) + b"\r\n\r\n" + content + b"\r\n"
+    return body + draw(st.sampled_from([b"--x--\r\n", b"", b"--x", b"--y--\r\n", b"--x--"]))
+
+
 # -- the fuzz tests -----------------------------------------------------------------------------
 
 def test_fuzz_random_prompts_never_5xx(fuzz_server, object_info):
@@ -313,6 +374,35 @@ def test_fuzz_random_json_to_every_post_route(fuzz_server):
     run()
 
 
+def test_fuzz_huge_numbers_surrogates_and_long_names_never_5xx(fuzz_server, object_info):
+    routes = sorted({(r.method, r.resource.canonical) for r in fuzz_server.app.router.routes()
+                     if r.method in ("POST", "PUT", "PATCH", "DELETE")})
+
+    @FUZZ
+    @given(st.sampled_from(routes), st.data())
+    def run(route, data):
+        method, template = route
+        path = re.sub(r"\{(\w+)(?::[^}]*)?\}", "f.json", template)
+        base = prompt_bodies(object_info) if path.endswith("/prompt") else \
+            ui_workflows(object_info) if "/workflow/" in path else json_values
+        body = data.draw(hurtful_json(base))
+        status, answer = send(fuzz_server, method, path, body, {"Content-Type": "application/json"})
+        check(status, answer, (method, path, body[:300]))
+
+    run()
+    for route in ("/history", "/queue", "/settings", "/userdata?dir=workflows"):
+        assert fuzz_server.get(route).status < 500, route
+
+
+@FUZZ
+@given(path=st.sampled_from(["/upload/image", "/upload/mask", "/workflow/load", "/api/upload/image"]),
+       body=multipart_bodies(), fields=st.sampled_from([b"", b"overwrite=1"]))
+def test_fuzz_multipart_garbage_never_5xx(fuzz_server, path, body, fields):
+    status, data = send(fuzz_server, "POST", path, body,
+                        {"Content-Type": "multipart/form-data; boundary=x"})
+    check(status, data, (path, body[:300]))
+
+
 @FUZZ_SMALL
 @given(body=st.binary(max_size=300) | st.text(max_size=100).map(lambda t: t.encode("utf-8", "surrogatepass")),
        path=st.sampled_from(["/prompt", "/queue", "/history", "/interrupt", "/upload/image",
@@ -327,7 +417,9 @@ def test_fuzz_random_bytes_never_5xx(fuzz_server, body, path, ctype):
 
 _query_text = st.text(max_size=20) | st.sampled_from(["..", "../..", "/etc/passwd", "%2e%2e", "\x00",
                                                        "C:\\", "output", "input", "temp", "-1",
-                                                       "99999999999999999999", "nan", "1e400"])
+                                                       "99999999999999999999", "nan", "1e400",
+                                                       "a" * 300, "a" * 300 + ".png", "d/" * 300, "e" * 256,
+                                                       "9" * 5000, "%ED%A0%80"])
 
 
 @FUZZ

@@ -9,10 +9,11 @@ message that says what is wrong.
 
 from __future__ import annotations
 
-import json
 import struct
 import zlib
 from typing import Any
+
+from loom import jsonsafe
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # A compressed text chunk may not inflate past this (a small file must not become gigabytes).
@@ -120,7 +121,7 @@ def _json_chunk(texts: dict[str, str], key: str) -> dict | None:
     if text is None:
         return None
     try:
-        value: Any = json.loads(text)
+        value: Any = jsonsafe.loads(text)
     except ValueError as e:
         raise ValueError(f"the PNG's '{key}' text is not valid JSON: {e}") from None
     if value is None:  # some writers store "null" for "none"

@@ -19,6 +19,7 @@ import sqlite3
 import time
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from loom.config import Settings
 from loom.engine.cache import OutputCache
@@ -70,6 +71,8 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
     except ValidatorUnavailable as e:
         log.exception("Validation could not run")
         return error_response(503, "server_setup_error", str(e))
+    except HttpProcessingError as e:  # a malformed body part a route was reading
+        return error_response(400, "invalid_request", f"Malformed request: {e.message}")
     except web.HTTPException as e:
         if e.status < 400 or e.content_type == "application/json":
             raise
@@ -116,6 +119,14 @@ def create_app(settings: Settings, registry: NodeRegistry | None = None) -> web.
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_close_websockets)
     return app
+
+
+def make_runner(app: web.Application, **kwargs) -> web.AppRunner:
+    """The runner to serve ``app`` with. aiohttp has no header timeout of its own, but its
+    keep-alive timer closes a connection that is waiting for a complete request: with it set
+    to --request-timeout, half-sent headers are dropped (bodies: see ``read_body``)."""
+    timeout = app[STATE].settings.request_timeout_s
+    return web.AppRunner(app, keepalive_timeout=timeout, **kwargs)
 
 
 def load_node_packs(state: AppState) -> None:

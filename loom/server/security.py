@@ -44,9 +44,11 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from aiohttp import web
+
+from loom.server.routes._common import ApiError, loads, read_body
 
 log = logging.getLogger("loom.security")
 
@@ -83,6 +85,8 @@ MIN_PASSWORD_LENGTH = 12
 MIN_DISTINCT_CHARACTERS = 5
 # Command-line options whose values are secrets (argparse also takes unambiguous prefixes).
 SECRET_OPTIONS = ("--auth-token", "--auth-user")
+# Credentials and a `next` path fit in far less; the route is open to anyone.
+LOGIN_MAX_BODY = 16 * 1024
 
 
 class InsecureConfigError(SystemExit):
@@ -697,17 +701,12 @@ async def _login(policy: _Policy, request: web.Request) -> web.StreamResponse:
     if not await policy.admit(request):
         return _error(429, "Too many failed logins; wait a minute.", reason="throttled",
                       headers={"Retry-After": str(int(FAILURE_WINDOW_S))})
-    data: Any
     try:
-        if request.content_type == "application/json":
-            data = await request.json()
-        else:
-            data = dict(await request.post())
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return _error(400, "Login body must be JSON or a form.", reason="invalid_request")
-    if not isinstance(data, dict):
-        return _error(400, "Login body must be an object with 'token' or 'username' and "
-                      "'password'.", reason="invalid_request")
+        data = await _login_body(request, getattr(policy.settings, "request_timeout_s", 30.0))
+    except ApiError as e:
+        # Unreadable bodies count as failed attempts: otherwise they are free to send.
+        policy.record_failure(request)
+        return _error(e.status, e.message, reason=e.type)
     token, user, password = data.get("token"), data.get("username"), data.get("password")
     ok = False
     if isinstance(token, str) and token:
@@ -727,6 +726,28 @@ async def _login(policy: _Policy, request: web.Request) -> web.StreamResponse:
     response.set_cookie(policy.cookie_for(request), policy.new_session(), httponly=True, samesite="Strict",
                         secure=request.secure, path="/", max_age=SESSION_SECONDS)
     return response
+
+
+async def _login_body(request: web.Request, timeout: float) -> dict:
+    """A login body (JSON or an urlencoded form) of at most ``LOGIN_MAX_BODY`` bytes: this route
+    is open to anyone, so nothing bigger is read, and nothing is parsed on the event loop for
+    long."""
+    raw = await read_body(request, LOGIN_MAX_BODY, timeout)
+    if request.content_type == "application/json":
+        data = loads(raw)
+    elif request.content_type in ("application/x-www-form-urlencoded", ""):
+        try:
+            data = dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True,
+                                  max_num_fields=16, errors="strict"))
+        except (UnicodeDecodeError, ValueError):
+            data = None
+    else:
+        raise ApiError(415, "unsupported_media_type",
+                       "Send the login as JSON or as an urlencoded form.")
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_request", "Login body must be an object with 'token' or "
+                       "'username' and 'password'.")
+    return data
 
 
 _LOGIN_SCRIPT = """const n=new URLSearchParams(location.search).get("next");

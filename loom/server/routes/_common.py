@@ -6,11 +6,12 @@ Every client mistake becomes an :class:`ApiError`, which the app's error middlew
 
 from __future__ import annotations
 
-import json
-import math
+import asyncio
 from typing import Any
 
 from aiohttp import web
+
+from loom import jsonsafe
 
 
 class ApiError(Exception):
@@ -36,14 +37,68 @@ def not_found(message: str) -> ApiError:
     return ApiError(404, "not_found", message)
 
 
-async def json_body(request: web.Request, *, allow_empty: bool = False) -> dict:
-    """The request body as a JSON object (400 when it is not valid JSON or not an object)."""
-    raw = await request.read()
+# Bodies of the control routes (/queue, /history, /interrupt, /free, /settings/{id}) are small;
+# /prompt, /workflow/* and uploads may be as big as --max-upload-mb.
+SMALL_BODY = 1 << 20
+# Bigger JSON bodies are parsed in a thread: parsing 100 MB takes seconds.
+INLINE_PARSE_BYTES = 256 << 10
+
+
+def read_timeout(request: web.Request) -> float:
+    """--request-timeout: a client that stops sending its body this long gets a 408."""
+    from loom.server.state import get_state
+
+    return get_state(request).settings.request_timeout_s
+
+
+def timed_out(seconds: float) -> ApiError:
+    return ApiError(408, "request_timeout", "The request body stopped arriving (nothing for "
+                    f"{seconds:g} s, --request-timeout)")
+
+
+async def read_body(request: web.Request, limit: int, timeout: float | None = None) -> bytes:
+    """The whole body, refused with 413 past ``limit`` bytes (declared or streamed) and with
+    408 when the client stalls for ``timeout`` seconds (default: --request-timeout)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large(limit)
+    seconds = read_timeout(request) if timeout is None else timeout
+    buf = bytearray()
+    while True:
+        try:
+            async with asyncio.timeout(seconds):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            raise timed_out(seconds) from None
+        if not chunk:
+            return bytes(buf)
+        buf += chunk
+        if len(buf) > limit:
+            raise too_large(limit)
+
+
+def too_large(limit: int) -> ApiError:
+    size = f"{limit // 2**20} MB" if limit >= 2**20 else f"{limit // 1024} KB"
+    return ApiError(413, "too_large", f"The request body is larger than the limit of {size} "
+                    "for this route")
+
+
+def body_limit(request: web.Request) -> int:
+    """The big-body limit: the server's --max-upload-mb."""
+    from loom.server.state import get_state
+
+    return get_state(request).settings.max_upload_mb * 2**20
+
+
+async def json_body(request: web.Request, *, allow_empty: bool = False,
+                    limit: int | None = None) -> dict:
+    """The request body as a JSON object (400 when it is not valid JSON or not an object).
+    ``limit`` defaults to --max-upload-mb; control routes pass ``SMALL_BODY``."""
+    raw = await read_body(request, body_limit(request) if limit is None else limit)
     if not raw.strip():
         if allow_empty:
             return {}
         raise bad_request("The request body is empty; send a JSON object", "invalid_json")
-    data = loads(raw)
+    data = loads(raw) if len(raw) <= INLINE_PARSE_BYTES else await asyncio.to_thread(loads, raw)
     if not isinstance(data, dict):
         raise bad_request(f"The request body must be a JSON object, not {_json_type(data)}",
                           "invalid_json")
@@ -51,28 +106,11 @@ async def json_body(request: web.Request, *, allow_empty: bool = False) -> dict:
 
 
 def loads(raw: bytes | str):
-    """Strict JSON (no NaN or Infinity); ApiError 400 when malformed."""
+    """Strict JSON (:func:`loom.jsonsafe.loads`); ApiError 400 when malformed."""
     try:
-        return json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
-    except UnicodeDecodeError as e:
-        raise bad_request(f"The request body is not UTF-8 text: {e}", "invalid_json") from None
-    except json.JSONDecodeError as e:
+        return jsonsafe.loads(raw)
+    except jsonsafe.JSONError as e:
         raise bad_request(f"Malformed JSON in the request body: {e}", "invalid_json") from None
-    except RecursionError:
-        raise bad_request("The JSON in the request body is nested too deeply", "invalid_json") from None
-
-
-def _reject_constant(name: str):
-    # Python's json accepts NaN and Infinity; JSON (and browsers) do not, and a stored NaN
-    # would make /queue and /history unreadable for every client.
-    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e400
-        raise json.JSONDecodeError(f"{text} is out of range", text, 0)
-    return value
 
 
 def field(data: dict, name: str, types: type | tuple[type, ...], default: Any = None, *,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import mimetypes
 import os
 import re
@@ -18,9 +17,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
+from loom import jsonsafe
 from loom.paths import UnsafePathError, safe_join
-from loom.server.routes._common import ApiError, bad_request, not_found
+from loom.server.routes._common import ApiError, bad_request, not_found, read_timeout, timed_out
 from loom.server.state import get_state
 from loom.store.files import atomic_open
 
@@ -86,35 +87,42 @@ async def _read_form(request: web.Request, limit: int) -> tuple[dict[str, str], 
         raise bad_request("send the upload as multipart/form-data")
     if request.content_length is not None and request.content_length > limit + 64 * 1024:
         raise _too_large(limit)
-    try:
-        reader = await request.multipart()
-    except (ValueError, AssertionError) as e:
-        raise bad_request(f"malformed multipart body: {e}") from None
     fields: dict[str, str] = {}
     files: dict[str, tuple[str | None, bytes]] = {}
     total = 0
-    while True:
-        try:
-            part = await reader.next()
-        except (ValueError, AssertionError) as e:
-            raise bad_request(f"malformed multipart body: {e}") from None
-        if part is None:
-            break
-        if not isinstance(part, BodyPartReader):
-            raise bad_request("nested multipart bodies are not supported")
-        buf = bytearray()
-        while chunk := await part.read_chunk(256 * 1024):
-            total += len(chunk)
-            if total > limit:
-                raise _too_large(limit)
-            buf.extend(chunk)
-        if part.filename is not None:
-            files[part.name or ""] = (part.filename, bytes(buf))
-        else:
-            try:
-                fields[part.name or ""] = buf.decode("utf-8")
-            except UnicodeDecodeError:
-                raise bad_request(f"form field {part.name!r} is not UTF-8 text") from None
+    seconds = read_timeout(request)
+    # aiohttp's multipart reader raises several kinds of errors for a malformed body (bad part
+    # headers, encodings, boundaries): each is the client's mistake, never a 500.
+    try:
+        reader = await request.multipart()
+        while True:
+            async with asyncio.timeout(seconds):
+                part = await reader.next()
+            if part is None:
+                break
+            if not isinstance(part, BodyPartReader):
+                raise bad_request("nested multipart bodies are not supported")
+            buf = bytearray()
+            while True:
+                async with asyncio.timeout(seconds):
+                    chunk = await part.read_chunk(256 * 1024)
+                if not chunk:
+                    break
+                total += len(chunk)
+                if total > limit:
+                    raise _too_large(limit)
+                buf.extend(chunk)
+            if part.filename is not None:
+                files[part.name or ""] = (part.filename, bytes(buf))
+            else:
+                try:
+                    fields[part.name or ""] = buf.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise bad_request(f"form field {part.name!r} is not UTF-8 text") from None
+    except TimeoutError:
+        raise timed_out(seconds) from None
+    except (ValueError, AssertionError, RuntimeError, LookupError, HttpProcessingError) as e:
+        raise bad_request(f"malformed multipart body: {e}") from None
     return fields, files
 
 
@@ -192,8 +200,8 @@ def _apply_mask(state, original_ref: str | None, mask_data: bytes) -> bytes:
     if not original_ref:
         raise bad_request("'original_ref' is required for a mask upload")
     try:
-        ref = json.loads(original_ref)
-    except json.JSONDecodeError as e:
+        ref = jsonsafe.loads(original_ref)
+    except jsonsafe.JSONError as e:
         raise bad_request(f"'original_ref' is not valid JSON: {e}") from None
     if not isinstance(ref, dict) or not isinstance(ref.get("filename"), str):
         raise bad_request("'original_ref' must be an object with a 'filename'")

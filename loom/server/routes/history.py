@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from loom.server.routes._common import field, json_body, query_int, raw_json, str_list
+from loom.server.routes._common import SMALL_BODY, field, json_body, query_int, raw_json, str_list
 from loom.server.state import get_state
 
 routes = web.RouteTableDef()
@@ -28,7 +28,7 @@ async def get_history_item(request: web.Request) -> web.Response:
 @routes.post("/history")
 async def post_history(request: web.Request) -> web.Response:
     history = get_state(request).store.history
-    data = await json_body(request)
+    data = await json_body(request, limit=SMALL_BODY)
     clear = field(data, "clear", bool, False)
     delete = str_list(data, "delete")
     removed = 0

@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 
 from loom.engine import allocator
-from loom.server.routes._common import field, json_body, raw_json, str_list
+from loom.server.routes._common import SMALL_BODY, field, json_body, raw_json, str_list
 from loom.server.state import get_state
 
 routes = web.RouteTableDef()
@@ -23,7 +23,7 @@ async def get_queue(request: web.Request) -> web.Response:
 @routes.post("/queue")
 async def post_queue(request: web.Request) -> web.Response:
     state = get_state(request)
-    data = await json_body(request)
+    data = await json_body(request, limit=SMALL_BODY)
     clear = field(data, "clear", bool, False)
     delete = str_list(data, "delete")
     removed = 0
@@ -41,7 +41,7 @@ async def post_queue(request: web.Request) -> web.Response:
 @routes.post("/interrupt")
 async def post_interrupt(request: web.Request) -> web.Response:
     state = get_state(request)
-    data = await json_body(request, allow_empty=True)
+    data = await json_body(request, allow_empty=True, limit=SMALL_BODY)
     prompt_id = field(data, "prompt_id", str)
     interrupted = state.workers.interrupt(prompt_id)
     return web.json_response({"interrupted": interrupted})
@@ -50,7 +50,7 @@ async def post_interrupt(request: web.Request) -> web.Response:
 @routes.post("/free")
 async def post_free(request: web.Request) -> web.Response:
     state = get_state(request)
-    data = await json_body(request, allow_empty=True)
+    data = await json_body(request, allow_empty=True, limit=SMALL_BODY)
     unload_models = field(data, "unload_models", bool, False)
     free_memory = field(data, "free_memory", bool, False)
     if free_memory:

@@ -13,12 +13,14 @@ from collections.abc import Iterator
 from aiohttp import web
 
 from loom.server.routes._common import (
+    SMALL_BODY,
     ApiError,
     bad_request,
     json_body,
     loads,
     not_found,
     query_bool,
+    read_body,
 )
 from loom.server.state import get_state
 from loom.store.userdata import UserData, UserFileExists, UserPathError
@@ -96,10 +98,7 @@ async def post_userdata(request: web.Request) -> web.Response:
     path = _path(request.match_info["file"])
     overwrite = query_bool(request, "overwrite", True)
     full_info = query_bool(request, "full_info", False)
-    limit = state.settings.max_upload_mb * 2**20
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "too_large", f"the file is larger than {state.settings.max_upload_mb} MB")
-    body = await request.read()
+    body = await read_body(request, state.settings.max_upload_mb * 2**20)
     with _write_errors():
         info = _store(request).put(path, body, overwrite=overwrite)
     return web.json_response(info.as_json() if full_info else info.path)
@@ -145,7 +144,7 @@ async def get_setting(request: web.Request) -> web.Response:
 
 @routes.post("/settings/{id}")
 async def post_setting(request: web.Request) -> web.Response:
-    raw = await request.read()
+    raw = await read_body(request, SMALL_BODY)
     value = loads(raw) if raw.strip() else None
     _store(request).update_settings({request.match_info["id"]: value})
     return web.json_response({"ok": True})

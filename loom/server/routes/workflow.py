@@ -31,12 +31,13 @@ from typing import Any
 
 from aiohttp import web
 
+from loom import jsonsafe
 from loom.engine.validate import validate_prompt
 from loom.graph.errors import PromptError
 from loom.graph.pnginfo import is_png, workflow_and_prompt_from_png
 from loom.graph.workflow import convert_workflow, is_ui_workflow, looks_like_api_prompt
 from loom.server.routes import prompt as prompt_routes
-from loom.server.routes._common import ApiError, bad_request, json_body, query_bool
+from loom.server.routes._common import bad_request, json_body, query_bool, read_body
 from loom.server.routes.files import _read_form
 from loom.server.state import AppState, get_state
 
@@ -110,10 +111,7 @@ async def _read_upload(request: web.Request, limit: int) -> tuple[bytes, dict[st
         if name is None:
             raise bad_request("the form has no file: send the PNG or workflow JSON as a 'file' field")
         return files[name][1], fields
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "too_large", f"The upload is larger than the limit of {limit // 2**20} MB "
-                       "(--max-upload-mb)")
-    return await request.read(), {}
+    return await read_body(request, limit), {}
 
 
 def _parse_file(data: bytes) -> tuple[dict | None, dict | None]:
@@ -126,10 +124,10 @@ def _parse_file(data: bytes) -> tuple[dict | None, dict | None]:
         except ValueError as e:
             raise bad_request(f"cannot read the PNG: {e}", "invalid_png") from None
     try:
-        value = json.loads(data)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise bad_request("the upload is neither a PNG nor JSON: send a PNG saved by Loom or ComfyUI, "
-                          "or a workflow .json file", "invalid_file") from None
+        value = jsonsafe.loads(data)
+    except jsonsafe.JSONError as e:
+        raise bad_request(f"the upload is neither a PNG nor JSON ({e}): send a PNG saved by Loom "
+                          "or ComfyUI, or a workflow .json file", "invalid_file") from None
     if isinstance(value, dict) and isinstance(value.get("workflow"), dict) and "nodes" not in value:
         value = value["workflow"]  # {"workflow": {...}} as some tools save it
     if is_ui_workflow(value):

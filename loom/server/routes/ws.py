@@ -8,6 +8,7 @@ import uuid
 
 from aiohttp import WSMsgType, web
 
+from loom import jsonsafe
 from loom.server.state import get_state
 from loom.server.ws import Connection, server_features
 
@@ -50,8 +51,8 @@ def _on_message(state, conn: Connection, text: str) -> None:
     """Clients may announce their features (ComfyUI's ``feature_flags``); we keep them (they
     decide, for one, whether the connection gets step previews) and answer with ours."""
     try:
-        msg = json.loads(text)
-    except (ValueError, RecursionError):  # malformed or nested too deeply: ignored
+        msg = jsonsafe.loads(text)
+    except jsonsafe.JSONError:  # malformed or nested too deeply: ignored
         return
     if isinstance(msg, dict) and msg.get("type") == "feature_flags":
         flags = msg.get("data")

@@ -9,7 +9,6 @@ runs. (What a prompt does when it runs is reported over the websocket, never as 
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 import math
@@ -419,7 +418,7 @@ _query_text = st.text(max_size=20) | st.sampled_from(["..", "../..", "/etc/passw
                                                        "C:\\", "output", "input", "temp", "-1",
                                                        "99999999999999999999", "nan", "1e400",
                                                        "a" * 300, "a" * 300 + ".png", "d/" * 300, "e" * 256,
-                                                       "9" * 5000, "%ED%A0%80"])
+                                                       "9" * 2000, "%ED%A0%80"])
 
 
 @FUZZ
@@ -478,5 +477,7 @@ def test_fuzz_websocket_messages_do_not_break_the_server(fuzz_server):
                     if msg["type"] == "feature_flags":
                         return True
 
-    assert asyncio.run(go())
+    # On the client's own loop thread: another test (Playwright's sync API) may leave a loop
+    # running on this one.
+    assert fuzz_server._loop.run(go(), 60)
     assert fuzz_server.get("/queue").status == 200

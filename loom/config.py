@@ -25,6 +25,8 @@ class Settings:
     custom_nodes_dir: Path = REPO_ROOT / "custom_nodes"
     builtin_nodes_dir: Path = REPO_ROOT / "nodes"
     web_dir: Path = REPO_ROOT / "web" / "dist"
+    # Workflow templates served at /templates (index.json, NAME.json, input/ samples).
+    templates_dir: Path = REPO_ROOT / "workflow_templates"
     disable_custom_nodes: bool = False
     workers: int = 1
     cache_max_entries: int = 10_000

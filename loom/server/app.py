@@ -30,10 +30,12 @@ from loom.paths import UnsafePathError
 from loom.server.routes import (
     files,
     history,
+    jobs,
     nodes,
     prompt,
     queue,
     system,
+    templates,
     userdata,
     web_pages,
     workflow,
@@ -48,7 +50,8 @@ from loom.store import Store
 log = logging.getLogger("loom.server")
 
 # web_pages last: its catch-all static route must come after every other route.
-ROUTE_MODULES = [prompt, queue, history, workflow, nodes, files, system, userdata, ws, web_pages]
+ROUTE_MODULES = [prompt, queue, history, jobs, workflow, nodes, files, system, templates, userdata,
+                 ws, web_pages]
 
 _HTTP_ERROR_TYPES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden",
                      404: "not_found", 405: "method_not_allowed", 409: "conflict",

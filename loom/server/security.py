@@ -67,6 +67,7 @@ INLINE_SAFE_TYPES = frozenset({
     "image/png", "image/jpeg", "image/webp", "image/gif", "image/avif", "image/bmp",
     "video/mp4", "video/webm", "audio/mpeg", "audio/wav", "audio/x-wav", "audio/flac",
     "audio/ogg", "audio/webm", "text/plain", "text/csv", "text/markdown", "application/json",
+    "text/css",  # runs no script; a user.css saved in user data styles the editor
 })
 FILE_CSP = "default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'; sandbox"
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -11,6 +11,7 @@ from pathlib import Path
 from loom.store.checkup import DatabaseProblem
 from loom.store.db import Database
 from loom.store.history import History
+from loom.store.jobs import Jobs
 from loom.store.queue import PromptQueue, QueueItem
 from loom.store.userdata import UserData
 
@@ -36,6 +37,7 @@ class Store:
         self.queue = PromptQueue(self.db, history_max_items=history_max_items)
         self.history = History(self.db, max_items=history_max_items)
         self.userdata = UserData(self.db)
+        self.jobs = Jobs(self.db)
 
     def close(self) -> None:
         self.db.close()
@@ -63,5 +65,5 @@ def _lock(db_path: Path):
     return f
 
 
-__all__ = ["Database", "DatabaseProblem", "History", "PromptQueue", "QueueItem", "Store", "StoreInUse",
-           "UserData"]
+__all__ = ["Database", "DatabaseProblem", "History", "Jobs", "PromptQueue", "QueueItem", "Store",
+           "StoreInUse", "UserData"]

@@ -29,6 +29,12 @@ def error_response(status: int, type: str, message: str, extra: dict | None = No
     return web.json_response(body, status=status)
 
 
+def missing_stylesheet(name: str) -> web.Response:
+    """A 404 for a ``<link rel=stylesheet>``: in CSS, since browsers refuse (and log) a JSON one."""
+    return web.Response(status=404, text=f"/* {name} does not exist */", content_type="text/css",
+                        headers={"Cache-Control": "no-cache"})
+
+
 def bad_request(message: str, type: str = "invalid_request") -> ApiError:
     return ApiError(400, type, message)
 

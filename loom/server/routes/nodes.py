@@ -1,5 +1,5 @@
 """``/object_info`` (node descriptions for the editor), ``/node_packs``, ``/embeddings``,
-``/extensions``."""
+``/extensions``, and what packs add to ComfyUI's front end (``/i18n``, ``/global_subgraphs``)."""
 
 from __future__ import annotations
 
@@ -93,3 +93,20 @@ async def extension_file(request: web.Request) -> web.StreamResponse:
     if not path.is_file():
         raise not_found("Unknown extension file")
     return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+
+@routes.get("/i18n")
+async def i18n(request: web.Request) -> web.Response:
+    """Translations node packs ship for the editor (``{locale: {...}}``): none yet."""
+    return web.json_response({})
+
+
+@routes.get("/global_subgraphs")
+async def global_subgraphs(request: web.Request) -> web.Response:
+    """Subgraph blueprints node packs ship (``{id: {"name", "info", "data"}}``): none yet."""
+    return web.json_response({})
+
+
+@routes.get("/global_subgraphs/{id}")
+async def global_subgraph(request: web.Request) -> web.Response:
+    raise not_found(f"No subgraph blueprint {request.match_info['id']!r}")

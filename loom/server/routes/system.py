@@ -1,17 +1,26 @@
-"""``/system_stats`` and ``/models``: what this machine has and which model files it holds."""
+"""``/system_stats`` and ``/models``: what this machine has and which model files it holds.
+
+Also the routes of ComfyUI's Model Library: ``/experiment/models`` (the folders, each with its
+file endings), ``/experiment/models/{folder}`` (``[{"name", "pathIndex"}]``),
+``/view_metadata/{folder}?filename=`` (a safetensors file's ``__metadata__``) and
+``/internal/folder_paths``. Folders are named as ``models/<folder>``, never by their absolute
+path: a browser has no use for where the disk keeps them.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import platform
+import struct
 import sys
 
 from aiohttp import web
 
 import loom
 from loom.paths import MODEL_FOLDERS
-from loom.server.routes._common import not_found
+from loom.server.routes._common import bad_request, not_found
 from loom.server.security import redact_argv
 from loom.server.state import get_state
 from loom.server.ws import server_features
@@ -74,13 +83,82 @@ async def model_folders(request: web.Request) -> web.Response:
     return web.json_response(list(MODEL_FOLDERS))
 
 
-@routes.get("/models/{folder}")
-async def model_files(request: web.Request) -> web.Response:
+def _model_folder(request: web.Request) -> str:
     folder = request.match_info["folder"]
     if folder not in MODEL_FOLDERS:
         raise not_found(f"Unknown model folder {folder!r}; known: {', '.join(MODEL_FOLDERS)}")
+    return folder
+
+
+@routes.get("/models/{folder}")
+async def model_files(request: web.Request) -> web.Response:
+    folder = _model_folder(request)
     folders = get_state(request).settings.folders
     return web.json_response(await asyncio.to_thread(folders.list_models, folder))
+
+
+@routes.get("/experiment/models")
+async def model_library_folders(request: web.Request) -> web.Response:
+    return web.json_response([{"name": name, "folders": [f"models/{name}"],
+                               "extensions": list(extensions)}
+                              for name, extensions in MODEL_FOLDERS.items()])
+
+
+@routes.get("/experiment/models/{folder}")
+async def model_library_files(request: web.Request) -> web.Response:
+    folder = _model_folder(request)
+    folders = get_state(request).settings.folders
+    names = await asyncio.to_thread(folders.list_models, folder)
+    return web.json_response([{"name": name, "pathIndex": 0} for name in names])
+
+
+@routes.get("/internal/folder_paths")
+async def folder_paths(request: web.Request) -> web.Response:
+    return web.json_response({name: [f"models/{name}"] for name in MODEL_FOLDERS})
+
+
+# A safetensors header larger than this is not a model's (they are kilobytes to a few MB).
+MAX_SAFETENSORS_HEADER = 64 * 2**20
+
+
+def safetensors_metadata(path) -> dict | None:
+    """The ``__metadata__`` of a safetensors file's header; None when it is not one."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            return None
+        (size,) = struct.unpack("<Q", head)
+        if size > MAX_SAFETENSORS_HEADER:
+            return None
+        raw = f.read(size)
+    try:
+        header = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(header, dict):
+        return None
+    metadata = header.get("__metadata__")
+    return metadata if isinstance(metadata, dict) else {}
+
+
+@routes.get("/view_metadata/{folder}")
+async def view_metadata(request: web.Request) -> web.Response:
+    folder = _model_folder(request)
+    filename = request.query.get("filename")
+    if not filename:
+        raise bad_request("query parameter 'filename' is required")
+    if not filename.lower().endswith((".safetensors", ".sft")):
+        raise not_found("Only safetensors files carry metadata")
+    try:
+        path = get_state(request).settings.folders.resolve_model(folder, filename)
+    except FileNotFoundError:
+        raise not_found(f"No model {filename!r} in models/{folder}/") from None
+    if not path.is_file():
+        raise not_found(f"{filename!r} is not a file")
+    metadata = await asyncio.to_thread(safetensors_metadata, path)
+    if metadata is None:
+        raise bad_request(f"{filename!r} is not a readable safetensors file", "invalid_file")
+    return web.json_response(metadata)
 
 
 @routes.get("/features")

@@ -18,6 +18,7 @@ from loom.server.routes._common import (
     bad_request,
     json_body,
     loads,
+    missing_stylesheet,
     not_found,
     query_bool,
     read_body,
@@ -83,10 +84,14 @@ async def list_userdata_v2(request: web.Request) -> web.Response:
 async def get_userdata(request: web.Request) -> web.Response:
     path = _path(request.match_info["file"])
     content = _store(request).get(path)
-    if content is None:
-        raise not_found(f"{path} does not exist")
     ctype = mimetypes.guess_type(path)[0] or "application/octet-stream"
-    if ctype not in ("application/json", "text/plain", "text/csv", "text/markdown"):
+    if content is None:
+        if ctype == "text/css":
+            # A page's <link rel=stylesheet> (ComfyUI's app asks for user.css): a JSON 404
+            # would be refused as a stylesheet and logged as an error.
+            return missing_stylesheet(path)
+        raise not_found(f"{path} does not exist")
+    if ctype not in ("application/json", "text/plain", "text/csv", "text/markdown", "text/css"):
         ctype = "application/octet-stream"
     return web.Response(body=content, content_type=ctype,
                         headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"})
@@ -152,10 +157,13 @@ async def post_setting(request: web.Request) -> web.Response:
 
 @routes.get("/users")
 async def get_users(request: web.Request) -> web.Response:
-    # Single user. "migrated" tells ComfyUI's front end not to show a user picker.
-    return web.json_response({"storage": "server", "migrated": True, "users": {}})
+    # ComfyUI's single-user answer. A "users" key (even empty) makes its front end a multi-user
+    # app that asks every new visitor to pick a user.
+    return web.json_response({"storage": "server", "migrated": True})
 
 
 @routes.post("/users")
 async def post_users(request: web.Request) -> web.Response:
-    raise ApiError(400, "single_user", "Loom runs single-user: there are no users to create")
+    # "error" is a string: ComfyUI's front end shows it as it is.
+    return web.json_response({"error": "Loom runs single-user: there are no users to create",
+                              "type": "single_user"}, status=400)

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from loom.config import Settings
 from loom.paths import UnsafePathError, safe_join
-from loom.server.routes._common import not_found
+from loom.server.routes._common import missing_stylesheet, not_found
 from loom.server.state import get_state
 
 routes = web.RouteTableDef()
@@ -30,6 +30,13 @@ async def index(request: web.Request) -> web.StreamResponse:
                                  "/history, /object_info.",
                             content_type="text/plain")
     return web.FileResponse(page, headers={"Cache-Control": "no-cache"})
+
+
+@routes.get("/user.css")
+async def user_css(request: web.Request) -> web.Response:
+    # ComfyUI's app links a user.css next to its page; Loom keeps one (if any) in user data,
+    # /userdata/user.css. A stylesheet 404 in CSS, not JSON, so the browser takes it quietly.
+    return missing_stylesheet("user.css")
 
 
 # What the editor is made of; nothing else under web/ (sources' configs, node_modules) is served.

@@ -5,7 +5,7 @@ starts the system Chromium (``/usr/bin/chromium``, or ``$LOOM_CHROMIUM``), which
 ``scripts/test.sh`` installs from Debian's packages when it is missing.
 
 ``browser``
-    One headless Chromium for the whole test session.
+    One headless Chromium per test module (closed at the module's end: see the fixture).
 ``page``
     A fresh browser context (own cookies, storage) and page per test, closed afterwards. Console
     errors and uncaught page exceptions are collected in ``page.loom_errors``, and responses
@@ -59,7 +59,9 @@ def chromium_executable() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: while sync Playwright is open it keeps an event loop running on
+# the main thread, and every later test that calls asyncio.run() would fail.
+@pytest.fixture(scope="module")
 def browser():
     exe = chromium_executable()
     if exe is None:

@@ -331,6 +331,20 @@ def test_a_client_that_announces_preview_metadata_gets_type_4_frames(loom_server
     assert loom_server.get("/features").json()["supports_preview_metadata"] is True
 
 
+def test_loom_editor_flag_asks_for_type_1_frames(loom_server: LoomTestServer):
+    """What Loom's editor sends: ``previews: true`` (it reads type-1 frames)."""
+    ws = loom_server.ws()
+    ws.send_json({"type": "feature_flags", "data": {"supports_preview_metadata": False,
+                                                    "previews": True}})
+    ws.wait_for("feature_flags")
+    pid = loom_server.queue_prompt(painter(), client_id=ws.client_id)
+    frames = frames_of(run_messages(ws, pid))
+    assert len(frames) == 3
+    for frame in frames:
+        assert struct.unpack(">II", frame[:8]) == (1, 1)
+        check_red_jpeg(frame[8:])
+
+
 def test_a_prompt_may_ask_for_previews_itself(loom_server: LoomTestServer):
     ws = loom_server.ws()
     other = loom_server.ws()

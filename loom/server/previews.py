@@ -17,7 +17,8 @@ connections of the client that queued it (every connection, for a prompt queued 
 client id) that asked for them, in one of two ways:
 
 - the connection sent ``feature_flags`` with ``supports_preview_metadata: true`` (ComfyUI's front
-  end and Loom's editor do): it gets type-4 frames, which name the node;
+  ends do): it gets type-4 frames, which name the node; or with ``previews: true`` (Loom's
+  editor does; a Loom flag, for clients that read only type 1): it gets type-1 frames;
 - the prompt named a method in ``extra_data.preview_method``: the connections of its client id
   get type-1 frames (type 4 if they declared metadata support).
 
@@ -47,6 +48,7 @@ IMAGE_EVENT, PROGRESS_TEXT_EVENT, IMAGE_WITH_METADATA_EVENT = 1, 3, 4
 JPEG, PNG = 1, 2
 PREVIEW_MAX_SIZE = 512  # pixels, the longer side (ComfyUI's default)
 PREVIEW_METADATA_FLAG = "supports_preview_metadata"
+PREVIEWS_FLAG = "previews"  # Loom's: "send me step previews" (as type-1 frames)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,11 @@ def preview_request(extra_data: dict | None, server_method: str) -> PreviewReque
 
 def wants_preview_metadata(feature_flags: dict) -> bool:
     return feature_flags.get(PREVIEW_METADATA_FLAG) is True
+
+
+def asked_for_previews(feature_flags: dict) -> bool:
+    """Whether a connection's feature flags ask for step previews (of any frame type)."""
+    return wants_preview_metadata(feature_flags) or feature_flags.get(PREVIEWS_FLAG) is True
 
 
 # -- frames -----------------------------------------------------------------------------------

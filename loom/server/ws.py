@@ -28,7 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
-from loom.server.previews import ImageFrame, wants_preview_metadata
+from loom.server.previews import ImageFrame, asked_for_previews, wants_preview_metadata
 
 log = logging.getLogger("loom.server")
 
@@ -246,6 +246,6 @@ class Hub:
 
 def _takes_preview(conn: Connection, client_id: str | None, explicit: bool) -> bool:
     """Whether ``conn`` gets the step previews of a prompt queued by ``client_id``."""
-    if wants_preview_metadata(conn.feature_flags):
+    if asked_for_previews(conn.feature_flags):
         return True
     return explicit and client_id is not None and conn.client_id == client_id

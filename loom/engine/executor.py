@@ -30,6 +30,7 @@ from typing import Any
 from loom.engine.cache import OutputCache
 from loom.engine.progress import ProgressLog
 from loom.engine.validate import NodeSpec, ValidatedPrompt
+from loom.nodeapi.guard import reraise_if_fatal
 from loom.nodeapi.inputs import Hidden
 from loom.nodeapi.node import ALWAYS_RUN, Interrupted, NodeResult, RunContext
 
@@ -78,7 +79,8 @@ class Executor:
             ctx.node_id = node_id
             try:
                 fp = spec.cls.fingerprint(ctx, **spec.consts)
-            except Exception:
+            except BaseException as e:  # node code: even sys.exit() only costs the cache hit
+                reraise_if_fatal(e)
                 log.exception("fingerprint of %s (node %s) failed; it will re-run",
                               spec.class_type, node_id)
                 fp = ALWAYS_RUN
@@ -220,7 +222,8 @@ class Executor:
             return out, ui
         except Interrupted:
             raise
-        except Exception as e:
+        except BaseException as e:  # sys.exit() too: it ends the prompt, not the worker
+            reraise_if_fatal(e)
             raise NodeExecutionError(node_id, spec.class_type, e) from e
 
 

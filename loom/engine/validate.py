@@ -12,6 +12,7 @@ from typing import Any
 
 from loom.graph.errors import NodeError, PromptError
 from loom.graph.prompt import LinkRef, as_link, parse_prompt
+from loom.nodeapi.guard import failure_text, reraise_if_fatal
 from loom.nodeapi.inputs import Hidden, InputError
 from loom.nodeapi.node import Node
 from loom.nodeapi.registry import NodeRegistry
@@ -161,16 +162,21 @@ class _Checker:
                 spec.consts[name] = inp.coerce(value, self.ctx)
             except InputError as e:
                 errors.append(NodeError(e.type, e.message, name,
-                                        {"input_name": name, "input_config": inp.describe(self.ctx)
+                                        {"input_name": name, "input_config": _config(inp, self.ctx)
                                          if e.type != "value_not_in_list" else None, **e.extra}))
+            except BaseException as e:  # a plugin's own input type
+                reraise_if_fatal(e)
+                errors.append(NodeError("invalid_input", f"'{name}' could not be checked: "
+                                        f"{failure_text(e)}", name, {"input_name": name}))
         if not errors:
             try:
                 message = cls.validate_inputs(self.ctx, **spec.consts)
             except ImportError as e:  # the server's installation, not the prompt, is at fault
                 raise ValidatorUnavailable(f"{spec.class_type} cannot be validated: a library it "
                                            f"needs failed to import ({e}); see the server log") from e
-            except Exception as e:  # a plugin's validator must not take the server down
-                message = f"{type(e).__name__}: {e}"
+            except BaseException as e:  # even sys.exit(): a plugin must not end the server
+                reraise_if_fatal(e)
+                message = failure_text(e)
             if message:
                 errors.append(NodeError("custom_validation_failed", str(message), "", {}))
         self.specs[node_id] = spec
@@ -198,6 +204,14 @@ class _Checker:
                              f"of {source['class_type']} (node {link.node_id})", name,
                              {"input_name": name, "received_type": out_type,
                               "linked_node": [link.node_id, link.slot]})
+        return None
+
+
+def _config(inp, ctx: Any) -> list | None:
+    try:
+        return inp.describe(ctx)
+    except BaseException as e:
+        reraise_if_fatal(e)
         return None
 
 

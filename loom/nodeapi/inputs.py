@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from loom.nodeapi.guard import failure_text, reraise_if_fatal
+
 INT_MAX = 0xFFFFFFFFFFFFFFFF  # ComfyUI's seed range: a u64
 
 
@@ -255,7 +257,15 @@ class Combo(Input):
     is_widget = True
 
     def resolve_choices(self, ctx: Any = None) -> list[str]:
-        return list(self.choices(ctx) if callable(self.choices) else self.choices)
+        """The choices now; InputError ``choices_unavailable`` when a choices function fails."""
+        if not callable(self.choices):
+            return list(self.choices)
+        try:
+            return list(self.choices(ctx))
+        except BaseException as e:  # a plugin's function (even sys.exit()) costs only its node
+            reraise_if_fatal(e)
+            raise InputError("choices_unavailable", f"The choices of '{self.name}' could not be "
+                             f"listed: {failure_text(e)}") from e
 
     def options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {}

@@ -6,7 +6,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from loom.nodeapi.inputs import Hidden, Input
+from loom.nodeapi.guard import failure_text, reraise_if_fatal
+from loom.nodeapi.inputs import Combo, Hidden, Input, InputError
 from loom.nodeapi.node import Node
 
 log = logging.getLogger("loom.nodes")
@@ -64,17 +65,27 @@ class NodeRegistry:
         return {name: self.describe(name, ctx) for name in self.classes}
 
     def describe(self, class_type: str, ctx: Any = None) -> dict:
+        """One node's description. An input whose description fails (a plugin's choices function
+        raised) is shown with no choices, and the node gets an ``error`` saying why: the editor
+        still lists it, and every other node is unaffected."""
         cls = self.classes[class_type]
         required: dict[str, list] = {}
         optional: dict[str, list] = {}
         hidden: dict[str, str] = {}
+        errors: list[str] = []
         for name, inp in cls.inputs.items():
             if isinstance(inp, Hidden):
                 hidden[name] = inp.type
-            elif inp.optional:
-                optional[name] = inp.describe(ctx)
-            else:
-                required[name] = inp.describe(ctx)
+                continue
+            try:
+                described = inp.describe(ctx)
+            except BaseException as e:
+                reraise_if_fatal(e)
+                message = e.message if isinstance(e, InputError) else \
+                    f"'{name}' could not be described: {failure_text(e)}"
+                errors.append(message)
+                described = [[] if isinstance(inp, Combo) else inp.type, {"error": message}]
+            (optional if inp.optional else required)[name] = described
         inputs: dict[str, Any] = {"required": required}
         order: dict[str, list[str]] = {"required": list(required)}
         if optional:
@@ -82,7 +93,7 @@ class NodeRegistry:
             order["optional"] = list(optional)
         if hidden:
             inputs["hidden"] = hidden
-        return {
+        info = {
             "input": inputs,
             "input_order": order,
             "output": [o.type for o in cls.outputs],
@@ -98,6 +109,9 @@ class NodeRegistry:
             "deprecated": cls.deprecated,
             "experimental": cls.experimental,
         }
+        if errors:
+            info["error"] = "; ".join(errors)
+        return info
 
 
 def check_declaration(class_type: str, cls: Any) -> None:

@@ -131,7 +131,7 @@ class Worker:
                 continue
             try:
                 self.process(item)
-            except Exception as e:  # a bug (or an output that is not JSON) must not kill it
+            except BaseException as e:  # a bug (or an output that is not JSON) must not kill it
                 log.exception("%s failed on prompt %s", self.worker_id, item.prompt_id)
                 self._finish_with_error(item, f"Loom could not complete the prompt: "
                                         f"{type(e).__name__}: {e}", traceback.format_exc(), [])

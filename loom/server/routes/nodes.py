@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
@@ -18,7 +19,8 @@ routes = web.RouteTableDef()
 @routes.get("/object_info")
 async def object_info(request: web.Request) -> web.Response:
     state = get_state(request)
-    return web.json_response(state.registry.object_info(state.node_ctx()))
+    # Off the event loop: choices functions list folders and run plugins' code.
+    return web.json_response(await asyncio.to_thread(state.registry.object_info, state.node_ctx()))
 
 
 @routes.get("/object_info/{node_class}")
@@ -27,7 +29,8 @@ async def object_info_one(request: web.Request) -> web.Response:
     name = request.match_info["node_class"]
     if name not in state.registry:
         raise not_found(f"Unknown node class {name!r}")
-    return web.json_response({name: state.registry.describe(name, state.node_ctx())})
+    info = await asyncio.to_thread(state.registry.describe, name, state.node_ctx())
+    return web.json_response({name: info})
 
 
 @routes.get("/node_packs")

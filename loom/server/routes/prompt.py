@@ -19,8 +19,6 @@ from loom.store.queue import DuplicatePromptId, number_json
 
 routes = web.RouteTableDef()
 
-# Prompts with more nodes than this are validated in a thread, keeping the event loop free.
-INLINE_VALIDATION_NODES = 200
 MAX_PROMPT_ID_LENGTH = 200
 
 
@@ -78,11 +76,10 @@ async def queue_prompt(state: AppState, data: dict) -> web.Response:
 
     prompt = data["prompt"]
     try:
-        if isinstance(prompt, dict) and len(prompt) > INLINE_VALIDATION_NODES:
-            validated = await asyncio.to_thread(validate_prompt, prompt, state.registry,
-                                                state.node_ctx(), targets)
-        else:
-            validated = validate_prompt(prompt, state.registry, state.node_ctx(), targets)
+        # Always off the event loop: validation runs choices functions (folder listings) and
+        # plugins' validators, which may be slow.
+        validated = await asyncio.to_thread(validate_prompt, prompt, state.registry,
+                                            state.node_ctx(), targets)
     except PromptError as e:
         return web.json_response(e.to_json(), status=400)
 

@@ -139,6 +139,9 @@ def test_interrupted_run_sequence(loom_server: LoomTestServer):
     check_timestamps(messages)
     [stopped] = by_type(messages, "execution_interrupted")
     assert stopped["node_id"] == "2" and stopped["executed"] == ["1"]
+    last = by_type(messages, "progress_state")[-1]["nodes"]
+    assert {n: s["state"] for n, s in last.items()} == {"1": "finished", "2": "running"}
+    assert 0 < last["2"]["value"] < last["2"]["max"]
 
 
 def test_prompt_failing_validation_at_claim_ends_the_same_way(loom_server: LoomTestServer):
@@ -257,14 +260,17 @@ def test_hub_sends_only_the_newest_progress_state_of_a_batch():
     hub.add(b)
     log_a, log_b = ProgressLog("pa"), ProgressLog("pb")
     for i in range(500):
-        hub.post_threadsafe("progress_state", {"prompt_id": "pa", "nodes": log_a.start(str(i))},
+        log_a.start(str(i))
+        hub.post_threadsafe("progress_state", {"prompt_id": "pa", "nodes": log_a.snapshot()},
                             "a")
-        hub.post_threadsafe("progress_state", {"prompt_id": "pa", "nodes": log_a.finish(str(i))},
+        log_a.finish(str(i))
+        hub.post_threadsafe("progress_state", {"prompt_id": "pa", "nodes": log_a.snapshot()},
                             "a")
         if i == 10:
             hub.post_threadsafe("executing", {"node": "10", "prompt_id": "pa"}, "a")
+            log_b.start("x")
             hub.post_threadsafe("progress_state", {"prompt_id": "pb",
-                                                   "nodes": log_b.start("x")}, "b")
+                                                   "nodes": log_b.snapshot()}, "b")
     hub._drain()
     sent = [json.loads(m) for m in a.sent]
     assert [m["type"] for m in sent] == ["executing", "progress_state"]

@@ -3,10 +3,14 @@
 One executor per worker; each owns its cache. Events go to an ``emit(event, data)`` callback
 with ComfyUI's websocket message names and order, so the server only has to forward them:
 
-    execution_start, execution_cached, [executed + progress_state of cached output nodes],
-    per node run: progress_state (running), executing, [progress_state + progress
-    (+ preview_image) per step], [executed], progress_state (finished);
-    then execution_success | execution_error | execution_interrupted, and executing None.
+    execution_start, execution_cached, [executed of cached output nodes],
+    per node run: progress_state, executing, [progress_state + progress (+ preview_image)
+    per step], [executed];
+    then progress_state, execution_success | execution_error | execution_interrupted, and
+    executing None.
+
+(A node's "finished" in ``progress_state`` rides with the next node's start: one message per
+node, not two.)
 
 ``execution_*`` events carry a ``timestamp`` (ms), as ComfyUI's. Two events are not JSON:
 ``preview_image`` (a step preview; only when the prompt runs with ``previews``) and
@@ -104,6 +108,10 @@ class Executor:
         extra_data = extra_data or {}
         progress = ProgressLog(prompt_id)
 
+        def send_progress_state() -> None:
+            if progress.changed:
+                send("progress_state", {"nodes": progress.snapshot()})
+
         def send(event: str, data: dict) -> None:
             data = {**data, "prompt_id": prompt_id}
             if event in STATUS_EVENTS:
@@ -129,7 +137,7 @@ class Executor:
                     result.outputs[node_id] = hits[node_id].ui
                     send("executed", {"node": node_id, "display_node": node_id,
                                       "output": hits[node_id].ui})
-                send("progress_state", {"nodes": progress.finish(node_id)})
+                progress.finish(node_id)
 
         order = _postorder(prompt, prompt.outputs, stop=hits)
         current = None
@@ -138,7 +146,8 @@ class Executor:
                 if self.interrupt.is_set():
                     raise Interrupted()
                 current = prompt.nodes[node_id]
-                send("progress_state", {"nodes": progress.start(node_id)})
+                progress.start(node_id)
+                send_progress_state()
                 send("executing", {"node": node_id, "display_node": node_id})
                 outputs, ui = self._run_node(current, prompt, values, prompt_id, extra_data, send,
                                              progress, previews)
@@ -148,9 +157,10 @@ class Executor:
                 if ui:
                     result.outputs[node_id] = ui
                     send("executed", {"node": node_id, "display_node": node_id, "output": ui})
-                send("progress_state", {"nodes": progress.finish(node_id)})
+                progress.finish(node_id)
         except Interrupted:
             result.status = "interrupted"
+            send_progress_state()
             send("execution_interrupted", {
                 "node_id": current.node_id if current else None,
                 "node_type": current.class_type if current else None,
@@ -168,9 +178,11 @@ class Executor:
             }
             log.error("Error in %s (node %s) of prompt %s:\n%s", e.class_type, e.node_id,
                       prompt_id, "".join(result.error["traceback"]))
-            send("progress_state", {"nodes": progress.error(e.node_id)})
+            progress.error(e.node_id)
+            send_progress_state()
             send("execution_error", result.error)
         else:
+            send_progress_state()
             send("execution_success", {})
         finally:
             result.seconds = time.perf_counter() - start
@@ -193,7 +205,8 @@ class Executor:
         node_id = spec.node_id
 
         def on_progress(value: int, total: int, preview: Any = None) -> None:
-            send("progress_state", {"nodes": progress.update(node_id, value, total)})
+            progress.update(node_id, value, total)
+            send("progress_state", {"nodes": progress.snapshot()})
             send("progress", {"value": int(value), "max": int(total), "node": node_id})
             if preview is not None and previews:
                 # An image of the work in progress (e.g. a decoded latent); the server encodes

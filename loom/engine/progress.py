@@ -10,7 +10,8 @@ Whole states make a message grow with the graph, and a 1,000-node prompt changes
 times: copying the state per change would be quadratic. So changes are appended to a log and
 each event carries a :class:`ProgressSnapshot` (the log and a length, O(1) to make). Only the
 snapshots that are sent are turned into dicts, and the websocket hub sends only the newest of
-the ones waiting in a batch.
+the ones waiting in a batch. The executor takes a snapshot when a node starts or reports
+progress, and at the end: a node's "finished" rides with the next node's start.
 """
 
 from __future__ import annotations
@@ -27,26 +28,35 @@ class ProgressLog:
         self.prompt_id = prompt_id
         self._changes: list[tuple[str, str, float, float]] = []
         self._last: dict[str, tuple[str, float, float]] = {}
+        self._taken = 0  # changes covered by the last snapshot
 
-    def _set(self, node_id: str, state: str, value: float, total: float) -> ProgressSnapshot:
+    def _set(self, node_id: str, state: str, value: float, total: float) -> None:
         self._last[node_id] = (state, value, total)
         # list.append is atomic: a snapshot read in another thread sees a consistent prefix.
         self._changes.append((node_id, state, value, total))
-        return ProgressSnapshot(self, len(self._changes))
 
-    def start(self, node_id: str) -> ProgressSnapshot:
-        return self._set(node_id, RUNNING, 0, 1)
+    def start(self, node_id: str) -> None:
+        self._set(node_id, RUNNING, 0, 1)
 
-    def update(self, node_id: str, value: float, total: float) -> ProgressSnapshot:
-        return self._set(node_id, RUNNING, value, total)
+    def update(self, node_id: str, value: float, total: float) -> None:
+        self._set(node_id, RUNNING, value, total)
 
-    def finish(self, node_id: str) -> ProgressSnapshot:
+    def finish(self, node_id: str) -> None:
         _, _, total = self._last.get(node_id, (RUNNING, 0, 1))
-        return self._set(node_id, FINISHED, total, total)
+        self._set(node_id, FINISHED, total, total)
 
-    def error(self, node_id: str) -> ProgressSnapshot:
+    def error(self, node_id: str) -> None:
         _, value, total = self._last.get(node_id, (RUNNING, 0, 1))
-        return self._set(node_id, ERROR, value, total)
+        self._set(node_id, ERROR, value, total)
+
+    @property
+    def changed(self) -> bool:
+        """Whether something changed since the last snapshot."""
+        return len(self._changes) > self._taken
+
+    def snapshot(self) -> ProgressSnapshot:
+        self._taken = len(self._changes)
+        return ProgressSnapshot(self, self._taken)
 
 
 class ProgressSnapshot:

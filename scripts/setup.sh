@@ -131,7 +131,7 @@ if [[ $WANT_TEST == 1 ]]; then
     "${PIP[@]}" "${LOCAL_WHEELS[@]}" -r "$REPO/requirements-test.txt"
 fi
 
-# -- 4. the torchvision fix (see ../shared/NOTES.md and loom/runtime/torchvision_fix.py) -------
+# -- 4. the torchvision fix (see loom/runtime/torchvision_fix.py and the README) ---------------
 log "installing the torchvision fix into $SITE"
 cp "$REPO/loom/runtime/torchvision_fix.py" "$FIX_PY.tmp" && mv "$FIX_PY.tmp" "$FIX_PY"
 printf '%s\n' "$PTH_LINE" > "$FIX_PTH.tmp" && mv "$FIX_PTH.tmp" "$FIX_PTH"

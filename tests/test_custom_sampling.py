@@ -100,7 +100,7 @@ def custom(m, sampler="euler", scheduler="normal", steps=4, denoise=1.0, seed=5,
     ("euler", "normal"), ("euler", "karras"), ("euler", "exponential"), ("euler", "simple"),
     ("euler", "sgm_uniform"), ("euler", "beta"), ("euler_ancestral", "normal"),
     ("heun", "normal"), ("heun", "karras"), ("dpm_2", "karras"), ("dpm_2_ancestral", "normal"),
-    ("lms", "normal"), ("lms", "karras"),
+    ("lms", "normal"), ("lms", "karras"), ("euler", "ddim_uniform"),
 ])
 def test_sampler_custom_equals_ksampler(sd1, sampler, scheduler):
     """KSampler runs these on diffusers' schedulers; SamplerCustom on Loom's solvers with
@@ -369,3 +369,60 @@ def test_v_prediction_model_equals_ksampler():
         expected = ksample(m, sampler_name=sampler, scheduler=scheduler, steps=3)
         out, _ = custom(m, sampler, scheduler, steps=3)
         assert close(out, expected), (sampler, (out - expected).abs().max())
+
+
+# -- progress, interrupt, masks, SDXL ----------------------------------------------------------
+
+def test_progress_once_per_step_and_interrupt(sd1):
+    from loom.nodeapi import Interrupted, RunContext
+
+    sigmas = BasicScheduler().run(model=sd1.model, scheduler="normal", steps=3)[0]
+    events = []
+    ctx = RunContext(on_progress=lambda v, t, p=None: events.append((v, t)))
+    SamplerCustom(ctx).run(model=sd1.model, add_noise=True, noise_seed=1, cfg=7.0,
+                           positive=sd1.pos, negative=sd1.neg,
+                           sampler=KSamplerSelect().run("heun")[0], sigmas=sigmas,
+                           latent_image=empty())
+    assert events == [(1, 3), (2, 3), (3, 3)]  # heun's two evaluations are one step
+
+    import threading
+
+    interrupt = threading.Event()
+
+    def on_progress(value, total, preview=None):
+        if value == 1:
+            interrupt.set()
+
+    ctx = RunContext(interrupt=interrupt, on_progress=on_progress)
+    with pytest.raises(Interrupted):
+        SamplerCustom(ctx).run(model=sd1.model, add_noise=True, noise_seed=1, cfg=7.0,
+                               positive=sd1.pos, negative=sd1.neg,
+                               sampler=KSamplerSelect().run("euler")[0], sigmas=sigmas,
+                               latent_image=empty())
+
+
+@pytest.mark.parametrize("sampler", ["euler_ancestral", "res_multistep"])
+def test_noise_mask_keeps_the_unmasked_part(sd1, sampler):
+    image = image_latent()["samples"]
+    mask = torch.zeros(1, 64, 64)
+    mask[:, :, :32] = 1.0  # repaint the left half
+    latent = {"samples": image, "noise_mask": mask}
+    out, den = custom(sd1, sampler, "karras", denoise=0.8, latent=latent)
+    for result in (out, den):
+        assert torch.allclose(result[..., 4:], image[..., 4:], atol=1e-5)
+        assert (result[..., :4] - image[..., :4]).abs().mean() > 1e-2
+
+
+def test_sdxl_sampler_custom_equals_ksampler():
+    pipe = tiny_pipeline("sdxl")
+    model = DiffusionModel(unet=pipe.unet, family="sdxl", prediction_type="epsilon",
+                           scheduler_config=dict(pipe.scheduler.config),
+                           latent_scaling_factor=pipe.vae.config.scaling_factor)
+    with torch.no_grad():
+        pos, neg, pooled, neg_pooled = pipe.encode_prompt("a cat", "a cat", device="cpu",
+                                                          negative_prompt="blurry")
+    m = SimpleNamespace(model=model, pos=[[pos, {"pooled_output": pooled}]],
+                        neg=[[neg, {"pooled_output": neg_pooled}]])
+    expected = ksample(m, sampler_name="euler", scheduler="karras", steps=2)
+    out, _ = custom(m, "euler", "karras", steps=2)
+    assert close(out, expected), (out - expected).abs().max()

@@ -69,6 +69,17 @@ class DiscreteVP:
             return 0.0
         return self.sigma_at((1.0 - percent) * (len(self.sigmas) - 1))
 
+    def pure_noise_scale(self, sigma: torch.Tensor) -> torch.Tensor:
+        """How much unit noise an empty latent starts with at level ``sigma``:
+        ``sqrt(1 + sigma^2)``, the spread of a unit-variance latent noised to ``sigma`` — except
+        at the model's highest level, where it is ``sigma`` (0.2% less at SD's 14.6). This is
+        exactly what diffusers' Euler scheduler starts from for every spacing (``linspace`` and
+        ``trailing`` start at the top, ``leading`` below it), so KSampler and SamplerCustom
+        agree."""
+        if float(sigma) >= self.sigma_max * (1 - 1e-6):
+            return sigma
+        return (sigma**2 + 1) ** 0.5
+
     def model_input(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """``x / sqrt(sigma^2 + 1)``: the variance-preserving sample the UNet was trained on."""
         return x / ((sigma**2 + 1) ** 0.5)

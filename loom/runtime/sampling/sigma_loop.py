@@ -12,9 +12,10 @@ with the guider's mix of the conditionings' outputs (:mod:`.prediction`); the mo
 parts live in :mod:`.model_sampling`. Latents are in the ``x0 + sigma * eps`` form throughout,
 as LATENT values hand them over.
 
-The run starts from ``latent + sigma_0 * noise`` — what diffusers' Euler scheduler starts from,
-so KSampler and SamplerCustom agree. (ComfyUI scales the noise by ``sqrt(1 + sigma_0^2)`` when
-``sigma_0`` is the model's highest level: 0.2% more noise at SD's 14.6.)
+A run with noise starts from ``latent + sigma_0 * noise``; from an empty latent (txt2img) the
+noise is scaled by ``DiscreteVP.pure_noise_scale`` instead — diffusers' Euler convention, so
+KSampler and SamplerCustom agree. (ComfyUI scales pure noise by ``sqrt(1 + sigma_0^2)`` only at
+the model's highest level, where the two differ by 0.2%.)
 """
 
 from __future__ import annotations
@@ -141,7 +142,12 @@ def _run(req: SamplingRequest, model, sigmas, hooks, device) -> tuple[torch.Tens
     run = _Run(predict, ms, generator, sigmas, req.callback, step_hooks, state,
                model.family if req.previews else None)
 
-    x = image + noise * sigmas[0] if req.noise.enabled else image
+    if not req.noise.enabled:
+        x = image
+    elif not image.any():  # txt2img: pure noise at the first level
+        x = noise * ms.pure_noise_scale(sigmas[0])
+    else:
+        x = image + noise * sigmas[0]
     x = SOLVERS[req.solver].fn(run, x, sigmas)
     end_sigma = levels[-1]
     for h in hooks:

@@ -50,7 +50,7 @@ class UNetCall:
 class SamplingState:
     """What hooks may read about a run. Latents are in the scheduler's own form."""
 
-    scheduler: Any
+    scheduler: Any  # the diffusers scheduler; None in the sigma loop (Loom's own solvers)
     timesteps: torch.Tensor  # the timesteps this run iterates (after denoise / start / end)
     levels: list[float]  # noise level (sigma) per index of ``timesteps``, plus one past the end
     noise: torch.Tensor  # the unit-variance initial noise on the device (zeros if add_noise off)

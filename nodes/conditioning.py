@@ -58,7 +58,7 @@ class ConditioningSetArea(Node):
 
 class ConditioningZeroOut(Node):
     category = "advanced/conditioning"
-    display_name = "ConditioningZeroOut"
+    display_name = "Conditioning Zero Out"
     description = "The same conditioning with every number zero (hidden states and pooled output)."
     inputs = {"conditioning": Link("CONDITIONING")}
     outputs = (Output("CONDITIONING"),)

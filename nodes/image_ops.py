@@ -71,7 +71,8 @@ class ImageScaleToTotalPixels(Node):
         "image": Link("IMAGE"),
         "upscale_method": Combo(IMAGE_METHODS, default=IMAGE_METHODS[0]),
         "megapixels": Float(1.0, min=0.01, max=16.0, step=0.01),
-        "resolution_steps": Int(1, min=1, max=256),
+        # Optional: ComfyUI added it later, and API prompts written before then lack it.
+        "resolution_steps": Int(1, min=1, max=256, optional=True),
     }
     outputs = (Output("IMAGE"),)
 

@@ -43,7 +43,10 @@ def test_declarations_match_comfyui():
     load_packs(reg, REPO_ROOT / "nodes", builtin=True)
     info = reg.object_info()
     tp = info["ImageScaleToTotalPixels"]
-    assert tp["input_order"]["required"] == ["image", "upscale_method", "megapixels", "resolution_steps"]
+    # resolution_steps (newer ComfyUI) is optional so that older API prompts without it still run;
+    # it is drawn after the required widgets either way
+    assert tp["input_order"]["required"] == ["image", "upscale_method", "megapixels"]
+    assert tp["input_order"]["optional"] == ["resolution_steps"]
     assert tp["input"]["required"]["upscale_method"][0] == [
         "nearest-exact",
         "bilinear",
@@ -52,7 +55,8 @@ def test_declarations_match_comfyui():
         "lanczos",
     ]
     assert tp["input"]["required"]["megapixels"][1]["default"] == 1.0
-    assert tp["input"]["required"]["resolution_steps"][1]["default"] == 1
+    assert tp["input"]["optional"]["resolution_steps"][1]["default"] == 1
+    assert ImageScaleToTotalPixels().run(photo(), "bilinear", 0.001)[0].shape == (1, 28, 37, 3)
     assert info["ImageCrop"]["input_order"]["required"] == ["image", "width", "height", "x", "y"]
     assert info["ImageFlip"]["input"]["required"]["flip_method"][0] == [
         "x-axis: vertically",

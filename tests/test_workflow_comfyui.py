@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from loom.config import REPO_ROOT
+from loom.engine.validate import validate_prompt
 from loom.graph.errors import PromptError
 from loom.graph.workflow import convert_workflow
-from loom.nodeapi import NodeRegistry
+from loom.nodeapi import NodeRegistry, RunContext
 from loom.nodeapi.loader import load_packs
 
 DATA = Path(__file__).parent / "data" / "workflows" / "comfyui"
@@ -76,8 +77,12 @@ def test_real_workflows_convert_with_every_widget_in_its_place(name, node_id, ex
 def test_classic_templates_nodes_and_values(defs):
     i2i = convert_workflow(load("image2image.media_image-0.3.1.json"), defs)
     assert i2i["18"]["class_type"] == "ImageScaleToTotalPixels"
-    assert i2i["18"]["inputs"] == {"image": ["10", 0], "upscale_method": "nearest-exact", "megapixels": 0.5,
-                                   "resolution_steps": 1}
+    assert i2i["18"]["inputs"] == {
+        "image": ["10", 0],
+        "upscale_method": "nearest-exact",
+        "megapixels": 0.5,
+        "resolution_steps": 1,
+    }
     assert i2i["10"]["inputs"] == {"image": "image2image_input_image.jpg"}  # upload value skipped
     assert i2i["12"]["inputs"] == {"pixels": ["18", 0], "vae": ["14", 2]}
     inpaint = convert_workflow(load("inpaint_example.media_image-0.3.1.json"), defs)
@@ -291,3 +296,29 @@ def test_odd_values_in_any_slot_never_crash(defs, junk):
                     convert_workflow(damaged, defs)
                 except PromptError:
                     pass
+
+
+def test_newer_scale_to_total_pixels_with_resolution_steps(defs, registry):
+    """Front ends after ComfyUI added resolution_steps save three values; API prompts written
+    before then have two inputs: both run."""
+    wf = load("image2image.media_image-0.3.1.json")
+    next(n for n in wf["nodes"] if n["id"] == 18)["widgets_values"] = ["lanczos", 1, 16]
+    prompt = convert_workflow(wf, defs)
+    assert prompt["18"]["inputs"] == {
+        "image": ["10", 0],
+        "upscale_method": "lanczos",
+        "megapixels": 1,
+        "resolution_steps": 16,
+    }
+    old = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
+        "2": {
+            "class_type": "ImageScaleToTotalPixels",
+            "inputs": {"image": ["1", 0], "upscale_method": "area", "megapixels": 0.5},
+        },
+        "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+    }
+    assert validate_prompt(old, registry, RunContext()).nodes["2"].consts == {
+        "upscale_method": "area",
+        "megapixels": 0.5,
+    }

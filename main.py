@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "its own with extra_data.preview_method")
 
     misc = p.add_argument_group("other")
+    misc.add_argument("--front-end", choices=("loom", "comfyui"), default="loom",
+                      help="the browser app served at /: Loom's own editor, or 'comfyui' for "
+                           "ComfyUI's official front end, which you install yourself: "
+                           ".venv/bin/pip install comfyui-frontend-package==1.58.1 (GPL-3.0; "
+                           "not part of Loom)")
     misc.add_argument("--log-level", default="INFO",
                       choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], help="log verbosity")
     misc.add_argument("--quick-test-for-ci", action="store_true",
@@ -124,7 +129,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         history_max_items=args.history_max_items, cpu=args.cpu,
         reset_damaged_db=args.reset_damaged_db,
         preview_method=args.preview_method,
-        log_level=args.log_level)
+        log_level=args.log_level, front_end=args.front_end)
     if args.custom_nodes_dir is not None:
         settings.custom_nodes_dir = args.custom_nodes_dir.resolve()
     if args.builtin_nodes_dir is not None:

@@ -25,6 +25,9 @@ class Settings:
     custom_nodes_dir: Path = REPO_ROOT / "custom_nodes"
     builtin_nodes_dir: Path = REPO_ROOT / "nodes"
     web_dir: Path = REPO_ROOT / "web" / "dist"
+    # The app served at /: "loom" (the editor in web_dir) or "comfyui" (ComfyUI's front end,
+    # from the comfyui-frontend-package the user installed).
+    front_end: str = "loom"
     # Workflow templates served at /templates (index.json, NAME.json, input/ samples).
     templates_dir: Path = REPO_ROOT / "workflow_templates"
     disable_custom_nodes: bool = False

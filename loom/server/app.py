@@ -27,6 +27,7 @@ from loom.engine.validate import ValidatorUnavailable
 from loom.graph.errors import PromptError
 from loom.nodeapi.registry import NodeRegistry
 from loom.paths import UnsafePathError
+from loom.server.front_end import web_root
 from loom.server.routes import (
     files,
     history,
@@ -112,13 +113,15 @@ def create_app(settings: Settings, registry: NodeRegistry | None = None) -> web.
     are (no packs are loaded); otherwise packs are loaded at start-up."""
     app = web.Application(middlewares=[*_security(settings), error_middleware],
                           client_max_size=settings.max_upload_mb * 2**20 + 64 * 1024)
+    root = web_root(settings)  # FrontEndMissing (how to install it) before anything starts
     app[STATE] = AppState(settings=settings, registry=registry or NodeRegistry(), hub=Hub(),
-                          models=LazyModelManager(settings), load_packs=registry is None)
+                          models=LazyModelManager(settings), load_packs=registry is None,
+                          web_root=root)
     for module in ROUTE_MODULES:
         for route in module.routes:
             for prefix in ("", "/api"):
                 app.router.add_route(route.method, prefix + route.path, route.handler)
-    app.router.add_get("/{path:.+}", web_pages.static_route(web_pages.web_root(settings)))
+    app.router.add_get("/{path:.+}", web_pages.static_route(root))
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_close_websockets)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -52,6 +53,8 @@ class AppState:
     workers: Any = None  # loom.server.worker.WorkerPool once started
     load_packs: bool = True
     started: float = 0.0
+    # The folder of the browser app served at / (loom.server.front_end.web_root).
+    web_root: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def node_ctx(self) -> RunContext:

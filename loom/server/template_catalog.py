@@ -184,11 +184,12 @@ def node_titles(workflow: dict) -> list[str]:
 
 
 def thumbnail_svg(title: str, nodes: list[str]) -> str:
-    """A 512x512 card: the template's title over a column of its nodes."""
+    """A 512x512 card: the template's title over a column of its nodes (the top left stays free
+    for the badges front ends draw over thumbnails)."""
     shown = nodes[:8]
     rows = []
     for i, label in enumerate(shown):
-        y = 132 + i * 44
+        y = 152 + i * 42
         rows.append(f'<rect x="96" y="{y}" width="320" height="32" rx="6" fill="#2b3340" '
                     f'stroke="#5b6b82"/><text x="256" y="{y + 21}" font-size="16" '
                     f'text-anchor="middle" fill="#d7dde8">{escape(label[:36])}</text>')
@@ -196,10 +197,10 @@ def thumbnail_svg(title: str, nodes: list[str]) -> str:
             rows.append(f'<line x1="256" y1="{y - 12}" x2="256" y2="{y}" stroke="#8fb3ff" '
                         'stroke-width="2"/>')
     if len(nodes) > len(shown):
-        rows.append(f'<text x="256" y="{132 + len(shown) * 44 + 14}" font-size="14" '
+        rows.append(f'<text x="256" y="{152 + len(shown) * 42 + 14}" font-size="14" '
                     f'text-anchor="middle" fill="#8a94a6">+{len(nodes) - len(shown)} more</text>')
     return ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 512 512" width="512" '
             'height="512"><rect width="512" height="512" fill="#171b22"/>'
-            '<text x="256" y="84" font-family="sans-serif" font-size="32" font-weight="bold" '
+            '<text x="256" y="118" font-family="sans-serif" font-size="30" font-weight="bold" '
             f'text-anchor="middle" fill="#ffffff">{escape(title[:40])}</text>'
             '<g font-family="sans-serif">' + "".join(rows) + "</g></svg>")

@@ -86,7 +86,18 @@ async def extensions(request: web.Request) -> web.Response:
 
 @routes.get("/extensions/{pack}/{path:.+}")
 async def extension_file(request: web.Request) -> web.StreamResponse:
-    folder = web_directories(get_state(request)).get(request.match_info["pack"])
+    state = get_state(request)
+    pack = request.match_info["pack"]
+    folder = web_directories(state).get(pack)
+    if folder is None and state.web_root is not None:
+        # The app's own extensions (ComfyUI's front end ships extensions/core/ that plugins
+        # import from).
+        try:
+            folder = safe_join(state.web_root / "extensions", pack)
+        except UnsafePathError:
+            folder = None
+        if folder is not None and (not folder.is_dir() or pack.startswith(".")):
+            folder = None
     if folder is None:
         raise not_found("Unknown extension")
     try:

@@ -1,4 +1,5 @@
-"""``GET /`` and the editor's static files."""
+"""``GET /`` and the static files of the browser app: Loom's editor, or ComfyUI's front end with
+``--front-end comfyui`` (see :mod:`loom.server.front_end`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from pathlib import Path
 
 from aiohttp import web
 
-from loom.config import Settings
 from loom.paths import UnsafePathError, safe_join
 from loom.server.routes._common import missing_stylesheet, not_found
 from loom.server.state import get_state
@@ -14,18 +14,13 @@ from loom.server.state import get_state
 routes = web.RouteTableDef()
 
 
-def web_root(settings: Settings) -> Path:
-    """The built editor: ``settings.web_dir`` (web/dist, committed; ``scripts/build_web.sh``
-    rebuilds it). web/'s own index.html is the Vite entry of the sources and cannot run as is."""
-    return settings.web_dir
-
-
 @routes.get("/")
 async def index(request: web.Request) -> web.StreamResponse:
-    page = web_root(get_state(request).settings) / "index.html"
+    root = get_state(request).web_root
+    page = root / "index.html"
     if not page.is_file():
         return web.Response(text="Loom is running, but the editor is not built (no index.html in "
-                                 f"{web_root(get_state(request).settings)}): run "
+                                 f"{root}): run "
                                  "scripts/build_web.sh. The HTTP API is at /prompt, /queue, "
                                  "/history, /object_info.",
                             content_type="text/plain")
@@ -41,7 +36,7 @@ async def user_css(request: web.Request) -> web.Response:
 
 # What the editor is made of; nothing else under web/ (sources' configs, node_modules) is served.
 WEB_SUFFIXES = {".html", ".js", ".mjs", ".css", ".map", ".json", ".png", ".jpg", ".jpeg", ".webp",
-                ".gif", ".svg", ".ico", ".woff", ".woff2", ".ttf", ".txt"}
+                ".gif", ".svg", ".ico", ".woff", ".woff2", ".ttf", ".eot", ".txt", ".webm"}
 
 
 def static_route(root: Path):

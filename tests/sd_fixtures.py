@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from loom.runtime.sd.keymap import unet_to_ldm, vae_to_ldm  # noqa: F401  (re-exported)
+from loom.runtime.sd.keymap import clip_to_ldm, unet_to_ldm, vae_to_ldm  # noqa: F401  (re-exported)
 
 FAMILIES = ("sd1", "sd2v", "sdxl")
 
@@ -228,16 +228,6 @@ def save_diffusers_folder(family: str, path: str | Path, seed: int = 0) -> Path:
 # ---------------------------------------------------------------------------------------------
 # diffusers -> original (LDM / CompVis / OpenCLIP) key mapping, for writing single files
 # ---------------------------------------------------------------------------------------------
-
-def clip_to_ldm(sd: dict, prefix: str) -> dict:
-    """transformers CLIPTextModel -> the transformers-4 layout SD1/SDXL files embed."""
-    out = {}
-    for key, value in sd.items():
-        key = key if key.startswith("text_model.") else "text_model." + key
-        out[prefix + key] = value
-    out[prefix + "text_model.embeddings.position_ids"] = torch.arange(77, dtype=torch.int64)[None]
-    return out
-
 
 def clip_to_open_clip(sd: dict, prefix: str, *, extra_block: bool, gen: torch.Generator) -> dict:
     """transformers CLIP text model -> OpenCLIP ``model.*`` layout (SD2 / SDXL's second encoder).

@@ -1,12 +1,14 @@
-"""diffusers -> original (LDM/CompVis) key names for the SD UNet and VAE.
+"""diffusers/transformers -> original (LDM/CompVis) key names for the SD UNet, VAE and CLIP text model.
 
 Loading goes the other way through diffusers' own converters; this direction is what LoRA files
 trained on the original layout (kohya's SDXL names, ``lora_unet_input_blocks_4_1_…``) and the
 test fixtures (which write original-layout checkpoints) need. The round-trip tests check that
-both directions agree.
+both directions agree. Loom's demo model (``training/demo_model``) is written with them too.
 """
 
 from __future__ import annotations
+
+import torch
 
 _UNET_RESNET = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("time_emb_proj", "emb_layers.1"),
                 ("norm2", "out_layers.0"), ("conv2", "out_layers.3"), ("conv_shortcut", "skip_connection"))
@@ -101,4 +103,15 @@ def vae_to_ldm(sd: dict, config: dict) -> dict:
         else:
             raise KeyError(f"no original-layout name for VAE key {key}")
         out["first_stage_model." + new] = value
+    return out
+
+
+def clip_to_ldm(sd: dict, prefix: str) -> dict:
+    """transformers CLIPTextModel -> the transformers-4 layout SD1/SDXL files embed under ``prefix``
+    (``cond_stage_model.transformer.`` for SD 1.x)."""
+    out = {}
+    for key, value in sd.items():
+        key = key if key.startswith("text_model.") else "text_model." + key
+        out[prefix + key] = value
+    out[prefix + "text_model.embeddings.position_ids"] = torch.arange(77, dtype=torch.int64)[None]
     return out

@@ -1,0 +1,323 @@
+"""Train Loom's demo model: ``python -m training.demo_model.train --help``.
+
+Three stages, each resumable from ``<run>/state.pt`` (saved every ``--save-every`` steps and at
+each stage's end; re-running the same command continues where it stopped):
+
+1. **vae** — the AutoencoderKL on freshly generated scenes (64x64 crops, every 4th step whole
+   128x128 pictures so the mid-block attention sees full-size latents), L1 + MSE + a tiny KL.
+   Then the latent space is rescaled *exactly* (quant_conv / post_quant_conv weights) so that
+   latents times 0.18215 have unit spread, as SD 1.x's scaling factor assumes.
+2. **encode** — ``--scenes`` training scenes are encoded once; the UNet stage reads latents only
+   (the VAE's 128x128 convolutions would otherwise dominate every step).
+3. **unet** — the UNet and the CLIP text encoder together, from scratch, epsilon prediction on
+   SD 1.5's noise schedule, min-SNR-5 loss weighting (faster convergence), 10% empty captions
+   (so classifier-free guidance works), caption variants that drop details, EMA weights.
+
+Each step's randomness comes from (seed, step), so a resumed run follows the same path as an
+uninterrupted one. The result is written with :func:`.export.write_checkpoint` after the last
+stage (and at every save of the unet stage, so a stopped run still leaves a usable file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training.demo_model import architecture, export, scenes
+
+STAGES = ("vae", "encode", "unet", "done")
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _progress(total: int, start: int, desc: str):
+    from tqdm import tqdm
+
+    # Not a terminal (nohup log): one line every 30 s instead of carriage-return spam.
+    tty = sys.stderr.isatty()
+    return tqdm(total=total, initial=start, desc=desc, mininterval=0.5 if tty else 30, dynamic_ncols=tty)
+
+
+def _images(batch: list[scenes.Scene], device) -> torch.Tensor:
+    arr = np.stack([scenes.render(s).image for s in batch])
+    return torch.from_numpy(arr).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+class Run:
+    def __init__(self, args):
+        self.args = args
+        self.dir = Path(args.run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.device = torch.device(
+            args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        )
+        torch.manual_seed(args.seed)
+        self.vae = architecture.build_vae().to(self.device)
+        self.text = architecture.build_text_encoder().to(self.device)
+        self.unet = architecture.build_unet().to(self.device)
+        self.ema = None
+        self.vae_opt = torch.optim.AdamW(self.vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
+        self.opt = torch.optim.AdamW(
+            [*self.unet.parameters(), *self.text.parameters()], lr=args.lr, weight_decay=0.01
+        )
+        self.stage, self.step = "vae", 0
+        self.latents: torch.Tensor | None = None
+        self.state_path = self.dir / "state.pt"
+        if self.state_path.exists():
+            self._load()
+
+    # -- state ----------------------------------------------------------------------------
+    def save(self) -> None:
+        state = {
+            "stage": self.stage,
+            "step": self.step,
+            "args": vars(self.args),
+            "vae": self.vae.state_dict(),
+            "text": self.text.state_dict(),
+            "unet": self.unet.state_dict(),
+            "vae_opt": self.vae_opt.state_dict(),
+            "opt": self.opt.state_dict(),
+            "ema": None if self.ema is None else {k: m.state_dict() for k, m in self.ema.items()},
+        }
+        tmp = self.state_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.state_path)
+
+    def _load(self) -> None:
+        state = torch.load(self.state_path, map_location=self.device, weights_only=True)
+        self.stage, self.step = state["stage"], state["step"]
+        self.vae.load_state_dict(state["vae"])
+        self.text.load_state_dict(state["text"])
+        self.unet.load_state_dict(state["unet"])
+        self.vae_opt.load_state_dict(state["vae_opt"])
+        self.opt.load_state_dict(state["opt"])
+        if state["ema"] is not None:
+            self._make_ema()
+            for k, m in self.ema.items():
+                m.load_state_dict(state["ema"][k])
+        _log(f"resumed from {self.state_path}: stage {self.stage}, step {self.step}")
+
+    def _make_ema(self) -> None:
+        self.ema = {
+            "unet": copy.deepcopy(self.unet).requires_grad_(False),
+            "text": copy.deepcopy(self.text).requires_grad_(False),
+        }
+
+    def _rng(self, step: int) -> tuple[random.Random, torch.Generator]:
+        k = self.args.seed * 1_000_003 + step * 7 + STAGES.index(self.stage)
+        return random.Random(k), torch.Generator(self.device).manual_seed(k)
+
+    # -- stage 1: VAE ------------------------------------------------------------------------
+    def train_vae(self) -> None:
+        a = self.args
+        bar = _progress(a.vae_steps, self.step, "vae")
+        self.vae.train()
+        while self.step < a.vae_steps:
+            rng, gen = self._rng(self.step)
+            full = self.step % 4 == 3
+            n = a.vae_batch // 2 if full else a.vae_batch
+            x = _images([scenes.random_scene(rng) for _ in range(n)], self.device)
+            if not full:
+                ox, oy = rng.randrange(0, 65, 8), rng.randrange(0, 65, 8)
+                x = x[:, :, oy : oy + 64, ox : ox + 64]
+            post = self.vae.encode(x).latent_dist
+            rec = self.vae.decode(post.sample(generator=gen)).sample
+            loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + 1e-6 * post.kl().mean()
+            for g in self.vae_opt.param_groups:
+                g["lr"] = a.vae_lr * min(1.0, (self.step + 1) / 100)
+            self.vae_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.vae.parameters(), 1.0)
+            self.vae_opt.step()
+            self.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            if self.step % a.save_every == 0:
+                self.save()
+        bar.close()
+        self.vae.eval().requires_grad_(False)
+        self._rescale_latents()
+        self.stage, self.step = "encode", 0
+        self.save()
+
+    @torch.no_grad()
+    def _rescale_latents(self) -> None:
+        """Make latents x 0.18215 have unit std by rescaling the latent space inside the VAE:
+        quant_conv's mean half and log-variance bias on the way in, post_quant_conv on the way out.
+        The decoded pictures do not change."""
+        rng = random.Random(self.args.seed + 99)
+        x = _images([scenes.random_scene(rng) for _ in range(64)], self.device)
+        post = self.vae.encode(x).latent_dist
+        std = post.mean.std().item()
+        k = 1.0 / (architecture.LATENT_SCALE * std)
+        c = self.vae.config.latent_channels
+        q, pq = self.vae.quant_conv, self.vae.post_quant_conv
+        q.weight[:c] *= k
+        q.bias[:c] *= k
+        q.bias[c:] += 2 * math.log(k)
+        pq.weight /= k
+        rec = self.vae.decode(self.vae.encode(x).latent_dist.mean).sample
+        psnr = 10 * math.log10(4 / F.mse_loss(rec.clamp(-1, 1), x).item())
+        _log(f"VAE: latent std {std:.3f} -> rescaled by {k:.3f}; reconstruction PSNR {psnr:.1f} dB")
+
+    # -- stage 2: encode ---------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self) -> None:
+        a = self.args
+        path = self.dir / "latents.pt"
+        if not path.exists():
+            self.vae.eval()
+            all_scenes = scenes.training_scenes(a.seed, a.scenes)
+            out = []
+            bar = _progress(len(all_scenes), 0, "encode")
+            for i in range(0, len(all_scenes), 64):
+                chunk = all_scenes[i : i + 64]
+                z = self.vae.encode(_images(chunk, self.device)).latent_dist.mean
+                out.append((z * architecture.LATENT_SCALE).half().cpu())
+                bar.update(len(chunk))
+            bar.close()
+            lat = torch.cat(out)
+            torch.save(lat, path.with_suffix(".tmp"))
+            path.with_suffix(".tmp").replace(path)
+            _log(f"encoded {len(lat)} scenes: latent std {lat.float().std():.3f}")
+        self.stage, self.step = "unet", 0
+        self.save()
+
+    # -- stage 3: UNet + text encoder --------------------------------------------------------
+    def train_unet(self) -> None:
+        from diffusers import DDPMScheduler
+
+        a = self.args
+        lat = torch.load(self.dir / "latents.pt", weights_only=True).float()
+        all_scenes = scenes.training_scenes(a.seed, a.scenes)
+        assert len(all_scenes) == len(lat), "latents.pt was made for another --scenes"
+        sched = DDPMScheduler.from_config(architecture.scheduler_config())
+        acp = sched.alphas_cumprod.to(self.device)
+        snr = acp / (1 - acp)
+        if self.ema is None:
+            self._make_ema()
+        self.unet.train()
+        self.text.train()
+        params = [*self.unet.parameters(), *self.text.parameters()]
+        bar = _progress(a.unet_steps, self.step, "unet")
+        while self.step < a.unet_steps:
+            rng, gen = self._rng(self.step)
+            idx = [rng.randrange(len(all_scenes)) for _ in range(a.batch)]
+            caps = [
+                "" if rng.random() < 0.1 else all_scenes[i].caption(rng if rng.random() < 0.5 else None)
+                for i in idx
+            ]
+            ids = architecture.tokenize(caps).to(self.device)
+            x0 = lat[idx].to(self.device)
+            t = torch.randint(0, 1000, (a.batch,), generator=gen, device=self.device)
+            noise = torch.randn(x0.shape, generator=gen, device=self.device)
+            xt = sched.add_noise(x0, noise, t)
+            cond = self.text(ids).last_hidden_state
+            pred = self.unet(xt, t, cond).sample
+            w = torch.clamp(snr[t], max=5.0) / snr[t]  # min-SNR-5 weighting for epsilon prediction
+            loss = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+            lr = a.lr * min(1.0, (self.step + 1) / 200)
+            lr *= 0.5 * (1 + math.cos(math.pi * self.step / a.unet_steps)) * 0.9 + 0.1  # cosine to 10%
+            for g in self.opt.param_groups:
+                g["lr"] = lr
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            self.opt.step()
+            self._update_ema()
+            self.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.1e}", refresh=False)
+            if self.step % a.save_every == 0:
+                self.save()
+                self.export()
+        bar.close()
+        self.stage = "done"
+        self.save()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = min(self.args.ema, (1 + self.step) / (10 + self.step))
+        for name, model in (("unet", self.unet), ("text", self.text)):
+            for e, p in zip(self.ema[name].parameters(), model.parameters(), strict=True):
+                e.lerp_(p, 1 - decay)
+
+    def export(self) -> Path:
+        unet = self.ema["unet"] if self.ema else self.unet
+        text = self.ema["text"] if self.ema else self.text
+        info = {k: v for k, v in vars(self.args).items() if k not in ("run_dir", "output", "device")}
+        info["completed_unet_steps"] = self.step if self.stage == "unet" else self.args.unet_steps
+        path = export.write_checkpoint(self.args.output, unet, self.vae, text, info)
+        _log(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+        return path
+
+    def run(self) -> None:
+        t0 = time.time()
+        if self.stage == "vae":
+            self.train_vae()
+        if self.stage == "encode":
+            self.encode()
+        if self.stage == "unet":
+            self.train_unet()
+        if self.args.export_only or self.stage == "done":
+            self.export()
+        _log(f"finished in {time.time() - t0:.0f} s")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--run-dir", default="runs/demo_model", help="state.pt and latents.pt go here")
+    p.add_argument("--output", default="runs/demo_model/loom-demo-shapes.safetensors")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda")
+    p.add_argument("--vae-steps", type=int, default=400)
+    p.add_argument("--vae-batch", type=int, default=16)
+    p.add_argument("--vae-lr", type=float, default=1e-3)
+    p.add_argument("--scenes", type=int, default=6000, help="training scenes encoded for the UNet")
+    p.add_argument("--unet-steps", type=int, default=2400)
+    p.add_argument("--batch", type=int, default=24)
+    p.add_argument("--lr", type=float, default=6e-4)
+    p.add_argument("--ema", type=float, default=0.995, help="EMA decay of the exported weights")
+    p.add_argument("--save-every", type=int, default=200)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (0: torch's default). On a shared, loaded CPU one thread is "
+        "several times faster than two that wait for each other",
+    )
+    p.add_argument("--export-only", action="store_true", help="write the checkpoint from state.pt")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    from loom.runtime import torchvision_fix
+
+    torchvision_fix.install()  # diffusers imports torchvision through transformers
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    _log("settings: " + json.dumps(vars(args)))
+    run = Run(args)
+    if args.export_only:
+        run.export()
+        return
+    run.run()
+
+
+if __name__ == "__main__":
+    main()

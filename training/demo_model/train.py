@@ -10,8 +10,9 @@ each stage's end; re-running the same command continues where it stopped):
 2. **encode** — ``--scenes`` training scenes are encoded once; the UNet stage reads latents only
    (the VAE's 128x128 convolutions would otherwise dominate every step).
 3. **unet** — the UNet and the CLIP text encoder together, from scratch, epsilon prediction on
-   SD 1.5's noise schedule, min-SNR-5 loss weighting (faster convergence), 10% empty captions
-   (so classifier-free guidance works), caption variants that drop details, EMA weights.
+   SD 1.5's noise schedule, min-SNR-5 loss weighting (faster convergence), 7% empty captions
+   and 3% out-of-world words (so classifier-free guidance works, with any negative prompt),
+   caption variants that drop details, EMA weights.
 
 Each step's randomness comes from (seed, step), so a resumed run follows the same path as an
 uninterrupted one. The result is written with :func:`.export.write_checkpoint` after the last
@@ -53,6 +54,45 @@ def _progress(total: int, start: int, desc: str):
 def _images(batch: list[scenes.Scene], device) -> torch.Tensor:
     arr = np.stack([scenes.render(s).image for s in batch])
     return torch.from_numpy(arr).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+# Words from outside the scene world that prompts (above all negative prompts) often carry. A few
+# training captions are made of them, or of random tokens, with the empty prompt's target: words
+# the model does not know then mean "nothing", as the empty prompt does, and an editor's default
+# negative prompt ("blurry, low quality, watermark") works as the unconditional side of CFG.
+OUTSIDE_WORDS = (
+    "blurry",
+    "low quality",
+    "watermark",
+    "text",
+    "signature",
+    "ugly",
+    "deformed",
+    "bad anatomy",
+    "jpeg artifacts",
+    "worst quality",
+    "lowres",
+    "a photo",
+    "a painting",
+    "noise",
+    "cropped",
+    "out of frame",
+    "a cat",
+    "a landscape",
+    "lighthouse",
+)
+
+
+def _caption(scene: scenes.Scene, rng: random.Random) -> str:
+    r = rng.random()
+    if r < 0.07:
+        return ""  # classifier-free guidance's unconditional
+    if r < 0.1:
+        if rng.random() < 0.5:
+            return ", ".join(rng.sample(OUTSIDE_WORDS, rng.randint(1, 4)))
+        ids = [rng.randrange(300, 49000) for _ in range(rng.randint(1, 8))]
+        return architecture.tokenizer().decode(ids)
+    return scene.caption(rng if rng.random() < 0.5 else None)
 
 
 class Run:
@@ -215,10 +255,7 @@ class Run:
         while self.step < a.unet_steps:
             rng, gen = self._rng(self.step)
             idx = [rng.randrange(len(all_scenes)) for _ in range(a.batch)]
-            caps = [
-                "" if rng.random() < 0.1 else all_scenes[i].caption(rng if rng.random() < 0.5 else None)
-                for i in idx
-            ]
+            caps = [_caption(all_scenes[i], rng) for i in idx]
             ids = architecture.tokenize(caps).to(self.device)
             x0 = lat[idx].to(self.device)
             t = torch.randint(0, 1000, (a.batch,), generator=gen, device=self.device)
@@ -257,9 +294,14 @@ class Run:
     def export(self) -> Path:
         unet = self.ema["unet"] if self.ema else self.unet
         text = self.ema["text"] if self.ema else self.text
+        vae = self.vae
+        tuned = self.dir / "decoder.pt"
+        if tuned.exists():  # a decoder fine-tuned by --finetune-decoder (same latent space)
+            vae = copy.deepcopy(self.vae)
+            vae.load_state_dict(torch.load(tuned, map_location=self.device, weights_only=True)["vae"])
         info = {k: v for k, v in vars(self.args).items() if k not in ("run_dir", "output", "device")}
         info["completed_unet_steps"] = self.step if self.stage == "unet" else self.args.unet_steps
-        path = export.write_checkpoint(self.args.output, unet, self.vae, text, info)
+        path = export.write_checkpoint(self.args.output, unet, vae, text, info)
         _log(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
         return path
 
@@ -274,6 +316,58 @@ class Run:
         if self.args.export_only or self.stage == "done":
             self.export()
         _log(f"finished in {time.time() - t0:.0f} s")
+
+
+def finetune_decoder(args) -> None:
+    """Improve the VAE's decoder alone, on whole 128x128 scenes, while the UNet trains (a second
+    process): the encoder and the latent space stay as they are, so the UNet's latents keep their
+    meaning. Resumable from ``<run>/decoder.pt``; the UNet stage's exports pick it up."""
+    run_dir = Path(args.run_dir)
+    device = torch.device(
+        args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    state = torch.load(run_dir / "state.pt", map_location=device, weights_only=True)
+    if state["stage"] == "vae":
+        raise SystemExit("the VAE stage has not finished yet")
+    vae = architecture.build_vae().to(device)
+    vae.load_state_dict(state["vae"])
+    del state
+    vae.requires_grad_(False)
+    params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=args.vae_lr * 0.3, weight_decay=0.0)
+    path, step = run_dir / "decoder.pt", 0
+    if path.exists():
+        saved = torch.load(path, map_location=device, weights_only=True)
+        vae.load_state_dict(saved["vae"])
+        opt.load_state_dict(saved["opt"])
+        step = saved["step"]
+        _log(f"resumed decoder fine-tuning at step {step}")
+    bar = _progress(args.finetune_decoder, step, "decoder")
+    vae.decoder.train()
+    while step < args.finetune_decoder:
+        k = args.seed * 1_000_003 + step * 7 + 5
+        rng, gen = random.Random(k), torch.Generator(device).manual_seed(k)
+        x = _images([scenes.random_scene(rng) for _ in range(args.vae_batch // 2)], device)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.sample(generator=gen)
+        rec = vae.decode(z).sample
+        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        if step % 50 == 0 or step == args.finetune_decoder:
+            tmp = path.with_suffix(".tmp")
+            torch.save({"step": step, "vae": vae.state_dict(), "opt": opt.state_dict()}, tmp)
+            tmp.replace(path)
+            psnr = 10 * math.log10(4 / F.mse_loss(rec.detach().clamp(-1, 1), x).item())
+            _log(f"decoder step {step}: loss {loss.item():.4f}, PSNR {psnr:.1f} dB")
+    bar.close()
 
 
 def parse_args(argv=None):
@@ -301,6 +395,14 @@ def parse_args(argv=None):
         "several times faster than two that wait for each other",
     )
     p.add_argument("--export-only", action="store_true", help="write the checkpoint from state.pt")
+    p.add_argument(
+        "--finetune-decoder",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="instead of training: fine-tune the VAE decoder for STEPS steps (run it as a "
+        "second process once the encode stage is done)",
+    )
     return p.parse_args(argv)
 
 
@@ -312,6 +414,9 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     _log("settings: " + json.dumps(vars(args)))
+    if args.finetune_decoder:
+        finetune_decoder(args)
+        return
     run = Run(args)
     if args.export_only:
         run.export()

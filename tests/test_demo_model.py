@@ -34,9 +34,9 @@ def test_scenes_are_seeded_and_captions_come_from_the_parameters():
         scenes.scene_from_words("orange", "star", "top", "large").caption()
         == "a large orange star at the top on a white background"
     )
-    assert scenes.Obj("star", "orange", "large", "top", 0, 0).phrase(with_size=False, with_position=False) == (
-        "an orange star"
-    )  # grammar: "an" before a vowel
+    assert scenes.Obj("star", "orange", "large", "top", 0, 0).phrase(
+        with_size=False, with_position=False
+    ) == ("an orange star")  # grammar: "an" before a vowel
 
 
 def test_renders_carry_object_masks_and_edges():

@@ -135,7 +135,12 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=STEPS)
     p.add_argument("--grid", help="also write the README grid figure here")
     p.add_argument("--json", help="write all figures and per-prompt readings here")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     graph = LoomGraph(args.checkpoint)
     report = {"checkpoint": args.checkpoint, "steps": args.steps, "sampler": SAMPLER}
     prompts = scenes.test_prompts(args.prompts)

@@ -3,8 +3,9 @@
 Three stages, each resumable from ``<run>/state.pt`` (saved every ``--save-every`` steps and at
 each stage's end; re-running the same command continues where it stopped):
 
-1. **vae** — the AutoencoderKL on freshly generated scenes (64x64 crops, every 4th step whole
-   128x128 pictures so the mid-block attention sees full-size latents), L1 + MSE + a tiny KL.
+1. **vae** — the AutoencoderKL on freshly generated scenes (32x32 crops mostly around objects,
+   every 8th step whole 128x128 pictures so the mid-block attention sees full-size latents),
+   L1 + MSE + a tiny KL + a guide that makes three latent channels follow the mean colour.
    Then the latent space is rescaled *exactly* (quant_conv / post_quant_conv weights) so that
    latents times 0.18215 have unit spread, as SD 1.x's scaling factor assumes.
 2. **encode** — ``--scenes`` training scenes are encoded once; the UNet stage reads latents only
@@ -166,17 +167,33 @@ class Run:
         self.vae.train()
         while self.step < a.vae_steps:
             rng, gen = self._rng(self.step)
-            full = self.step % 4 == 3
-            n = a.vae_batch // 2 if full else a.vae_batch
-            x = _images([scenes.random_scene(rng) for _ in range(n)], self.device)
-            if not full:
-                ox, oy = rng.randrange(0, 65, 8), rng.randrange(0, 65, 8)
-                x = x[:, :, oy : oy + 64, ox : ox + 64]
+            full = self.step % 8 == 7
+            n = 4 if full else a.vae_batch
+            batch = [scenes.random_scene(rng) for _ in range(n)]
+            x = _images(batch, self.device)
+            if not full:  # one crop per scene, on the latent grid, mostly around an object
+                c = a.vae_crop
+                crops = []
+                for img, scene in zip(x, batch, strict=True):
+                    ox, oy = rng.randrange(0, 129 - c, 8), rng.randrange(0, 129 - c, 8)
+                    if rng.random() < 0.8:
+                        o = rng.choice(scene.objects)
+                        ox = min(128 - c, max(0, round((o.cx - c / 2 + rng.uniform(-10, 10)) / 8) * 8))
+                        oy = min(128 - c, max(0, round((o.cy - c / 2 + rng.uniform(-10, 10)) / 8) * 8))
+                    crops.append(img[:, oy : oy + c, ox : ox + c])
+                x = torch.stack(crops)
             post = self.vae.encode(x).latent_dist
             rec = self.vae.decode(post.sample(generator=gen)).sample
-            loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + 1e-6 * post.kl().mean()
+            # Guide: the first three latent channels follow the 8x8 mean colour. Colour is what
+            # the prompts name, and a colour-like latent space is easy for the UNet.
+            guide = F.mse_loss(post.mean[:, :3], F.avg_pool2d(x, 8))
+            loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + 0.1 * guide + 1e-6 * post.kl().mean()
             for g in self.vae_opt.param_groups:
-                g["lr"] = a.vae_lr * min(1.0, (self.step + 1) / 100)
+                g["lr"] = (
+                    a.vae_lr
+                    * min(1.0, (self.step + 1) / 50)
+                    * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * self.step / a.vae_steps)))
+                )
             self.vae_opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.vae.parameters(), 1.0)
@@ -379,8 +396,11 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda")
     p.add_argument("--vae-steps", type=int, default=400)
-    p.add_argument("--vae-batch", type=int, default=16)
-    p.add_argument("--vae-lr", type=float, default=1e-3)
+    p.add_argument("--vae-batch", type=int, default=32)
+    p.add_argument("--vae-lr", type=float, default=2e-3)
+    p.add_argument(
+        "--vae-crop", type=int, default=32, help="crop side (multiple of 8); every 8th step whole scenes"
+    )
     p.add_argument("--scenes", type=int, default=6000, help="training scenes encoded for the UNet")
     p.add_argument("--unet-steps", type=int, default=2400)
     p.add_argument("--batch", type=int, default=24)

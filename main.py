@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "to make requests; repeatable")
     net.add_argument("--max-upload-mb", type=int, default=100,
                      help="largest upload (and request body) accepted, in MB")
+    net.add_argument("--max-image-megapixels", type=float, default=70.0, metavar="MP",
+                     help="largest image file accepted for upload or loading, as width × height "
+                          "× frames, in millions of pixels")
     net.add_argument("--request-timeout", type=float, default=30.0, metavar="SECONDS",
                      help="close a connection whose request headers or body stop arriving for "
                           "this long (also the idle keep-alive time)")
@@ -126,6 +129,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         cache_max_entries=args.cache_max_entries, cache_max_ram_mb=args.cache_max_ram_mb,
         cache_max_model_ram_mb=args.cache_max_model_ram_mb,
         max_upload_mb=args.max_upload_mb, request_timeout_s=args.request_timeout,
+        max_image_megapixels=args.max_image_megapixels,
         history_max_items=args.history_max_items, cpu=args.cpu,
         reset_damaged_db=args.reset_damaged_db,
         preview_method=args.preview_method,

@@ -40,6 +40,9 @@ class Settings:
     # A request whose headers or body stop arriving for this long is closed (slow clients,
     # half-sent requests); also how long an idle keep-alive connection stays open.
     request_timeout_s: float = 30.0
+    # The pixel budget of one image file's decode (width × height × frames), for uploads and
+    # LoadImage: a small file must not expand into gigabytes.
+    max_image_megapixels: float = 70.0
     history_max_items: int = 10_000
     # A damaged or foreign user/loom.sqlite3 is set aside (renamed) and a fresh one started,
     # rather than refusing to start.

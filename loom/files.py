@@ -16,23 +16,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loom.paths import safe_join
+from loom.paths import safe_join, walk_folder
 
 
 def list_input_files(ctx: Any, extensions: tuple[str, ...]) -> list[str]:
     """Files with one of ``extensions`` under the input folder, recursive, '/'-separated, sorted
-    (hidden ones left out)."""
+    (hidden ones and symlinks that lead elsewhere left out: see :func:`walk_folder`)."""
     paths = getattr(ctx, "paths", None)
     root = getattr(paths, "input_dir", None)
     if root is None or not os.path.isdir(root):
         return []
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel = os.path.relpath(dirpath, root)
-        for f in filenames:
-            if f.lower().endswith(extensions) and not f.startswith("."):
-                found.append(Path(rel, f).as_posix().removeprefix("./"))
+    found = [f"{rel}/{name}" if rel else name for rel, _, names in walk_folder(root)
+             for name in names if name.lower().endswith(extensions)]
     return sorted(found, key=str.lower)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,17 +152,13 @@ class Folders:
                 return cached[1]
         exts = MODEL_FOLDERS[folder]
         found = []
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            rel_dir = os.path.relpath(dirpath, root)
+        for rel_dir, dirnames, filenames in walk_folder(root):
             if folder == "diffusers":
                 if "model_index.json" in filenames:
-                    found.append(Path(rel_dir).as_posix())
+                    found.append(rel_dir or ".")
                     dirnames[:] = []
                 continue
-            for f in filenames:
-                if f.lower().endswith(exts) and not f.startswith("."):
-                    found.append(Path(rel_dir, f).as_posix().removeprefix("./"))
+            found += [_join(rel_dir, f) for f in filenames if f.lower().endswith(exts)]
         found.sort(key=str.lower)
         with self._lock:
             self._listing[folder] = (stamp, found)
@@ -176,13 +173,42 @@ class Folders:
         return path
 
 
+def walk_folder(root: str | os.PathLike) -> Iterator[tuple[str, list[str], list[str]]]:
+    """``os.walk`` for folders a user fills: (folder relative to ``root`` with '/' separators,
+    '' for the root; its subfolders, sorted, which the caller may prune; its files, sorted).
+    Hidden names are left out. Symlinked folders are never entered, so a link loop cannot
+    trap the walk and no link leads out of ``root`` or lists a folder twice; a symlinked file
+    is listed only when it points to a file inside ``root`` (what :func:`safe_join` opens)."""
+    root_real = os.path.realpath(root)
+    inside = root_real.rstrip(os.sep) + os.sep
+    for dirpath, dirnames, filenames in os.walk(root_real):  # followlinks=False
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and not os.path.islink(os.path.join(dirpath, d)))
+        files = []
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            full = os.path.join(dirpath, name)
+            if os.path.islink(full):
+                target = os.path.realpath(full)
+                if not (target.startswith(inside) and os.path.isfile(target)):
+                    continue
+            files.append(name)
+        rel = os.path.relpath(dirpath, root_real)
+        yield ("" if rel == "." else Path(rel).as_posix()), dirnames, files
+
+
+def _join(rel_dir: str, name: str) -> str:
+    return f"{rel_dir}/{name}" if rel_dir else name
+
+
 def _tree_mtime(root: Path) -> float:
     """Newest mtime among ``root`` and its subfolders (file adds/removes change a folder's)."""
     newest = root.stat().st_mtime
-    for dirpath, dirnames, _ in os.walk(root, followlinks=True):
+    for rel_dir, dirnames, _ in walk_folder(root):
         for d in dirnames:
             try:
-                newest = max(newest, os.stat(os.path.join(dirpath, d)).st_mtime)
+                newest = max(newest, os.stat(os.path.join(root, rel_dir, d)).st_mtime)
             except OSError:
                 pass
     return newest

@@ -10,14 +10,16 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, ImageSequence
+from PIL import Image, ImageOps
 from PIL.PngImagePlugin import PngInfo
 
+from loom import imageio
 from loom.files import (
     expand_prefix,
     file_fingerprint,
@@ -63,21 +65,21 @@ def _frame_to_arrays(frame: Image.Image) -> tuple[np.ndarray, np.ndarray | None]
     return np.asarray(frame.convert("RGB"), dtype=np.float32) / 255.0, None
 
 
-def load_image_file(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor]:
+def load_image_file(path: str | os.PathLike, max_pixels: int = imageio.DEFAULT_MAX_PIXELS
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """(IMAGE [B,H,W,3], MASK [B,H,W]) from an image file; every frame of an animated file is one
     batch entry (frames whose size differs from the first are dropped). The mask is 1 where the
-    image is transparent, like ComfyUI's; an image with no alpha gets a 64x64 zero mask."""
+    image is transparent, like ComfyUI's; an image with no alpha gets a 64x64 zero mask.
+    :class:`loom.imageio.ImageRefused` for other formats and files over ``max_pixels``."""
     images, alphas = [], []
-    with Image.open(path) as img:
-        # A multi-picture JPEG (phones' MPO) holds a second, different view: not an animation.
-        frames = [img] if img.format == "MPO" else ImageSequence.Iterator(img)
+    with imageio.open_image(path, max_pixels=max_pixels) as img:
         size = None
-        for frame in frames:
-            rgb, alpha = _frame_to_arrays(frame)
+        for frame in imageio.frames(img, max_pixels):
             if size is None:
-                size = rgb.shape[:2]
-            elif rgb.shape[:2] != size:
-                continue
+                size = frame.size
+            elif frame.size != size:
+                continue  # skipped before it is decoded
+            rgb, alpha = _frame_to_arrays(frame)
             images.append(rgb)
             alphas.append(alpha)
     if not images:
@@ -105,6 +107,35 @@ def _missing_image_message(ctx: Any, name: Any) -> str | None:
         return (f"Image file {name!r} was not found in the input folder "
                 f"({ctx.paths.input_dir}). Upload it again or put the file there.")
     return None
+
+
+def _unreadable_image_message(ctx: Any, name: Any, first_frame_only: bool = False) -> str | None:
+    """Why the image cannot be loaded (format, pixel budget), from its header only."""
+    try:
+        path = input_path(ctx, name)
+        st = path.stat()
+    except (OSError, UnsafePathError, RuntimeError, TypeError):
+        return None  # reported by _missing_image_message
+    max_pixels = imageio.max_pixels_of(getattr(ctx, "settings", None))
+    key = (str(path), st.st_size, st.st_mtime_ns, max_pixels, first_frame_only)
+    with _probe_lock:
+        if key in _probe_cache:
+            return _probe_cache[key]
+    try:
+        with imageio.open_image(path, max_pixels=max_pixels, first_frame_only=first_frame_only):
+            message = None
+    except imageio.ImageRefused as e:
+        message = f"Cannot load {name!r}: {e}"
+    with _probe_lock:
+        if len(_probe_cache) > 4096:
+            _probe_cache.clear()
+        _probe_cache[key] = message
+    return message
+
+
+# Counting a GIF's frames reads the whole file: remember the verdict per (path, size, mtime).
+_probe_cache: dict[tuple, str | None] = {}
+_probe_lock = threading.Lock()
 
 
 class InputImage(Combo):
@@ -135,10 +166,11 @@ class LoadImage(Node):
 
     @classmethod
     def validate_inputs(cls, ctx, image=None, **_):
-        return _missing_image_message(ctx, image)
+        return _missing_image_message(ctx, image) or _unreadable_image_message(ctx, image)
 
     def run(self, image):
-        return load_image_file(input_path(self.ctx, image))
+        return load_image_file(input_path(self.ctx, image),
+                               imageio.max_pixels_of(self.ctx.settings))
 
 
 class LoadImageMask(Node):
@@ -154,10 +186,15 @@ class LoadImageMask(Node):
     outputs = (Output("MASK"),)
 
     fingerprint = LoadImage.fingerprint
-    validate_inputs = LoadImage.validate_inputs
+
+    @classmethod
+    def validate_inputs(cls, ctx, image=None, **_):
+        return (_missing_image_message(ctx, image)
+                or _unreadable_image_message(ctx, image, first_frame_only=True))
 
     def run(self, image, channel):
-        with Image.open(input_path(self.ctx, image)) as img:
+        with imageio.open_image(input_path(self.ctx, image), first_frame_only=True,
+                                max_pixels=imageio.max_pixels_of(self.ctx.settings)) as img:
             img = ImageOps.exif_transpose(img) or img
             if img.mode.startswith("I"):
                 rgb, _ = _frame_to_arrays(img)

@@ -10,6 +10,7 @@ runs. (What a prompt does when it runs is reported over the websocket, never as 
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import math
 import re
@@ -407,6 +408,70 @@ def test_fuzz_multipart_garbage_never_5xx(fuzz_server, path, body, fields):
     status, data = send(fuzz_server, "POST", path, body,
                         {"Content-Type": "multipart/form-data; boundary=x"})
     check(status, data, (path, body[:300]))
+
+
+@st.composite
+def image_files(draw) -> bytes:
+    """Small files that decode to anything from a few pixels to gigabytes: animated GIFs with a
+    big canvas, APNG/WebP/TIFF animations, other formats Pillow knows, truncated or damaged."""
+    from PIL import Image
+
+    kind = draw(st.sampled_from(["gif_bomb", "animated", "still", "other"]))
+    if kind == "gif_bomb":
+        from tests.test_untrusted_images import gif_bomb
+
+        data = gif_bomb(draw(st.integers(1, 20000)), draw(st.integers(1, 20000)),
+                        draw(st.integers(1, 300)))
+    else:
+        fmt = draw(st.sampled_from(["PNG", "GIF", "WEBP", "TIFF"] if kind == "animated" else
+                                   ["PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"] if kind == "still"
+                                   else ["EPS", "PPM", "ICO", "TGA", "PCX", "QOI", "DDS", "PDF"]))
+        size = (draw(st.integers(1, 64)), draw(st.integers(1, 64)))
+        mode = draw(st.sampled_from(["RGB", "RGBA", "L", "1", "P"]))
+        if fmt in ("JPEG", "EPS", "PDF", "PCX", "DDS", "QOI", "ICO") and mode not in ("RGB", "L"):
+            mode = "RGB"
+        frames = [Image.new(mode, size, i * 30) for i in range(draw(st.integers(1, 4)))]
+        buf = io.BytesIO()
+        extra = {"save_all": True, "append_images": frames[1:]} if kind == "animated" else {}
+        try:
+            frames[0].save(buf, format=fmt, **extra)
+        except (OSError, ValueError, KeyError):
+            frames[0].convert("RGB").save(buf, format="PNG")
+        data = buf.getvalue()
+    damage = draw(st.sampled_from(["none", "none", "truncate", "flip"]))
+    if damage == "truncate":
+        data = data[:draw(st.integers(0, len(data)))]
+    elif damage == "flip" and data:
+        i = draw(st.integers(0, len(data) - 1))
+        data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
+    return data
+
+
+def test_fuzz_image_files_never_5xx(fuzz_server):
+    @FUZZ_SMALL
+    @given(image_files(), st.sampled_from(["/upload/image", "/upload/mask"]))
+    def run(data, path):
+        boundary = "fuzzboundary"
+        parts = [(b'Content-Disposition: form-data; name="image"; filename="f.png"', data)]
+        if path == "/upload/mask":
+            parts.append((b'Content-Disposition: form-data; name="original_ref"',
+                          b'{"filename": "in.png", "type": "input"}'))
+        body = b"".join(b"--" + boundary.encode() + b"\r\n" + head + b"\r\n\r\n" + content
+                        + b"\r\n" for head, content in parts) + b"--" + boundary.encode() + b"--\r\n"
+        status, answer = send(fuzz_server, "POST", path, body,
+                              {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        check(status, answer, (path, data[:100]))
+        # Whatever sits in input/ (uploaded or copied there), LoadImage must say no clearly.
+        (fuzz_server.settings.folders.input_dir / "fuzzed.png").write_bytes(data)
+        for node, extra in (("LoadImage", {}), ("LoadImageMask", {"channel": "red"})):
+            prompt = {"1": {"class_type": node, "inputs": {"image": "fuzzed.png", **extra}},
+                      "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+            status, answer = send(fuzz_server, "POST", "/prompt", _dumps({"prompt": prompt}),
+                                  {"Content-Type": "application/json"})
+            check(status, answer, (node, data[:100]))
+
+    run()
+    fuzz_server.post("/queue", json={"clear": True})
 
 
 @FUZZ_SMALL

@@ -19,7 +19,7 @@ from urllib.parse import quote
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from loom import jsonsafe
+from loom import imageio, jsonsafe
 from loom.paths import UnsafePathError, safe_join
 from loom.server.routes._common import ApiError, bad_request, not_found, read_timeout, timed_out
 from loom.server.state import get_state
@@ -135,17 +135,12 @@ def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _check_image(data: bytes) -> None:
-    from PIL import Image, UnidentifiedImageError
-
+def _check_image(data: bytes, max_pixels: int) -> None:
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.verify()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise bad_request(f"the uploaded file is not an image Loom can read ({e})",
+        imageio.check_image(data, max_pixels=max_pixels)
+    except imageio.ImageRefused as e:
+        raise bad_request(f"the uploaded file is not an image Loom can load: {e}",
                           "invalid_image") from None
-    except Image.DecompressionBombError as e:
-        raise bad_request(str(e), "invalid_image") from None
 
 
 def _store(folder: Path, name: str, data: bytes, overwrite: bool) -> str:
@@ -184,19 +179,19 @@ async def _upload(request: web.Request, mask: bool) -> web.Response:
         folder = safe_join(state.settings.folders.root_of(folder_type), subfolder)
     except UnsafePathError as e:
         raise bad_request(str(e), "invalid_path") from None
-    await asyncio.to_thread(_check_image, data)
+    max_pixels = imageio.max_pixels_of(state.settings)
+    await asyncio.to_thread(_check_image, data, max_pixels)
     if mask:
-        data = await asyncio.to_thread(_apply_mask, state, fields.get("original_ref"), data)
+        data = await asyncio.to_thread(_apply_mask, state, fields.get("original_ref"), data,
+                                       max_pixels)
         if not name.lower().endswith(".png"):
             name = os.path.splitext(name)[0] + ".png"
     stored = await asyncio.to_thread(_store, folder, name, data, overwrite)
     return web.json_response({"name": stored, "subfolder": subfolder, "type": folder_type})
 
 
-def _apply_mask(state, original_ref: str | None, mask_data: bytes) -> bytes:
+def _apply_mask(state, original_ref: str | None, mask_data: bytes, max_pixels: int) -> bytes:
     """ComfyUI's mask upload: the mask's alpha becomes the alpha of the original image."""
-    from PIL import Image
-
     if not original_ref:
         raise bad_request("'original_ref' is required for a mask upload")
     try:
@@ -215,12 +210,20 @@ def _apply_mask(state, original_ref: str | None, mask_data: bytes) -> bytes:
         raise bad_request(str(e), "invalid_path") from None
     if not path.is_file():
         raise not_found(f"original image {ref['filename']!r} not found")
-    with Image.open(path) as original, Image.open(io.BytesIO(mask_data)) as mask:
-        result = original.convert("RGBA")
-        alpha = mask.convert("RGBA").getchannel("A").resize(result.size)
-        result.putalpha(alpha)
-        out = io.BytesIO()
-        result.save(out, format="PNG")
+    try:
+        with imageio.open_image(path, max_pixels=max_pixels, first_frame_only=True) as original, \
+                imageio.open_image(mask_data, max_pixels=max_pixels, first_frame_only=True) as mask:
+            return _masked_png(original, mask)
+    except (imageio.ImageRefused, OSError, ValueError, SyntaxError, EOFError) as e:
+        raise bad_request(f"cannot apply the mask: {e}", "invalid_image") from None
+
+
+def _masked_png(original, mask) -> bytes:
+    result = original.convert("RGBA")
+    alpha = mask.convert("RGBA").getchannel("A").resize(result.size)
+    result.putalpha(alpha)
+    out = io.BytesIO()
+    result.save(out, format="PNG")
     return out.getvalue()
 
 

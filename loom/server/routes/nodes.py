@@ -47,7 +47,7 @@ async def node_packs(request: web.Request) -> web.Response:
 @routes.get("/embeddings")
 async def embeddings(request: web.Request) -> web.Response:
     folders = get_state(request).settings.folders
-    names = [n.rsplit(".", 1)[0] for n in folders.list_models("embeddings")]
+    names = [n.rsplit(".", 1)[0] for n in await asyncio.to_thread(folders.list_models, "embeddings")]
     return web.json_response(names)
 
 

@@ -16,17 +16,29 @@ export function snapshot(graph: LGraph): any {
 export class ChangeTracker {
   private undoStack: string[] = [];
   private redoStack: string[] = [];
-  current: string;
+  private baseline: string | null = null;
 
   constructor(
     private graph: LGraph,
     private restore: (workflow: any) => void,
-  ) {
-    this.current = JSON.stringify(snapshot(graph));
+  ) {}
+
+  /** The last recorded state (taken on first use: a big workflow draws before it is copied). */
+  get current(): string {
+    if (this.baseline === null) this.baseline = JSON.stringify(snapshot(this.graph));
+    return this.baseline;
+  }
+
+  set current(value: string) {
+    this.baseline = value;
   }
 
   /** Records the graph's state; true when it changed since the last check. */
   check(): boolean {
+    if (this.baseline === null) {
+      this.current; // first look: this is the baseline, not a change
+      return false;
+    }
     const now = JSON.stringify(snapshot(this.graph));
     if (now === this.current) return false;
     this.undoStack.push(this.current);

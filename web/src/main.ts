@@ -33,6 +33,8 @@ async function fetchObjectInfo(): Promise<ObjectInfo> {
   }
 }
 
+const FAR_ZOOM = 0.3;
+
 function configureLiteGraph(): void {
   const L = LiteGraph as any;
   L.release_link_on_empty_shows_menu = true; // a link dropped on the canvas opens our search
@@ -54,6 +56,16 @@ function configureLiteGraph(): void {
       }
     } else drawNode.call(this, node, ctx);
   };
+  // Zoomed far out, widgets and sockets are specks: skip them (a 2,000-node overview pans
+  // at a fraction of the cost).
+  const drawWidgets = (LGraphCanvas.prototype as any).drawNodeWidgets;
+  (LGraphCanvas.prototype as any).drawNodeWidgets = function (this: LGraphCanvas, ...args: any[]) {
+    if (this.ds.scale >= FAR_ZOOM) drawWidgets.apply(this, args);
+  };
+  const drawSlots = (LGraphNode.prototype as any).drawSlots;
+  (LGraphNode.prototype as any).drawSlots = function (this: LGraphNode, ...args: any[]) {
+    if ((LGraphCanvas.active_canvas?.ds.scale ?? 1) >= FAR_ZOOM) drawSlots.apply(this, args);
+  };
   const bg = Object.getOwnPropertyDescriptor(LGraphNode.prototype, "renderingBgColor")!;
   Object.defineProperty(LGraphNode.prototype, "renderingBgColor", {
     configurable: true,
@@ -61,6 +73,25 @@ function configureLiteGraph(): void {
       return this.mode === 4 ? "#5b2a73" : bg.get!.call(this);
     },
   });
+}
+
+/** Node titles and labels repeat across a big graph; measuring each once saves most of the
+ * time of loading one (setting ctx.font and measuring are slow in canvas 2D). */
+function memoizeTextMeasuring(): void {
+  const L = LGraphCanvas as any;
+  const measure = L._measureText;
+  if (!measure) return;
+  const cache = new Map<string, number>();
+  L._measureText = (text: string, font?: string) => {
+    const key = `${font ?? ""}\n${text}`;
+    let width = cache.get(key);
+    if (width === undefined) {
+      if (cache.size > 20000) cache.clear();
+      width = measure(text, font) as number;
+      cache.set(key, width);
+    }
+    return width;
+  };
 }
 
 function setUpCanvas(app: App): void {
@@ -156,6 +187,7 @@ async function boot(): Promise<void> {
   registerNodeTypes(info);
   const canvasEl = document.getElementById("graph-canvas") as HTMLCanvasElement;
   const canvas = new LGraphCanvas(canvasEl, new LGraph());
+  memoizeTextMeasuring();
   const app = createApp(info, canvas, conn);
   applyTheme(currentTheme(), canvas);
   applyTypeColors(canvas);

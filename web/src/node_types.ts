@@ -63,6 +63,7 @@ function registerNodeType(def: NodeDef): void {
     static title = def.display_name || def.name;
     static loomDef = def;
     static loomCategory = def.category ?? "";
+    static defaultSize: [number, number] | null = null;
     declare loom: NodeRunState;
     loomDef = def;
     serialize_widgets = true;
@@ -70,6 +71,8 @@ function registerNodeType(def: NodeDef): void {
     constructor(title?: string) {
       super(title ?? ServerNode.title);
       addRunStateDrawing(this as unknown as LoomNode);
+      // litegraph re-measures the node after every socket and widget added; measure once below.
+      (this as any).expandToFitContent = () => {};
       let uploadAfter = false;
       let optionalStarted = false;
       for (const [name, spec, optional] of inputs) {
@@ -97,9 +100,14 @@ function registerNodeType(def: NodeDef): void {
         if (def.output_tooltips?.[i]) extra.tooltip = def.output_tooltips[i];
         this.addOutput(def.output_name?.[i] ?? type, type, extra);
       });
-      const size = this.computeSize();
-      this.size = [Math.max(MIN_WIDTH, size[0]), size[1]];
-      if (inputs.some(([, s]) => s[1]?.multiline)) this.size[1] += 80;
+      // Measuring text is the costly part of making a node: do it once per type (a workflow of
+      // 2,000 nodes would otherwise spend most of its load time here).
+      if (!ServerNode.defaultSize) {
+        const size = this.computeSize();
+        ServerNode.defaultSize = [Math.max(MIN_WIDTH, size[0]), size[1] + (inputs.some(([, s]) => s[1]?.multiline) ? 80 : 0)];
+      }
+      this.size = [ServerNode.defaultSize[0], ServerNode.defaultSize[1]];
+      delete (this as any).expandToFitContent;
     }
 
     addUploadButton(): void {

@@ -130,6 +130,21 @@ export function applyControlsAfterQueue(node: LGraphNode): void {
 
 const LINE_HEIGHT = 14;
 
+// Read once per theme (getComputedStyle in a draw call would run for every widget each frame).
+let cachedColors: { theme: string; bg: string; text: string } | null = null;
+function themeColors(): { bg: string; text: string } {
+  const theme = document.documentElement.dataset.theme ?? "";
+  if (cachedColors?.theme !== theme) {
+    const style = getComputedStyle(document.documentElement);
+    cachedColors = {
+      theme,
+      bg: style.getPropertyValue("--widget-bg").trim() || "#222",
+      text: style.getPropertyValue("--widget-text").trim() || "#ddd",
+    };
+  }
+  return cachedColors;
+}
+
 function multilineWidget(name: string, value: string, placeholder?: string): any {
   const widget: any = {
     type: "loom_multiline",
@@ -141,15 +156,20 @@ function multilineWidget(name: string, value: string, placeholder?: string): any
     computeLayoutSize() {
       return { minHeight: 64, minWidth: 200 };
     },
-    draw(ctx: CanvasRenderingContext2D, node: LGraphNode, width: number, y: number) {
+    draw(ctx: CanvasRenderingContext2D, node: LGraphNode, width: number, y: number, _h: number, showText = true) {
       const h = (widget.computedHeight ?? 64) - 4;
       const m = 10;
+      const colors = themeColors();
       ctx.save();
-      ctx.fillStyle = getComputedStyle(document.documentElement).getPropertyValue("--widget-bg") || "#222";
+      ctx.fillStyle = colors.bg;
       ctx.strokeStyle = "rgba(128,128,128,0.4)";
       ctx.beginPath();
       ctx.roundRect(m, y, width - m * 2, h, 6);
       ctx.fill();
+      if (!showText) {
+        ctx.restore(); // zoomed far out: the box is enough
+        return;
+      }
       ctx.stroke();
       const disabled = node.getSlotFromWidget?.(widget)?.link != null;
       ctx.globalAlpha *= disabled ? 0.4 : 1;
@@ -157,16 +177,19 @@ function multilineWidget(name: string, value: string, placeholder?: string): any
       ctx.rect(m, y, width - m * 2, h);
       ctx.clip();
       ctx.font = "12px sans-serif";
-      ctx.fillStyle = widget.value ? (getComputedStyle(document.documentElement).getPropertyValue("--widget-text") || "#ddd") : "#888";
+      ctx.fillStyle = widget.value ? colors.text : "#888";
       const text = disabled ? `${name} (from input)` : String(widget.value || widget.placeholder);
-      let line = 0;
-      for (const para of text.split("\n")) {
-        for (const wrapped of wrapText(ctx, para, width - m * 2 - 12)) {
-          const ty = y + 14 + line * LINE_HEIGHT;
-          if (ty > y + h) break;
-          ctx.fillText(wrapped, m + 6, ty);
-          line++;
-        }
+      // Wrapping measures every word: keep the lines until the text or the width change.
+      const key = `${width}\n${text}`;
+      if (widget._wrapKey !== key) {
+        widget._wrapKey = key;
+        widget._lines = text.split("\n").flatMap((para) => wrapText(ctx, para, width - m * 2 - 12));
+      }
+      const lines: string[] = widget._lines;
+      for (let i = 0; i < lines.length; i++) {
+        const ty = y + 14 + i * LINE_HEIGHT;
+        if (ty > y + h) break;
+        ctx.fillText(lines[i], m + 6, ty);
       }
       ctx.restore();
     },

@@ -50,7 +50,9 @@ export class Tabs {
     tab.tracker = new ChangeTracker(graph, (wf) => this.reload(tab, wf));
     this.tabs.push(tab);
     this.activate(tab);
-    this.persist(tab);
+    this.persistIndex();
+    // The undo baseline and the autosave copy right after the first frame, not before it.
+    setTimeout(() => this.persist(tab), 0);
     return tab;
   }
 
@@ -68,7 +70,7 @@ export class Tabs {
 
   private configure(graph: LGraph, workflow: any): void {
     const missing = ensureTypesFor(workflow);
-    graph.configure(structuredClone(workflow));
+    graph.configure(workflow); // callers pass a fresh object (parsed or built for this tab)
     if (missing.length) {
       toast(`Missing node types (shown in red, kept when saved): ${missing.join(", ")}`, "error", 8000);
     }
@@ -148,7 +150,8 @@ export class Tabs {
   /** Writes one tab (and the list of tabs) to localStorage. */
   persist(tab: Tab): void {
     try {
-      localStorage.setItem(TAB_KEY(tab.id), tab.tracker ? tab.tracker.current : JSON.stringify(snapshot(tab.graph)));
+      if (!this.tabs.includes(tab)) return; // closed meanwhile
+      localStorage.setItem(TAB_KEY(tab.id), tab.tracker.current);
     } catch (e) {
       console.warn("autosave failed (storage full?)", e);
     }

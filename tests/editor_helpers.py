@@ -101,10 +101,11 @@ def watch_events(page) -> None:
       window.__events = [];
       const conn = window.loom.app.conn;
       for (const t of ['execution_start','executing','progress','executed','execution_success',
-                       'execution_error','execution_interrupted','execution_cached']) {
-        conn.on(t, d => window.__events.push({type: t, data: d,
+                       'execution_error','execution_interrupted','execution_cached','preview']) {
+        conn.on(t, d => window.__events.push({type: t, data: t === 'preview' ? d.type : d,
           progressText: document.getElementById('progress-text').textContent,
-          running: window.loom.app.graph._nodes.filter(n => n.loom?.running).map(n => n.id)}));
+          running: window.loom.app.graph._nodes.filter(n => n.loom?.running).map(n => n.id),
+          previewOn: window.loom.app.graph._nodes.filter(n => n.loom?.images?.preview).map(n => n.id)}));
       }
     }""")
 
@@ -164,3 +165,33 @@ def open_graph(page, spec: list[tuple], links: list[tuple] = (), name: str = "Te
       window.loom.app.tabs.open(graph.serialize(), name);
       return made.map(n => n.id);
     }""", [list(map(list, spec)), list(map(list, links)), name])
+
+
+def to_screen(page, gx: float, gy: float) -> tuple[float, float]:
+    return tuple(page.evaluate("""([x, y]) => { const c = window.loom.app.canvas;
+      const r = c.canvas.getBoundingClientRect(), {scale, offset} = c.ds;
+      return [r.left + (x + offset[0]) * scale, r.top + (y + offset[1]) * scale]; }""", [gx, gy]))
+
+
+def slot_point(page, node_id: int, output: bool, index: int) -> tuple[float, float]:
+    """Page coordinates of a node's input or output socket."""
+    g = page.evaluate("""([id, output, i]) => { const n = window.loom.app.graph.getNodeById(id);
+      return output ? n.getOutputPos(i) : n.getInputPos(i); }""", [node_id, output, index])
+    return to_screen(page, g[0], g[1])
+
+
+def drag(page, start: tuple[float, float], end: tuple[float, float], steps: int = 8) -> None:
+    page.mouse.move(*start)
+    page.mouse.down()
+    for i in range(1, steps + 1):
+        t = i / steps
+        page.mouse.move(start[0] + (end[0] - start[0]) * t, start[1] + (end[1] - start[1]) * t)
+    page.mouse.up()
+
+
+def convert(server, page) -> dict:
+    """The API prompt the server makes of the active tab's workflow."""
+    workflow = page.evaluate("() => window.loom.app.tabs.serialize()")
+    r = server.post("/workflow/convert", json={"workflow": workflow})
+    assert r.status == 200, r.text
+    return r.json()["prompt"] if "prompt" in r.json() else r.json()

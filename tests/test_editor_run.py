@@ -83,6 +83,10 @@ def test_edit_widget_queue_progress_and_image_then_second_run(editor_server, pag
     assert all(sampler["id"] in e["running"] for e in during), "the sampling node is outlined"
     assert any("step 4/4" in e["progressText"] for e in during)
     assert any("ETA" in e["progressText"] for e in during)
+    # Live previews (the editor asks for them): JPEG frames drawn on the sampling node.
+    previews = [e for e in seen if e["type"] == "preview"]
+    assert previews and all(e["data"] == "image/jpeg" for e in previews)
+    assert any(sampler["id"] in e["previewOn"] for e in seen if e["type"] == "progress")
     save = node_of_type(page, "SaveImage")
     page.wait_for_function("(id) => window.loom.app.graph.getNodeById(id).loom.images?.imgs[0]"
                            "?.naturalWidth === 64", arg=save["id"])

@@ -80,7 +80,8 @@ export function openSearch(app: App, screen: [number, number], link?: LinkContex
   document.querySelector(".search-box")?.remove();
   const canvas = app.canvas;
   const rect = canvas.canvas.getBoundingClientRect();
-  const graphPos = canvas.ds.convertOffsetToCanvas([screen[0] - rect.left, screen[1] - rect.top]);
+  // (litegraph names it from the canvas element's point of view: canvas pixels -> graph "offset" space)
+  const graphPos = canvas.ds.convertCanvasToOffset([screen[0] - rect.left, screen[1] - rect.top]);
   const input = el("input", { type: "search", placeholder: link?.type ? `Nodes for ${link.type}…` : "Search nodes (name, category, in:TYPE, out:TYPE)",
     value: initial, "data-testid": "search-input", autocomplete: "off" }) as HTMLInputElement;
   const list = el("ul", { class: "search-results", "data-testid": "search-results" });

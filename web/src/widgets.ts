@@ -156,7 +156,7 @@ function multilineWidget(name: string, value: string, placeholder?: string): any
     computeLayoutSize() {
       return { minHeight: 64, minWidth: 200 };
     },
-    draw(ctx: CanvasRenderingContext2D, node: LGraphNode, width: number, y: number, _h: number, showText = true) {
+    draw(ctx: CanvasRenderingContext2D, node: LGraphNode, width: number, y: number, _h: number, lowQuality = false) {
       const h = (widget.computedHeight ?? 64) - 4;
       const m = 10;
       const colors = themeColors();
@@ -166,7 +166,7 @@ function multilineWidget(name: string, value: string, placeholder?: string): any
       ctx.beginPath();
       ctx.roundRect(m, y, width - m * 2, h, 6);
       ctx.fill();
-      if (!showText) {
+      if (lowQuality) {
         ctx.restore(); // zoomed far out: the box is enough
         return;
       }

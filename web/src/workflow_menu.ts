@@ -181,7 +181,7 @@ function initDrop(app: App): void {
     if (!file) return;
     // An image dropped on a LoadImage node uploads into it; anywhere else it is read as a workflow.
     const rect = app.canvas.canvas.getBoundingClientRect();
-    const [gx, gy] = app.canvas.ds.convertOffsetToCanvas([e.clientX - rect.left, e.clientY - rect.top]);
+    const [gx, gy] = app.canvas.ds.convertCanvasToOffset([e.clientX - rect.left, e.clientY - rect.top]);
     const node = app.graph.getNodeOnPos(gx, gy);
     if (node && imageInputName(app, node) && file.type.startsWith("image/")) {
       return uploadToNode(app, node, file);

@@ -137,9 +137,11 @@ def test_validation_error_marks_the_node_and_input(editor_server, page):
     assert not any(n["error"] for n in others)
     # Fixing one input and queueing again leaves only the other error.
     set_widget(page, latent["id"], "width", 64)
-    page.click("[data-testid=queue-button]")
-    page.wait_for_selector(f"[data-testid=node-error][data-node-id='{latent['id']}']", state="detached")
+    page.evaluate("() => { window.__answered = false;"
+                  " window.loom.execution.queue(1).then(() => window.__answered = true); }")
+    page.wait_for_function("() => window.__answered")
     assert page.locator(f"[data-testid=node-error][data-node-id='{ckpt['id']}']").count() == 1
+    assert page.locator(f"[data-testid=node-error][data-node-id='{latent['id']}']").count() == 0
     assert server.get("/queue").json()["queue_pending"] == []
 
 

@@ -113,11 +113,13 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(folder: Path, stem: str, counter: int, ext: str, write) -> tuple[str, int]:
+def write_atomic(folder: Path, stem: str, counter: int, ext: str, write,
+                 on_created=None) -> tuple[str, int]:
     """Write ``{stem}_{counter:05}_{ext}`` in ``folder`` with ``write(file)`` so that no reader
     ever sees a partial file: the bytes go to a temporary file in the same folder, are fsynced,
     and the file then gets its name in one step. If another writer took that name meanwhile,
-    the next counter is used. Returns (file name, counter used)."""
+    the next counter is used. ``on_created(path)`` is called the moment the name is taken (a
+    node passes ``ctx.saved_file``). Returns (file name, counter used)."""
     # Not tempfile.mkstemp: its files are private (0600); this one keeps the umask's mode.
     while True:
         tmp = str(folder / f".{stem[:40]}.{secrets.token_hex(6)}{ext}.tmp")
@@ -145,6 +147,8 @@ def write_atomic(folder: Path, stem: str, counter: int, ext: str, write) -> tupl
                     continue
                 os.replace(tmp, final)
             break
+        if on_created is not None:
+            on_created(final)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -7,6 +7,7 @@ userdata file) goes through :func:`safe_join`, which refuses anything that could
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -40,6 +41,9 @@ MODEL_FOLDERS: dict[str, tuple[str, ...]] = {
 # Linux's NAME_MAX and a conservative part of PATH_MAX (the root's own path comes on top).
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 2048
+# The temporary names of atomic writes: ``.NAME.<12 hex>.EXT.tmp`` (loom.files.write_atomic:
+# SaveImage, SaveLatent) and ``.NAME.<8 chars>.tmp`` (tempfile.mkstemp, loom.store.files).
+STALE_TEMP_FILE = re.compile(r"\..+\.(?:[0-9a-f]{12}\.[A-Za-z0-9]{1,16}|[a-z0-9_]{8})\.tmp")
 
 
 class UnsafePathError(ValueError):
@@ -121,6 +125,38 @@ class Folders:
             except OSError:
                 pass
         return removed
+
+    def remove_stale_temp_files(self) -> int:
+        """Remove the half-written files of atomic writes (``.NAME.RANDOM.tmp``) that a killed
+        Loom left in output/ and input/; returns how many. Links are not followed. Run at
+        start-up, holding the store's lock: no write of this server is in flight."""
+        removed = 0
+        for root in (self.output_dir, self.input_dir):
+            for folder, _dirs, files in os.walk(root, followlinks=False):
+                for name in files:
+                    if STALE_TEMP_FILE.fullmatch(name):
+                        try:
+                            os.unlink(os.path.join(folder, name))
+                            removed += 1
+                        except OSError:
+                            pass
+        return removed
+
+    def remove_output_file(self, path: str | Path) -> bool:
+        """Delete a file a killed prompt wrote, if it lies in output/ or temp/ (never elsewhere,
+        whatever the database says); True when it was there."""
+        path = Path(path)
+        try:
+            real = path.parent.resolve() / path.name
+        except OSError:
+            return False
+        if not any(real.is_relative_to(root.resolve()) for root in (self.output_dir, self.temp_dir)):
+            return False
+        try:
+            real.unlink()
+            return True
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            return False
 
     def root_of(self, kind: str) -> Path:
         """The folder for a ``type`` of /view and uploads: output, input or temp."""

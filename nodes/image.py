@@ -226,10 +226,12 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
 
 
 def write_png_atomic(img: Image.Image, folder: Path, stem: str, counter: int,
-                     pnginfo: PngInfo | None, compress_level: int) -> tuple[str, int]:
+                     pnginfo: PngInfo | None, compress_level: int,
+                     on_created=None) -> tuple[str, int]:
     """Write ``{stem}_{counter:05}_.png`` in ``folder`` (see :func:`write_atomic`)."""
     return write_atomic(folder, stem, counter, ".png",
-                        lambda f: img.save(f, format="PNG", pnginfo=pnginfo, compress_level=compress_level))
+                        lambda f: img.save(f, format="PNG", pnginfo=pnginfo, compress_level=compress_level),
+                        on_created)
 
 
 def png_metadata(prompt: Any, extra_pnginfo: Any) -> PngInfo | None:
@@ -298,8 +300,10 @@ class SaveImage(Node):
         results = []
         for image in images:
             self.ctx.check_interrupted()
-            name, counter = write_png_atomic(tensor_to_pil(image), folder, stem, counter, pnginfo,
-                                             self.compress_level)
+            # Files in output/ are noted the moment they exist (temp/ is emptied at each start).
+            name, counter = write_png_atomic(
+                tensor_to_pil(image), folder, stem, counter, pnginfo, self.compress_level,
+                self.ctx.saved_file if self.folder_type == "output" else None)
             counter += 1
             results.append({"filename": name, "subfolder": subfolder, "type": self.folder_type})
         return NodeResult(outputs=(), ui={"images": results})

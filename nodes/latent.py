@@ -197,7 +197,7 @@ class SaveLatent(Node):
         data = safetensors.torch.save({LATENT_KEY: samples["samples"].contiguous().cpu(),
                                        VERSION_KEY: torch.tensor([])}, metadata=metadata or None)
         name, _ = write_atomic(folder, stem, next_counter(folder, stem, LATENT_EXT), LATENT_EXT,
-                               lambda f: f.write(data))
+                               lambda f: f.write(data), self.ctx.saved_file)
         subfolder = folder.resolve().relative_to(root.resolve()).as_posix()
         return NodeResult(outputs=(), ui={"latents": [
             {"filename": name, "subfolder": "" if subfolder == "." else subfolder, "type": "output"}]})

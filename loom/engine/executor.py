@@ -99,9 +99,11 @@ class Executor:
     # -- execution --------------------------------------------------------------------------
 
     def execute(self, prompt: ValidatedPrompt, prompt_id: str, emit: Emit | None = None,
-                extra_data: dict | None = None, *, previews: bool = False) -> ExecutionResult:
+                extra_data: dict | None = None, *, previews: bool = False,
+                on_file_saved: Callable[[str], None] | None = None) -> ExecutionResult:
         """Run ``prompt``. ``previews``: someone will see step previews, so nodes may make them
-        (``ctx.previews``) and they are passed on as ``preview_image`` events."""
+        (``ctx.previews``) and they are passed on as ``preview_image`` events.
+        ``on_file_saved(path)`` hears of every file a node wrote."""
         start = time.perf_counter()
         self.interrupt.clear()
         result = ExecutionResult(status="success")
@@ -150,7 +152,7 @@ class Executor:
                 send_progress_state()
                 send("executing", {"node": node_id, "display_node": node_id})
                 outputs, ui = self._run_node(current, prompt, values, prompt_id, extra_data, send,
-                                             progress, previews)
+                                             progress, previews, on_file_saved)
                 values[node_id] = outputs
                 result.executed.append(node_id)
                 self.cache.put(sigs[node_id], outputs, ui)
@@ -192,7 +194,8 @@ class Executor:
 
     def _run_node(self, spec: NodeSpec, prompt: ValidatedPrompt, values: dict[str, tuple],
                   prompt_id: str, extra_data: dict, send: Emit, progress: ProgressLog,
-                  previews: bool) -> tuple[tuple, dict | None]:
+                  previews: bool,
+                  on_file_saved: Callable[[str], None] | None = None) -> tuple[tuple, dict | None]:
         kwargs = dict(spec.consts)
         for name, link in spec.links.items():
             kwargs[name] = values[link.node_id][link.slot]
@@ -218,7 +221,8 @@ class Executor:
 
         ctx = RunContext(node_id=node_id, prompt_id=prompt_id, paths=self.paths,
                          models=self.models, settings=self.settings, interrupt=self.interrupt,
-                         on_progress=on_progress, on_image=on_image, previews=previews)
+                         on_progress=on_progress, on_image=on_image, previews=previews,
+                         on_file_saved=on_file_saved)
         try:
             out = spec.cls(ctx).run(**kwargs)
             ui = None

@@ -75,6 +75,13 @@ class RunContext:
     on_image: Callable[[Any], None] | None = None
     # Whether anyone will see step previews of this prompt: a node may skip making them.
     previews: bool = False
+    on_file_saved: Callable[[str], None] | None = None
+
+    def saved_file(self, path: Any) -> None:
+        """Tell Loom about a file this run wrote (in output/ or temp/). If Loom is killed before
+        the prompt finishes, the file is removed before the prompt runs again: no orphans."""
+        if self.on_file_saved is not None:
+            self.on_file_saved(str(path))
 
     def check_interrupted(self) -> None:
         """Call from long loops; raises :class:`Interrupted` when the user pressed interrupt."""

@@ -193,7 +193,11 @@ async def _lifecycle(app: web.Application):
         log.info("Emptied the temp folder (%d previews of an earlier session)", removed)
     store.queue.add_listener(state.hub.status_changed_threadsafe)
     state.hub.status_source = lambda: {"exec_info": {"queue_remaining": store.queue.count()}}
-    store.queue.recover()
+    if removed := await asyncio.to_thread(settings.folders.remove_stale_temp_files):
+        log.info("Removed %d half-written file(s) an earlier run left in output/ or input/",
+                 removed)
+    # Prompts a crash interrupted run again, without the files their killed run wrote.
+    store.queue.recover(remove_file=settings.folders.remove_output_file)
     state.workers = make_workers(state)
     state.workers.start()
     state.started = time.time()

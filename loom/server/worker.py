@@ -194,13 +194,16 @@ class Worker:
                                         [], [], error_type="loom.graph.errors.PromptError",
                                         node_errors=e.node_errors)
                 return
-            result = self.executor.execute(validated, item.prompt_id, emit, item.extra_data,
-                                           previews=previews)
+            result = self.executor.execute(
+                validated, item.prompt_id, emit, item.extra_data, previews=previews,
+                on_file_saved=lambda path: self.queue.note_file(item.prompt_id, path))
             self.last_result = result
             if result.status == "interrupted" and self._stopping.is_set() \
                     and not self._interrupt_requested:
-                # Stopped by shutdown, not by the user: run it again after the restart.
-                self.queue.release(item.prompt_id)
+                # Stopped by shutdown, not by the user: run it again after the restart, without
+                # the files this attempt wrote.
+                for path in self.queue.release(item.prompt_id):
+                    self._remove_file(path)
                 return
             self.queue.finish(item, self.history_entry(item, result),
                               "success" if result.status == "success" else result.status,
@@ -221,6 +224,11 @@ class Worker:
         self.sink("status", None, None)
         for event, data in last:
             self.sink(event, data, client_id)
+
+    def _remove_file(self, path: str) -> None:
+        folders = self.executor.paths
+        if folders is not None and hasattr(folders, "remove_output_file"):
+            folders.remove_output_file(path)
 
     @staticmethod
     def history_entry(item: QueueItem, result: ExecutionResult) -> dict:

@@ -88,6 +88,15 @@ MIGRATIONS: list[str] = [
     """,
     # 2: mark the file as Loom's, so a start-up can tell it from another program's database
     f"PRAGMA application_id = {checkup.APPLICATION_ID};",
+    # 3: files a running prompt wrote, until it finishes: a prompt killed by a crash has its
+    # files removed before it runs again (no orphans)
+    """
+    CREATE TABLE attempt_files (
+        prompt_id TEXT NOT NULL,
+        path TEXT NOT NULL,
+        PRIMARY KEY (prompt_id, path)
+    );
+    """,
 ]
 
 

@@ -3,8 +3,13 @@
 A row is ``pending`` until a worker claims it (``running``); when the prompt has run, the row is
 deleted and its history entry written in the same transaction, so a prompt is always in exactly
 one of queue and history. Rows a crash left ``running`` are put back to ``pending`` at start-up
-(:meth:`PromptQueue.recover`); a prompt that was running during several crashes in a row is
-given up on, with an error history entry, rather than crashing the server forever.
+(:meth:`PromptQueue.recover`), after the files their killed attempt wrote are removed (workers
+note each file as it is written, :meth:`note_file`), so a re-run leaves no orphans. A prompt
+that was running during a crash runs alone afterwards (no other prompt is claimed while it
+runs), so a crash that happens again points at it; one that was running, alone, during the
+last of several crashes is the likely cause and is given up on, with an error history entry
+that says so, rather than crash the server forever. A prompt that merely shared a crash with
+others is never given up on for it.
 
 Ordering follows ComfyUI's ``number``: each queued prompt gets the next number (persisted, so
 numbers keep growing across restarts); ``front`` queues it at ``-number``; a client may give a
@@ -30,7 +35,7 @@ from loom.store.history import prune, write_entry
 
 log = logging.getLogger("loom.store")
 
-# A prompt running during this many crashes in a row is moved to history as an error.
+# A prompt running during this many crashes, alone at the last, is moved to history as an error.
 MAX_CRASH_ATTEMPTS = 3
 
 
@@ -149,9 +154,15 @@ class PromptQueue:
         """Atomically take the lowest-numbered pending prompt and mark it running by
         ``worker_id``; None when nothing is pending."""
         with self.db.tx() as c:
+            running = [r[0] for r in c.execute("SELECT attempts FROM queue"
+                                               " WHERE state = 'running'")]
+            if any(running):
+                return None  # a prompt that was running during a crash runs alone
+            # With others running, prompts that were running during a crash wait their turn.
+            solo = " AND attempts = 0" if running else ""
             row = c.execute("SELECT seq, prompt_id, number, prompt, extra_data, outputs, client_id,"
-                            " attempts FROM queue WHERE state = 'pending' ORDER BY number, seq"
-                            " LIMIT 1").fetchone()
+                            f" attempts FROM queue WHERE state = 'pending'{solo}"
+                            " ORDER BY number, seq LIMIT 1").fetchone()
             if row is None:
                 return None
             c.execute("UPDATE queue SET state = 'running', worker = ?, claimed = ? WHERE seq = ?",
@@ -182,29 +193,56 @@ class PromptQueue:
             prompt_json = item.as_list_json()
         with self.db.tx() as c:
             c.execute("DELETE FROM queue WHERE prompt_id = ?", (prompt_id,))
+            c.execute("DELETE FROM attempt_files WHERE prompt_id = ?", (prompt_id,))
             write_entry(c, prompt_id, entry, status, prompt_json=prompt_json)
             prune(c, self.history_max_items)
+            # Workers may be waiting for a prompt that must run alone, or for this one to end.
+            wake = c.execute("SELECT 1 FROM queue WHERE state = 'pending' AND attempts > 0"
+                             " LIMIT 1").fetchone() is not None
+        if wake or (not isinstance(item, str) and item.attempts > 0):
+            self.wake_all()
         if notify:
             self._changed()
 
-    def release(self, prompt_id: str) -> None:
-        """Put a claimed prompt back to pending (its worker is stopping before it finished)."""
+    def note_file(self, prompt_id: str, path: str) -> None:
+        """A running prompt wrote ``path``: removed if the prompt is killed before it finishes."""
+        with self.db.tx() as c:
+            c.execute("INSERT OR IGNORE INTO attempt_files (prompt_id, path) VALUES (?, ?)",
+                      (prompt_id, str(path)))
+
+    def release(self, prompt_id: str) -> list[str]:
+        """Put a claimed prompt back to pending (its worker is stopping before it finished).
+        Returns the files its attempt wrote, for the caller to remove (it runs again)."""
         with self.db.tx() as c:
             c.execute("UPDATE queue SET state = 'pending', worker = NULL, claimed = NULL"
                       " WHERE prompt_id = ?", (prompt_id,))
+            files = [r[0] for r in c.execute("DELETE FROM attempt_files WHERE prompt_id = ?"
+                                             " RETURNING path", (prompt_id,))]
         self._changed(work_added=True)
+        return files
 
-    def recover(self) -> list[str]:
+    def recover(self, remove_file: Callable[[str], object] | None = None) -> list[str]:
         """At start-up: prompts left running by a crash go back to pending (at the front of
-        their number order, as before). Returns the ids of prompts given up on."""
+        their number order, as before), after ``remove_file(path)`` was called for each file
+        their killed attempt wrote. Returns the ids of prompts given up on."""
         given_up = []
         with self.db.tx() as c:
             rows = c.execute("SELECT prompt_id, attempts, number, prompt, extra_data, outputs"
                              " FROM queue WHERE state = 'running'").fetchall()
+            alone = len(rows) == 1
             for prompt_id, attempts, number, prompt, extra, outputs in rows:
-                if attempts + 1 >= MAX_CRASH_ATTEMPTS:
-                    message = (f"Loom stopped {attempts + 1} times while this prompt was running;"
-                               " it was not run again")
+                files = [r[0] for r in c.execute("DELETE FROM attempt_files WHERE prompt_id = ?"
+                                                 " RETURNING path", (prompt_id,))]
+                for path in files if remove_file is not None else ():
+                    try:
+                        remove_file(path)
+                    except OSError:
+                        log.warning("Could not remove %s, written by the killed run of %s", path,
+                                    prompt_id)
+                if attempts + 1 >= MAX_CRASH_ATTEMPTS and alone:
+                    message = (f"Loom stopped {attempts + 1} times while this prompt was running, "
+                               "the last time with no other prompt running: it is the likely "
+                               "cause, so it was not run again")
                     entry = {
                         "prompt": [number_json(number), prompt_id, json.loads(prompt),
                                    json.loads(extra), json.loads(outputs)],
@@ -222,11 +260,12 @@ class PromptQueue:
                     given_up.append(prompt_id)
                     log.error("Prompt %s: %s", prompt_id, message)
                 else:
+                    # From now on it runs alone: if Loom stops again, the cause is clear.
                     c.execute("UPDATE queue SET state = 'pending', worker = NULL, claimed = NULL,"
                               " attempts = attempts + 1 WHERE prompt_id = ?", (prompt_id,))
             if rows:
-                log.warning("Recovered %d prompt(s) that were running when Loom stopped",
-                            len(rows) - len(given_up))
+                log.warning("Recovered %d prompt(s) that were running when Loom stopped; each "
+                            "runs alone from now on", len(rows) - len(given_up))
         if rows:
             self._changed(work_added=True)
         return given_up

@@ -42,6 +42,8 @@ def test_sizeof_counts_what_an_output_keeps_alive():
     module = torch.nn.Linear(512, 512)
     assert sizeof((module,)) < 1024  # weights are counted per module, not as output bytes
     assert list(modules_of((module,)).values())[0][1] == (512 * 512 + 512) * 4
+    # ...also a module inside a plugin's own model wrapper.
+    assert list(modules_of((PluginLatent(module),)).values())[0][0] is module
 
 
 def test_the_cache_keeps_plugin_outputs_within_budget():

@@ -84,12 +84,14 @@ def _is_module(value: Any) -> bool:
                for name in ("parameters", "buffers", "named_modules", "state_dict"))
 
 
-def modules_of(value: Any, _depth: int = 0) -> dict[int, tuple[Any, int]]:
+def modules_of(value: Any, _depth: int = 0, _seen: set | None = None) -> dict[int, tuple[Any, int]]:
     """``{id(module): (module, bytes of its parameters and buffers)}`` of the model modules
-    that ``value`` (a node's outputs) holds."""
+    that ``value`` (a node's outputs) holds, also inside a plugin's own objects."""
     found: dict[int, tuple[Any, int]] = {}
-    if _depth > 6:
+    seen = set() if _seen is None else _seen
+    if _depth > 8 or id(value) in seen or len(seen) > MAX_VISITS:
         return found
+    seen.add(id(value))
     modules = getattr(value, "loom_modules", None)
     if callable(modules):
         for module in modules():
@@ -97,12 +99,17 @@ def modules_of(value: Any, _depth: int = 0) -> dict[int, tuple[Any, int]]:
                 found[id(module)] = (module, _module_bytes(module))
     elif _is_module(value):
         found[id(value)] = (value, _module_bytes(value))
-    elif isinstance(value, (list, tuple)):
+    elif isinstance(value, (list, tuple, set, frozenset)):
         for v in value:
-            found.update(modules_of(v, _depth + 1))
+            found.update(modules_of(v, _depth + 1, seen))
     elif isinstance(value, dict):
         for v in value.values():
-            found.update(modules_of(v, _depth + 1))
+            found.update(modules_of(v, _depth + 1, seen))
+    elif not isinstance(value, (str, bytes, bytearray, int, float, bool, type(None), type)) \
+            and not hasattr(value, "element_size") and not isinstance(getattr(value, "nbytes", None), int):
+        attrs = getattr(value, "__dict__", None)
+        for v in (attrs.values() if isinstance(attrs, dict) else ()):
+            found.update(modules_of(v, _depth + 1, seen))
     return found
 
 

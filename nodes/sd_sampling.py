@@ -19,7 +19,8 @@ def _sampler_inputs() -> dict:
         "cfg": Float(8.0, min=0.0, max=100.0, step=0.1, round=0.01,
                      tooltip="Classifier-free guidance scale; 1 skips the negative prompt."),
         "sampler_name": Combo(SAMPLER_NAMES, default=SAMPLER_NAMES[0],
-                              tooltip="The solver (each maps onto a diffusers scheduler)."),
+                              tooltip="The solver (a diffusers scheduler where one matches, "
+                                      "else Loom's own)."),
         "scheduler": Combo(SCHEDULER_NAMES, default=SCHEDULER_NAMES[0],
                            tooltip="How the noise levels of the steps are spaced."),
         "positive": Link("CONDITIONING", tooltip="What the image should show."),

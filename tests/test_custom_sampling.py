@@ -426,3 +426,17 @@ def test_sdxl_sampler_custom_equals_ksampler():
     expected = ksample(m, sampler_name="euler", scheduler="karras", steps=2)
     out, _ = custom(m, "euler", "karras", steps=2)
     assert close(out, expected), (out - expected).abs().max()
+
+
+def test_previews_each_step_when_asked(sd1):
+    from loom.nodeapi import RunContext
+
+    sigmas = BasicScheduler().run(model=sd1.model, scheduler="karras", steps=3)[0]
+    seen = []
+    ctx = RunContext(on_progress=lambda v, t, p=None: seen.append((v, t, p)), previews=True)
+    SamplerCustom(ctx).run(model=sd1.model, add_noise=True, noise_seed=1, cfg=7.0,
+                           positive=sd1.pos, negative=sd1.neg,
+                           sampler=KSamplerSelect().run("dpmpp_2m")[0], sigmas=sigmas,
+                           latent_image=empty())
+    assert [(v, t) for v, t, _ in seen] == [(1, 3), (2, 3), (3, 3)]
+    assert all(p is not None and tuple(p.shape) == (8, 8, 3) for _, _, p in seen)

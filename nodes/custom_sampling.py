@@ -63,6 +63,78 @@ class KSamplerSelect(Node):
         return (SOLVERS[sampler_name],)
 
 
+def _eta(max_: float = 100.0) -> Float:
+    return Float(1.0, min=0.0, max=max_, step=0.01, round=False,
+                 tooltip="How much fresh noise each step adds (0: none, a deterministic solver).")
+
+
+def _s_noise(max_: float = 100.0) -> Float:
+    return Float(1.0, min=0.0, max=max_, step=0.01, round=False,
+                 tooltip="Scale of the fresh noise.")
+
+
+class SamplerEulerAncestral(Node):
+    category = "sampling/custom_sampling/samplers"
+    display_name = "SamplerEulerAncestral"
+    description = "euler_ancestral with its noise settings."
+    inputs = {"eta": _eta(), "s_noise": _s_noise()}
+    outputs = (Output("SAMPLER"),)
+
+    def run(self, eta, s_noise):
+        return (SOLVERS["euler_ancestral"].with_options(eta=eta, s_noise=s_noise),)
+
+
+class SamplerEulerAncestralCFGPP(Node):
+    category = "sampling/custom_sampling/samplers"
+    display_name = "SamplerEulerAncestralCFG++"
+    description = "euler_ancestral_cfg_pp with its noise settings."
+    inputs = {"eta": _eta(1.0), "s_noise": _s_noise(10.0)}
+    outputs = (Output("SAMPLER"),)
+
+    def run(self, eta, s_noise):
+        return (SOLVERS["euler_ancestral_cfg_pp"].with_options(eta=eta, s_noise=s_noise),)
+
+
+class SamplerDPMPP_2S_Ancestral(Node):  # noqa: N801  (ComfyUI's class name)
+    category = "sampling/custom_sampling/samplers"
+    display_name = "SamplerDPMPP_2S_Ancestral"
+    description = "dpmpp_2s_ancestral with its noise settings."
+    inputs = {"eta": _eta(), "s_noise": _s_noise()}
+    outputs = (Output("SAMPLER"),)
+
+    def run(self, eta, s_noise):
+        return (SOLVERS["dpmpp_2s_ancestral"].with_options(eta=eta, s_noise=s_noise),)
+
+
+class SamplerDPMPP_2M_SDE(Node):  # noqa: N801  (ComfyUI's class name)
+    category = "sampling/custom_sampling/samplers"
+    display_name = "SamplerDPMPP_2M_SDE"
+    description = ("dpmpp_2m_sde with its settings (Loom draws the noise on the CPU from the "
+                   "seed either way, so noise_device does not change the result).")
+    inputs = {
+        "solver_type": Combo(["midpoint", "heun"], default="midpoint"),
+        "eta": _eta(),
+        "s_noise": _s_noise(),
+        "noise_device": Combo(["gpu", "cpu"], default="gpu"),
+    }
+    outputs = (Output("SAMPLER"),)
+
+    def run(self, solver_type, eta, s_noise, noise_device="gpu"):
+        return (SOLVERS["dpmpp_2m_sde"].with_options(solver_type=solver_type, eta=eta,
+                                                     s_noise=s_noise),)
+
+
+class SamplerLMS(Node):
+    category = "sampling/custom_sampling/samplers"
+    display_name = "SamplerLMS"
+    description = "lms with its order (how many past steps it uses)."
+    inputs = {"order": Int(4, min=1, max=100)}
+    outputs = (Output("SAMPLER"),)
+
+    def run(self, order):
+        return (SOLVERS["lms"].with_options(max_order=order),)
+
+
 class BasicScheduler(Node):
     category = "sampling/custom_sampling/schedulers"
     display_name = "BasicScheduler"
@@ -228,7 +300,7 @@ class _CustomSampler(Node):
     outputs = _OUTPUTS
 
     def _sample(self, guider, sampler, sigmas, noise, latent_image):
-        request = SamplingRequest(guider=guider, latent=latent_image, solver=sampler.name,
+        request = SamplingRequest(guider=guider, latent=latent_image, solver=sampler,
                                   sigmas=_sigmas(sigmas), noise=noise,
                                   callback=self.ctx.progress, previews=_previews(self.ctx))
         return sample_sigmas(request, _models(self.ctx))
@@ -271,6 +343,9 @@ class SamplerCustomAdvanced(_CustomSampler):
         return self._sample(guider, sampler, sigmas, noise, latent_image)
 
 
-NODES = [KSamplerSelect, BasicScheduler, KarrasScheduler, ExponentialScheduler, SDTurboScheduler,
-         SplitSigmas, RandomNoise, DisableNoise, CFGGuider, BasicGuider, DualCFGGuider,
-         SamplerCustom, SamplerCustomAdvanced]
+NODES = [
+    KSamplerSelect, SamplerEulerAncestral, SamplerEulerAncestralCFGPP, SamplerDPMPP_2S_Ancestral,
+    SamplerDPMPP_2M_SDE, SamplerLMS, BasicScheduler, KarrasScheduler, ExponentialScheduler,
+    SDTurboScheduler, SplitSigmas, RandomNoise, DisableNoise, CFGGuider, BasicGuider,
+    DualCFGGuider, SamplerCustom, SamplerCustomAdvanced,
+]

@@ -440,3 +440,31 @@ def test_previews_each_step_when_asked(sd1):
                            latent_image=empty())
     assert [(v, t) for v, t, _ in seen] == [(1, 3), (2, 3), (3, 3)]
     assert all(p is not None and tuple(p.shape) == (8, 8, 3) for _, _, p in seen)
+
+
+def test_sampler_option_nodes(sd1):
+    from nodes.custom_sampling import (
+        SamplerDPMPP_2M_SDE,
+        SamplerDPMPP_2S_Ancestral,
+        SamplerEulerAncestral,
+        SamplerLMS,
+    )
+
+    sigmas = BasicScheduler().run(model=sd1.model, scheduler="karras", steps=3)[0]
+    guider = CFGGuider().run(model=sd1.model, positive=sd1.pos, negative=sd1.neg, cfg=7.0)[0]
+
+    def run(sampler):
+        return SamplerCustomAdvanced().run(noise=RandomNoise().run(4)[0], guider=guider,
+                                           sampler=sampler, sigmas=sigmas,
+                                           latent_image=empty())[0]["samples"]
+
+    default = run(KSamplerSelect().run("euler_ancestral")[0])
+    assert torch.equal(run(SamplerEulerAncestral().run(eta=1.0, s_noise=1.0)[0]), default)
+    assert not torch.equal(run(SamplerEulerAncestral().run(eta=0.5, s_noise=1.0)[0]), default)
+    assert close(run(SamplerEulerAncestral().run(eta=0.0, s_noise=1.0)[0]),
+                 run(KSamplerSelect().run("euler")[0]))
+    sde = SamplerDPMPP_2M_SDE().run(solver_type="heun", eta=1.0, s_noise=1.0,
+                                    noise_device="cpu")[0]
+    assert torch.isfinite(run(sde)).all()
+    assert torch.isfinite(run(SamplerDPMPP_2S_Ancestral().run(eta=1.0, s_noise=0.5)[0])).all()
+    assert torch.equal(run(SamplerLMS().run(order=4)[0]), run(KSamplerSelect().run("lms")[0]))

@@ -360,3 +360,67 @@ def test_linear_quadratic_schedule(steps):
     assert got[0].item() == pytest.approx(hi) and got[-1].item() == 0.0
     assert (got[1:] <= got[:-1]).all()
     assert linear_quadratic_sigmas(1, hi).tolist() == pytest.approx([hi, 0.0])
+
+
+# -- solver options (SamplerEulerAncestral & co.) -----------------------------------------------
+
+def test_options_at_their_defaults_change_nothing():
+    sigmas = torch.cat([levels(4), torch.zeros(1, dtype=torch.float64)])
+    for name, options in [("euler_ancestral", dict(eta=1.0, s_noise=1.0)),
+                          ("dpmpp_2s_ancestral", dict(eta=1.0, s_noise=1.0)),
+                          ("dpmpp_2m_sde", dict(eta=1.0, s_noise=1.0, solver_type="midpoint")),
+                          ("lms", dict(max_order=4))]:
+        plain = SOLVERS[name](ToyRun(seed=3), start(float(sigmas[0])), sigmas)
+        tuned = SOLVERS[name].with_options(**options)(ToyRun(seed=3), start(float(sigmas[0])),
+                                                       sigmas)
+        assert torch.equal(plain, tuned), name
+
+
+def test_eta_zero_makes_the_ancestral_solvers_deterministic():
+    sigmas = torch.cat([levels(5), torch.zeros(1, dtype=torch.float64)])
+    x = start(float(sigmas[0]))
+    for name, plain in [("euler_ancestral", "euler"), ("dpmpp_2m_sde", "dpmpp_2m")]:
+        got = SOLVERS[name].with_options(eta=0.0)(ToyRun(seed=1), x.clone(), sigmas)
+        ref = SOLVERS[plain](ToyRun(seed=2), x.clone(), sigmas)
+        assert torch.allclose(got, ref, rtol=1e-12, atol=1e-12), name
+    # s_noise 0: the deterministic part of the ancestral step only
+    got = SOLVERS["euler_ancestral"].with_options(s_noise=0.0)(ToyRun(seed=1), x.clone(), sigmas)
+    ref = x.clone()
+    for i in range(len(sigmas) - 1):
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        down, _ = _ancestral(s, s_next)
+        ref = ref + (ref - gaussian_denoiser(ref, s, MU_C)) / s * (down - s)
+    assert torch.allclose(got, ref, rtol=1e-12, atol=1e-12)
+    # lms of order 1 is Euler
+    lms1 = SOLVERS["lms"].with_options(max_order=1)(ToyRun(), x.clone(), sigmas)
+    assert torch.allclose(lms1, SOLVERS["euler"](ToyRun(), x.clone(), sigmas), rtol=1e-12)
+
+
+def test_dpmpp_2m_sde_heun_integrates_the_linear_term_exactly():
+    """SDE-DPM-Solver++(2M), eta 1: x_next = e^-2h x + int_0^h 2 e^-2(h-u) P(u) du + noise,
+    P the line in lambda through the last two clean estimates (quadrature here)."""
+    sigmas = levels(5)
+    x = start(float(sigmas[0]))
+    got = SOLVERS["dpmpp_2m_sde"].with_options(solver_type="heun")(ToyRun(seed=6), x.clone(),
+                                                                    sigmas)
+    gen = torch.Generator().manual_seed(6)
+    ref, prev = x.clone(), None
+    for i in range(len(sigmas) - 1):
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        den = gaussian_denoiser(ref, s, MU_C)
+        h = t_of(s_next) - t_of(s)
+        new = ref.clone()
+        for k in range(len(ref)):
+            d0 = den[k].item()
+            slope = 0.0
+            if prev is not None:
+                slope = (d0 - prev[k].item()) / (t_of(s) - t_of(float(sigmas[i - 1])))
+
+            def integrand(u, d0=d0, slope=slope, h=h):
+                return 2 * math.exp(-2 * (h - u)) * (d0 + slope * u)
+
+            new[k] = math.exp(-2 * h) * ref[k].item() + integrate.quad(integrand, 0.0, h)[0]
+        z = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
+        ref = new + z * s_next * math.sqrt(1 - math.exp(-2 * h))
+        prev = den
+    assert torch.allclose(got, ref, rtol=1e-9, atol=1e-10)

@@ -37,7 +37,7 @@ from loom.runtime.sampling.run_inputs import (
     default_model_manager,
     latent_hooks,
 )
-from loom.runtime.sampling.solvers import SOLVERS, SolverRun
+from loom.runtime.sampling.solvers import SOLVERS, Solver, SolverRun
 
 
 @dataclass
@@ -46,7 +46,7 @@ class SamplingRequest:
 
     guider: Guider
     latent: dict  # LATENT
-    solver: str  # a name in solvers.SOLVERS
+    solver: str | Solver  # a SAMPLER, or the name of one in solvers.SOLVERS
     sigmas: torch.Tensor  # SIGMAS
     noise: Noise
     # callback(done, total[, preview]) after each step; raising from it stops the run
@@ -60,7 +60,8 @@ def sample_sigmas(req: SamplingRequest, models: Any = None) -> tuple[dict, dict]
     model's clean estimate at the last step (the input when no step runs)."""
     model = req.guider.model
     check_latent_family(req.latent, model)
-    if req.solver not in SOLVERS:
+    solver = SOLVERS.get(req.solver) if isinstance(req.solver, str) else req.solver
+    if not isinstance(solver, Solver):
         raise ValueError(f"sampler {req.solver!r} is not available here (choices: "
                          f"{', '.join(SOLVERS)})")
     sigmas = torch.as_tensor(req.sigmas).detach().to("cpu", torch.float32).flatten()
@@ -74,7 +75,7 @@ def sample_sigmas(req: SamplingRequest, models: Any = None) -> tuple[dict, dict]
     models = models if models is not None else default_model_manager()
     hooks = [*model.options.get("sampling_hooks", ()), *req.hooks]
     with models.use((model.unet, model.patches)):
-        x, denoised = _run(req, model, sigmas, hooks, models.device)
+        x, denoised = _run(req, solver, model, sigmas, hooks, models.device)
     denoised_out = dict(out)
     out["samples"], denoised_out["samples"] = x, denoised
     return out, denoised_out
@@ -119,7 +120,8 @@ class _Run(SolverRun):
         return x
 
 
-def _run(req: SamplingRequest, model, sigmas, hooks, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _run(req: SamplingRequest, solver: Solver, model, sigmas, hooks,
+         device) -> tuple[torch.Tensor, torch.Tensor]:
     unet = model.unet
     dtype = next(unet.parameters()).dtype
     scale = float(model.latent_scaling_factor)
@@ -148,7 +150,7 @@ def _run(req: SamplingRequest, model, sigmas, hooks, device) -> tuple[torch.Tens
         x = noise * ms.pure_noise_scale(sigmas[0])
     else:
         x = image + noise * sigmas[0]
-    x = SOLVERS[req.solver].fn(run, x, sigmas)
+    x = solver(run, x, sigmas)
     end_sigma = levels[-1]
     for h in hooks:
         x = h.on_end(x, state, end_sigma)

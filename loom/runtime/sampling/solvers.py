@@ -26,7 +26,8 @@ The update rules, written from the papers (``t = -log sigma``, ``h = t_next - t`
   first/second-derivative terms (divided differences of ``D``) with their exact weights, plus
   ``sqrt(s_next^2 - s^2 r^2)`` of fresh noise. The weights' integrals use Gauss-Legendre
   quadrature.
-* ``dpmpp_2m_sde`` — SDE-DPM-Solver++(2M) (Lu et al. 2022), midpoint form, ``eta = 1``:
+* ``dpmpp_2m_sde`` — SDE-DPM-Solver++(2M) (Lu et al. 2022), midpoint form (``heun``: the
+  linear term integrated exactly), ``eta = 1``:
   ``x_next = (s_next / s) e^-h x + (1 - e^-2h) D + (1 - e^-2h) / (2 r) (D - D_prev)
   + s_next sqrt(1 - e^-2h) z``; Gaussian noise from the run's generator (as diffusers draws
   it), not ComfyUI's Brownian tree.
@@ -44,7 +45,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,9 +69,19 @@ class SolverRun:
 
 @dataclass(frozen=True)
 class Solver:
+    """A ``SAMPLER`` value: a solver and the options it runs with (SamplerEulerAncestral & co.
+    set them; KSamplerSelect uses the defaults)."""
+
     name: str
     fn: Callable
     stochastic: bool = False  # draws fresh noise during the steps
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def with_options(self, **options: Any) -> Solver:
+        return replace(self, options=tuple(sorted({**dict(self.options), **options}.items())))
+
+    def __call__(self, run: SolverRun, x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+        return self.fn(run, x, sigmas, **dict(self.options))
 
 
 def _ancestral(sigma, sigma_next, eta: float = 1.0):
@@ -109,7 +121,8 @@ def euler_cfg_pp(run, x, sigmas):
     return x
 
 
-def euler_ancestral(run, x, sigmas, eta: float = 1.0, cfg_pp: bool = False):
+def euler_ancestral(run, x, sigmas, eta: float = 1.0, s_noise: float = 1.0,
+                    cfg_pp: bool = False):
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
         den = run.denoise(x, s, i)
@@ -118,14 +131,14 @@ def euler_ancestral(run, x, sigmas, eta: float = 1.0, cfg_pp: bool = False):
             x = _renoise(x, den, _uncond(run, den), s, down)
         else:
             x = x + (x - den) / s * (down - s)
-        if float(s_next) > 0:
-            x = x + run.noise(x) * up
+        if float(s_next) > 0 and s_noise:
+            x = x + run.noise(x) * (up * s_noise)
         x = run.done(i, x, den)
     return x
 
 
-def euler_ancestral_cfg_pp(run, x, sigmas):
-    return euler_ancestral(run, x, sigmas, cfg_pp=True)
+def euler_ancestral_cfg_pp(run, x, sigmas, eta: float = 1.0, s_noise: float = 1.0):
+    return euler_ancestral(run, x, sigmas, eta, s_noise, cfg_pp=True)
 
 
 def heun(run, x, sigmas):
@@ -196,7 +209,8 @@ def dpmpp_2m_cfg_pp(run, x, sigmas):
     return dpmpp_2m(run, x, sigmas, cfg_pp=True)
 
 
-def dpmpp_2m_sde(run, x, sigmas, eta: float = 1.0, s_noise: float = 1.0):
+def dpmpp_2m_sde(run, x, sigmas, eta: float = 1.0, s_noise: float = 1.0,
+                 solver_type: str = "midpoint"):
     prev = h_prev = None
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
@@ -211,8 +225,13 @@ def dpmpp_2m_sde(run, x, sigmas, eta: float = 1.0, s_noise: float = 1.0):
         w = -torch.expm1(-h - eh)
         x = (s_next / s) * torch.exp(-eh) * x + w * den
         if prev is not None:
-            x = x + 0.5 * w * (h / h_prev) * (den - prev)  # midpoint correction, 1 / r = h / h_prev
-        if eta:
+            d1 = (h / h_prev) * (den - prev)  # h * dD/dlambda, by a backward difference
+            if solver_type == "heun":
+                # the linear term integrated exactly: 1 - (1 - e^-H) / H, H = h + eta h
+                x = x + (1 - w / (h + eh)) * d1
+            else:
+                x = x + 0.5 * w * d1  # evaluated at the midpoint
+        if eta and s_noise:
             x = x + run.noise(x) * (s_next * (-torch.expm1(-2 * eh)) ** 0.5 * s_noise)
         x = run.done(i, x, den)
         prev, h_prev = den, h
@@ -248,7 +267,8 @@ def lms(run, x, sigmas, max_order: int = 4):
     return x
 
 
-def dpmpp_2s_ancestral(run, x, sigmas, eta: float = 1.0, cfg_pp: bool = False):
+def dpmpp_2s_ancestral(run, x, sigmas, eta: float = 1.0, s_noise: float = 1.0,
+                       cfg_pp: bool = False):
     for i in range(len(sigmas) - 1):
         s, s_next = sigmas[i], sigmas[i + 1]
         den = run.denoise(x, s, i)
@@ -262,14 +282,14 @@ def dpmpp_2s_ancestral(run, x, sigmas, eta: float = 1.0, cfg_pp: bool = False):
             den2 = run.denoise(x2, mid, i)
             den2_u = _uncond(run, den2) if cfg_pp else den2
             x = _renoise(x, den2, den2_u, s, down)
-        if float(s_next) > 0:
-            x = x + run.noise(x) * up
+        if float(s_next) > 0 and s_noise:
+            x = x + run.noise(x) * (up * s_noise)
         x = run.done(i, x, den)
     return x
 
 
-def dpmpp_2s_ancestral_cfg_pp(run, x, sigmas):
-    return dpmpp_2s_ancestral(run, x, sigmas, cfg_pp=True)
+def dpmpp_2s_ancestral_cfg_pp(run, x, sigmas, eta: float = 1.0, s_noise: float = 1.0):
+    return dpmpp_2s_ancestral(run, x, sigmas, eta, s_noise, cfg_pp=True)
 
 
 def _phi1(h):

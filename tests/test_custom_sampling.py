@@ -100,7 +100,8 @@ def custom(m, sampler="euler", scheduler="normal", steps=4, denoise=1.0, seed=5,
     ("euler", "normal"), ("euler", "karras"), ("euler", "exponential"), ("euler", "simple"),
     ("euler", "sgm_uniform"), ("euler", "beta"), ("euler_ancestral", "normal"),
     ("heun", "normal"), ("heun", "karras"), ("dpm_2", "karras"), ("dpm_2_ancestral", "normal"),
-    ("lms", "normal"), ("lms", "karras"), ("euler", "ddim_uniform"),
+    ("lms", "normal"), ("lms", "karras"), ("euler", "ddim_uniform"), ("dpmpp_sde", "normal"),
+    ("dpmpp_sde", "karras"),
 ])
 def test_sampler_custom_equals_ksampler(sd1, sampler, scheduler):
     """KSampler runs these on diffusers' schedulers; SamplerCustom on Loom's solvers with

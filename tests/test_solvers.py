@@ -38,7 +38,7 @@ class ToyRun(SolverRun):
 
     def __init__(self, cfg=1.0, seed=0, mu_u=MU_U):
         self.cfg, self.calls, self.mu_u = cfg, [], mu_u
-        self.gen = torch.Generator().manual_seed(seed)
+        self.gen, self.seed = torch.Generator().manual_seed(seed), seed
 
     def denoise(self, x, sigma, step):
         sigma = float(sigma)
@@ -49,6 +49,11 @@ class ToyRun(SolverRun):
 
     def noise(self, like):
         return torch.randn(like.shape, generator=self.gen, dtype=torch.float64)
+
+    def brownian(self, like, sigma_min, sigma_max):
+        from diffusers.schedulers.scheduling_dpmsolver_sde import BrownianTreeNoiseSampler
+
+        return BrownianTreeNoiseSampler(like, sigma_min, sigma_max, self.seed)
 
 
 def start(sigma0, seed=1):
@@ -245,6 +250,35 @@ def test_dpmpp_2s_ancestral_matches_dpm_solver_pp_2s():
         ref = math.exp(-t_next) / math.exp(-t) * ref - math.expm1(-h) * den2
         ref = ref + torch.randn(ref.shape, generator=gen, dtype=torch.float64) * up
     assert torch.allclose(got, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_dpmpp_sde_matches_dpm_solver_pp_2s_with_brownian_noise():
+    """DPM-Solver++(2S) with SDE noise: ancestral step to the log-midpoint (noise from the
+    Brownian path between sigma and the midpoint), the clean estimate there, then the ancestral
+    step from sigma to sigma_next with it (noise: the path between sigma and sigma_next)."""
+    from diffusers.schedulers.scheduling_dpmsolver_sde import BrownianTreeNoiseSampler
+
+    sigmas = torch.cat([levels(4), torch.zeros(1, dtype=torch.float64)])
+    x = start(float(sigmas[0]))
+    got = solve("dpmpp_sde", sigmas, ToyRun(seed=9), x=x)
+    path = BrownianTreeNoiseSampler(x, float(sigmas[-2]), float(sigmas[0]), 9)
+    ref = x.clone()
+    for i in range(len(sigmas) - 1):
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        den = gaussian_denoiser(ref, s, MU_C)
+        if s_next == 0:
+            ref = den
+            continue
+        mid = math.sqrt(s * s_next)
+        down, up = _ancestral(s, mid)
+        x2 = den + (down / s) * (ref - den)
+        x2 = x2 + path(torch.tensor(s), torch.tensor(mid)) * up
+        den2 = gaussian_denoiser(x2, mid, MU_C)
+        down, up = _ancestral(s, s_next)
+        ref = den2 + (down / s) * (ref - den2)
+        ref = ref + path(torch.tensor(s), torch.tensor(s_next)) * up
+    # (the Brownian path is resolved to torchsde's tolerance, 1e-6 in sigma)
+    assert torch.allclose(got, ref, rtol=1e-6, atol=1e-6), (got - ref).abs().max()
 
 
 def test_euler_cfg_pp_is_cfg_pp_ddim():

@@ -82,9 +82,9 @@ def sample_sigmas(req: SamplingRequest, models: Any = None) -> tuple[dict, dict]
 
 
 class _Run(SolverRun):
-    def __init__(self, predict, ms, generator, sigmas, callback, step_hooks, state,
+    def __init__(self, predict, ms, generator, seed, sigmas, callback, step_hooks, state,
                  preview_family):
-        self.predict = predict
+        self.predict, self.seed = predict, seed
         self.ms, self.generator, self.n = ms, generator, len(sigmas) - 1
         self.callback, self.step_hooks, self.state = callback, step_hooks, state
         self.preview_family = preview_family
@@ -104,6 +104,11 @@ class _Run(SolverRun):
     def noise(self, like):
         return torch.randn(like.shape, generator=self.generator,
                            dtype=torch.float32).to(like.device)
+
+    def brownian(self, like, sigma_min, sigma_max):
+        from diffusers.schedulers.scheduling_dpmsolver_sde import BrownianTreeNoiseSampler
+
+        return BrownianTreeNoiseSampler(like, sigma_min, sigma_max, self.seed)
 
     def done(self, step, x, denoised):
         self.last_denoised = denoised
@@ -141,7 +146,7 @@ def _run(req: SamplingRequest, solver: Solver, model, sigmas, hooks,
     for h in hooks:
         h.on_start(state)
     step_hooks = [h for h in hooks if type(h).after_step is not SamplingHooks.after_step]
-    run = _Run(predict, ms, generator, sigmas, req.callback, step_hooks, state,
+    run = _Run(predict, ms, generator, req.noise.seed, sigmas, req.callback, step_hooks, state,
                model.family if req.previews else None)
 
     if not req.noise.enabled:

@@ -17,6 +17,10 @@ The update rules, written from the papers (``t = -log sigma``, ``h = t_next - t`
   ``sigma_down = sqrt(sigma_next^2 - sigma_up^2)``.
 * ``dpmpp_2m`` / ``dpmpp_2s_ancestral`` — DPM-Solver++ (Lu et al. 2022), multistep order 2 and
   single-step order 2 (midpoint ``r = 1/2``), data prediction.
+* ``dpmpp_sde`` — DPM-Solver++(2S) with SDE noise (Lu et al. 2022; k-diffusion's form): an
+  ancestral step to the log-midpoint, a second estimate there, then the ancestral step with the
+  mixed estimate; the noise of both parts comes from one seeded Brownian path (torchsde, via
+  diffusers' ``BrownianTreeNoiseSampler``), as diffusers' ``DPMSolverSDEScheduler`` draws it.
 * ``res_multistep`` — the two-step exponential integrator of RES (Zhang et al. 2023): ``D``
   interpolated linearly in ``t`` through this and the previous estimate, integrated exactly:
   ``x_next = e^-h x + h (phi1 - phi2 / c) D + h (phi2 / c) D_prev`` with ``phi1 = (1 - e^-h) / h``,
@@ -43,6 +47,7 @@ The update rules, written from the papers (``t = -log sigma``, ``h = t_next - t`
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -63,6 +68,12 @@ class SolverRun:
     def noise(self, like: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def brownian(self, like: torch.Tensor, sigma_min: float,
+                 sigma_max: float) -> Callable[[Any, Any], torch.Tensor]:
+        """``f(sigma, sigma_next)``: the unit-variance increment of one seeded Brownian path
+        between two levels (noise that stays consistent however a step is subdivided)."""
+        raise NotImplementedError
+
     def done(self, step: int, x: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
         return x
 
@@ -76,6 +87,7 @@ class Solver:
     fn: Callable
     stochastic: bool = False  # draws fresh noise during the steps
     options: tuple[tuple[str, Any], ...] = ()
+    requires: tuple[str, ...] = ()  # importable modules it needs
 
     def with_options(self, **options: Any) -> Solver:
         return replace(self, options=tuple(sorted({**dict(self.options), **options}.items())))
@@ -292,6 +304,32 @@ def dpmpp_2s_ancestral_cfg_pp(run, x, sigmas, eta: float = 1.0, s_noise: float =
     return dpmpp_2s_ancestral(run, x, sigmas, eta, s_noise, cfg_pp=True)
 
 
+def dpmpp_sde(run, x, sigmas, eta: float = 1.0, s_noise: float = 1.0, r: float = 0.5):
+    positive = sigmas[sigmas > 0]
+    if len(positive) == 0:
+        return x
+    brownian = run.brownian(x, float(positive.min()), float(sigmas.max()))
+    fac = 1 / (2 * r)
+    for i in range(len(sigmas) - 1):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        den = run.denoise(x, s, i)
+        if float(s_next) == 0:
+            x = run.done(i, x + (x - den) / s * (s_next - s), den)
+            continue
+        mid = (s.log().lerp(s_next.log(), r)).exp()  # t + r h
+        down, up = _ancestral(s, mid, eta)
+        x2 = _renoise(x, den, den, s, down)
+        if s_noise:
+            x2 = x2 + brownian(s, mid) * (s_noise * up)
+        den2 = run.denoise(x2, mid, i)
+        down, up = _ancestral(s, s_next, eta)
+        x = _renoise(x, (1 - fac) * den + fac * den2, (1 - fac) * den + fac * den2, s, down)
+        if s_noise:
+            x = x + brownian(s, s_next) * (s_noise * up)
+        x = run.done(i, x, den)
+    return x
+
+
 def _phi1(h):
     return -torch.expm1(-h) / h
 
@@ -398,7 +436,7 @@ def lcm(run, x, sigmas):
     return x
 
 
-SOLVERS: dict[str, Solver] = {s.name: s for s in (
+_ALL_SOLVERS = (
     Solver("euler", euler),
     Solver("euler_cfg_pp", euler_cfg_pp),
     Solver("euler_ancestral", euler_ancestral, stochastic=True),
@@ -408,6 +446,8 @@ SOLVERS: dict[str, Solver] = {s.name: s for s in (
     Solver("dpm_2_ancestral", dpm_2_ancestral, stochastic=True),
     Solver("dpmpp_2s_ancestral", dpmpp_2s_ancestral, stochastic=True),
     Solver("dpmpp_2s_ancestral_cfg_pp", dpmpp_2s_ancestral_cfg_pp, stochastic=True),
+    Solver("dpmpp_sde", dpmpp_sde, stochastic=True, requires=("torchsde",)),
+    Solver("dpmpp_sde_gpu", dpmpp_sde, stochastic=True, requires=("torchsde",)),
     Solver("dpmpp_2m", dpmpp_2m),
     Solver("dpmpp_2m_cfg_pp", dpmpp_2m_cfg_pp),
     Solver("dpmpp_2m_sde", dpmpp_2m_sde, stochastic=True),
@@ -420,4 +460,7 @@ SOLVERS: dict[str, Solver] = {s.name: s for s in (
     Solver("res_multistep_cfg_pp", res_multistep_cfg_pp),
     Solver("er_sde", er_sde, stochastic=True),
     Solver("ddim", euler),
-)}
+)
+# The solvers this installation can run.
+SOLVERS: dict[str, Solver] = {s.name: s for s in _ALL_SOLVERS
+                              if all(importlib.util.find_spec(m) for m in s.requires)}

@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="RAM of model weights the output caches may keep loaded, in MB; the "
                           "least recently used checkpoints go first, the one in use never "
                           "(default: half of this machine's RAM)")
+    run.add_argument("--max-prompt-memory-mb", type=int, default=None, metavar="MB",
+                     help="refuse, at validation, prompts whose node outputs (images, latents, "
+                          "masks, estimated from their sizes) would take more memory than this "
+                          "(default: half of the RAM)")
     run.add_argument("--history-max-items", type=int, default=10_000,
                      help="finished prompts kept in the history")
     run.add_argument("--cpu", action="store_true", help="compute on the CPU even if a GPU is present")
@@ -130,6 +134,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         cache_max_model_ram_mb=args.cache_max_model_ram_mb,
         max_upload_mb=args.max_upload_mb, request_timeout_s=args.request_timeout,
         max_image_megapixels=args.max_image_megapixels,
+        max_prompt_memory_mb=args.max_prompt_memory_mb,
         history_max_items=args.history_max_items, cpu=args.cpu,
         reset_damaged_db=args.reset_damaged_db,
         preview_method=args.preview_method,

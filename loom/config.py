@@ -43,6 +43,9 @@ class Settings:
     # The pixel budget of one image file's decode (width × height × frames), for uploads and
     # LoadImage: a small file must not expand into gigabytes.
     max_image_megapixels: float = 70.0
+    # What one prompt's outputs may hold, from the nodes' estimates checked at validation (an
+    # EmptyImage of 16384² × 4096 is refused before it allocates). None: half of the RAM.
+    max_prompt_memory_mb: int | None = None
     history_max_items: int = 10_000
     # A damaged or foreign user/loom.sqlite3 is set aside (renamed) and a fresh one started,
     # rather than refusing to start.

@@ -31,10 +31,19 @@ FORMAT_NAMES = "PNG, JPEG, WebP, GIF, BMP or TIFF"
 DEFAULT_MEGAPIXELS = 70.0
 DEFAULT_MAX_PIXELS = int(DEFAULT_MEGAPIXELS * 1e6)
 # First bytes of formats people try, to name what was refused.
-_SIGNATURES = {b"%!PS": "PostScript (EPS)", b"\xc5\xd0\xd3\xc6": "EPS", b"%PDF": "PDF",
-               b"8BPS": "Photoshop (PSD)", b"\x00\x00\x01\x00": "ICO", b"<?xml": "XML/SVG",
-               b"<svg": "SVG", b"\x00\x00\x00\x0cjP  ": "JPEG 2000", b"\xffO\xffQ": "JPEG 2000",
-               b"DDS ": "DDS", b"qoif": "QOI"}
+_SIGNATURES = {
+    b"%!PS": "PostScript (EPS)",
+    b"\xc5\xd0\xd3\xc6": "EPS",
+    b"%PDF": "PDF",
+    b"8BPS": "Photoshop (PSD)",
+    b"\x00\x00\x01\x00": "ICO",
+    b"<?xml": "XML/SVG",
+    b"<svg": "SVG",
+    b"\x00\x00\x00\x0cjP  ": "JPEG 2000",
+    b"\xffO\xffQ": "JPEG 2000",
+    b"DDS ": "DDS",
+    b"qoif": "QOI",
+}
 
 Source = str | os.PathLike | bytes | IO[bytes]
 
@@ -51,8 +60,9 @@ def max_pixels_of(settings: Any) -> int:
 
 
 @contextmanager
-def open_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS,
-               first_frame_only: bool = False) -> Iterator[Any]:
+def open_image(
+    source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS, first_frame_only: bool = False
+) -> Iterator[Any]:
     """A PIL image of an allowed format whose decode fits ``max_pixels`` (every frame, unless
     ``first_frame_only``); :class:`ImageRefused` otherwise. Nothing is decoded yet."""
     from PIL import Image, UnidentifiedImageError
@@ -63,8 +73,7 @@ def open_image(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS,
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(fp, formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:
-        raise ImageRefused(f"{_what(source)} is not a {FORMAT_NAMES} image"
-                           f"{_named_format(source)}") from None
+        raise ImageRefused(f"{_what(source)} is not a {FORMAT_NAMES} image{_named_format(source)}") from None
     except Image.DecompressionBombError as e:
         raise ImageRefused(f"{_what(source)} is too large to decode ({e})") from None
     except Exception as e:  # noqa: BLE001 - Pillow's parsers raise many kinds on damaged files
@@ -102,8 +111,7 @@ def frames(img: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[Any]:
         w, h = img.size
         total += w * h
         if total > max_pixels:
-            raise ImageRefused(_over(f"{count} frames, the first {index + 1} alone", total,
-                                     max_pixels))
+            raise ImageRefused(_over(f"{count} frames, the first {index + 1} alone", total, max_pixels))
         yield img
 
 
@@ -133,8 +141,10 @@ def _check(size: tuple[int, int], frame_total: int, max_pixels: int) -> None:
 
 
 def _over(what: str, pixels: int, max_pixels: int) -> str:
-    return (f"the image is too large to load: {what} = {pixels / 1e6:.3g} megapixels, over the "
-            f"limit of {max_pixels / 1e6:g} (--max-image-megapixels)")
+    return (
+        f"the image is too large to load: {what} = {pixels / 1e6:.3g} megapixels, over the "
+        f"limit of {max_pixels / 1e6:g} (--max-image-megapixels)"
+    )
 
 
 def _text(exc: Exception) -> str:

@@ -29,7 +29,7 @@ from loom.files import (
     split_prefix,
     write_atomic,
 )
-from loom.nodeapi import Combo, Float, Hidden, Int, Link, Node, NodeResult, Output, String
+from loom.nodeapi import Allocation, Combo, Float, Hidden, Int, Link, Node, NodeResult, Output, String
 from loom.paths import UnsafePathError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif")
@@ -109,32 +109,40 @@ def _missing_image_message(ctx: Any, name: Any) -> str | None:
     return None
 
 
-def _unreadable_image_message(ctx: Any, name: Any, first_frame_only: bool = False) -> str | None:
-    """Why the image cannot be loaded (format, pixel budget), from its header only."""
+def _probe(ctx: Any, name: Any, first_frame_only: bool = False
+           ) -> tuple[str | None, tuple[int, int, int] | None]:
+    """(why the image cannot be loaded, or None; (frames, height, width) when it can), from
+    its header only: the format and the pixel budget."""
     try:
         path = input_path(ctx, name)
         st = path.stat()
     except (OSError, UnsafePathError, RuntimeError, TypeError):
-        return None  # reported by _missing_image_message
+        return None, None  # reported by _missing_image_message
     max_pixels = imageio.max_pixels_of(getattr(ctx, "settings", None))
     key = (str(path), st.st_size, st.st_mtime_ns, max_pixels, first_frame_only)
     with _probe_lock:
         if key in _probe_cache:
             return _probe_cache[key]
     try:
-        with imageio.open_image(path, max_pixels=max_pixels, first_frame_only=first_frame_only):
-            message = None
+        with imageio.open_image(path, max_pixels=max_pixels,
+                                first_frame_only=first_frame_only) as img:
+            frames = 1 if first_frame_only else imageio.frame_count(img)
+            result = None, (frames, img.size[1], img.size[0])
     except imageio.ImageRefused as e:
-        message = f"Cannot load {name!r}: {e}"
+        result = f"Cannot load {name!r}: {e}", None
     with _probe_lock:
         if len(_probe_cache) > 4096:
             _probe_cache.clear()
-        _probe_cache[key] = message
-    return message
+        _probe_cache[key] = result
+    return result
+
+
+def _unreadable_image_message(ctx: Any, name: Any, first_frame_only: bool = False) -> str | None:
+    return _probe(ctx, name, first_frame_only)[0]
 
 
 # Counting a GIF's frames reads the whole file: remember the verdict per (path, size, mtime).
-_probe_cache: dict[tuple, str | None] = {}
+_probe_cache: dict[tuple, tuple] = {}
 _probe_lock = threading.Lock()
 
 
@@ -167,6 +175,14 @@ class LoadImage(Node):
     @classmethod
     def validate_inputs(cls, ctx, image=None, **_):
         return _missing_image_message(ctx, image) or _unreadable_image_message(ctx, image)
+
+    @classmethod
+    def allocation(cls, ctx, image=None, **_):
+        shape = _probe(ctx, image)[1]
+        if shape is None:
+            return None
+        frames, h, w = shape
+        return Allocation(((frames, h, w, 3), (frames, h, w)), ("image",))
 
     def run(self, image):
         return load_image_file(input_path(self.ctx, image),
@@ -358,6 +374,10 @@ class EmptyImage(Node):
     }
     outputs = (Output("IMAGE"),)
 
+    @classmethod
+    def allocation(cls, ctx, width=512, height=512, batch_size=1, **_):
+        return Allocation(((batch_size, height, width, 3),), ("width", "height", "batch_size"))
+
     def run(self, width, height, batch_size=1, color=0):
         rgb = torch.tensor([(color >> 16) & 0xFF, (color >> 8) & 0xFF, color & 0xFF],
                            dtype=torch.float32) / 255.0
@@ -375,6 +395,10 @@ class SolidMask(Node):
         "height": Int(512, min=1, max=16384),
     }
     outputs = (Output("MASK"),)
+
+    @classmethod
+    def allocation(cls, ctx, width=512, height=512, **_):
+        return Allocation(((1, height, width),), ("width", "height"))
 
     def run(self, value, width, height):
         return (torch.full((1, height, width), float(value), dtype=torch.float32),)

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from loom.nodeapi import Combo, Float, Int, Link, Node, Output
+from loom.nodeapi import Allocation, Combo, Float, Int, Link, Node, Output
 from loom.runtime.sampling.resize import CROP_METHODS, IMAGE_METHODS, fill_aspect, resize
 
 MAX_RESOLUTION = 16384
@@ -38,6 +38,18 @@ class ImageScale(Node):
     }
     outputs = (Output("IMAGE"),)
 
+    @classmethod
+    def allocation(cls, ctx, image=None, width=0, height=0, **_):
+        b, h, w, c = image or (1, 0, 0, 3)  # unknown input: at least one image of that size
+        if width and height:
+            return Allocation(((b, height, width, c),), ("width", "height"))
+        if image is None:
+            return None
+        if width or height:
+            width, height = fill_aspect(width, height, w, h)
+            h, w = height, width
+        return Allocation(((b, h, w, c),), ("width", "height"))
+
     def run(self, image, upscale_method, width, height, crop="disabled"):
         if width == 0 and height == 0:
             return (image,)
@@ -55,6 +67,14 @@ class ImageScaleBy(Node):
         "scale_by": Float(1.0, min=0.01, max=8.0, step=0.01),
     }
     outputs = (Output("IMAGE"),)
+
+    @classmethod
+    def allocation(cls, ctx, image=None, scale_by=1.0, **_):
+        if image is None:
+            return None
+        b, h, w, c = image
+        return Allocation(((b, max(1, round(h * scale_by)), max(1, round(w * scale_by)), c),),
+                          ("scale_by",))
 
     def run(self, image, upscale_method, scale_by):
         h, w = image.shape[1:3]
@@ -75,6 +95,11 @@ class ImageScaleToTotalPixels(Node):
         "resolution_steps": Int(1, min=1, max=256, optional=True),
     }
     outputs = (Output("IMAGE"),)
+
+    @classmethod
+    def allocation(cls, ctx, image=None, megapixels=1.0, **_):
+        b, _h, _w, c = image or (1, 0, 0, 3)
+        return Allocation(((b, round(megapixels * 1024 * 1024), 1, c),), ("megapixels",))
 
     def run(self, image, upscale_method, megapixels, resolution_steps=1):
         h, w = image.shape[1:3]
@@ -189,6 +214,12 @@ class ImagePadForOutpaint(Node):
         "feathering": Int(40, min=0, max=MAX_RESOLUTION, step=1),
     }
     outputs = (Output("IMAGE"), Output("MASK"))
+
+    @classmethod
+    def allocation(cls, ctx, image=None, left=0, top=0, right=0, bottom=0, **_):
+        b, h, w, c = image or (1, 0, 0, 3)
+        h, w = h + top + bottom, w + left + right
+        return Allocation(((b, h, w, c), (1, h, w)), ("left", "top", "right", "bottom"))
 
     def run(self, image, left, top, right, bottom, feathering=40):
         b, h, w, c = image.shape

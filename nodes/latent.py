@@ -23,7 +23,7 @@ from loom.files import (
     split_prefix,
     write_atomic,
 )
-from loom.nodeapi import Combo, Float, Hidden, Int, Link, Node, NodeResult, Output, String
+from loom.nodeapi import Allocation, Combo, Float, Hidden, Int, Link, Node, NodeResult, Output, String
 from loom.paths import UnsafePathError
 from loom.runtime.sampling.resize import CROP_METHODS, LATENT_METHODS, fill_aspect, resize
 
@@ -41,6 +41,11 @@ class EmptyLatentImage(Node):
         "batch_size": Int(1, min=1, max=4096, tooltip="Number of images."),
     }
     outputs = (Output("LATENT"),)
+
+    @classmethod
+    def allocation(cls, ctx, width=512, height=512, batch_size=1, **_):
+        return Allocation(((batch_size, LATENT_CHANNELS, height // 8, width // 8),),
+                          ("width", "height", "batch_size"))
 
     def run(self, width, height, batch_size=1):
         samples = torch.zeros([batch_size, LATENT_CHANNELS, height // 8, width // 8],
@@ -68,6 +73,16 @@ class LatentUpscale(Node):
     }
     outputs = (Output("LATENT"),)
 
+    @classmethod
+    def allocation(cls, ctx, samples=None, width=0, height=0, **_):
+        if samples is None:
+            return None
+        b, c, h, w = samples
+        if width or height:
+            width, height = fill_aspect(width, height, w, h, minimum=64)
+            h, w = height // 8, width // 8
+        return Allocation(((b, c, h, w),), ("width", "height"))
+
     def run(self, samples, upscale_method, width, height, crop="disabled"):
         if width == 0 and height == 0:
             return (dict(samples),)
@@ -85,6 +100,14 @@ class LatentUpscaleBy(Node):
         "scale_by": Float(1.5, min=0.01, max=8.0, step=0.01),
     }
     outputs = (Output("LATENT"),)
+
+    @classmethod
+    def allocation(cls, ctx, samples=None, scale_by=1.0, **_):
+        if samples is None:
+            return None
+        b, c, h, w = samples
+        return Allocation(((b, c, max(1, round(h * scale_by)), max(1, round(w * scale_by))),),
+                          ("scale_by",))
 
     def run(self, samples, upscale_method, scale_by):
         h, w = samples["samples"].shape[-2:]
@@ -137,6 +160,13 @@ class RepeatLatentBatch(Node):
         "amount": Int(1, min=1, max=64),
     }
     outputs = (Output("LATENT"),)
+
+    @classmethod
+    def allocation(cls, ctx, samples=None, amount=1, **_):
+        if samples is None:
+            return None
+        b, *rest = samples
+        return Allocation(((b * amount, *rest),), ("amount",))
 
     def run(self, samples, amount):
         s = samples["samples"]

@@ -7,7 +7,7 @@ The work is done by :func:`loom.runtime.sampling.sample`; see it for the semanti
 
 from __future__ import annotations
 
-from loom.nodeapi import Combo, Float, Int, Link, Node, Output
+from loom.nodeapi import Allocation, Combo, Float, Int, Link, Node, Output
 from loom.runtime.sampling import SAMPLER_NAMES, SCHEDULER_NAMES, sample, unsupported_reason
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
@@ -67,6 +67,10 @@ class KSampler(Node):
     def validate_inputs(cls, ctx, **inputs):
         return _check_pair(inputs)
 
+    @classmethod
+    def allocation(cls, ctx, latent_image=None, **_):
+        return Allocation((latent_image,)) if latent_image else None  # same shape as its input
+
     def run(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
             latent_image, denoise=1.0):
         out = sample(model, positive, negative, latent_image, seed=seed, steps=steps, cfg=cfg,
@@ -95,6 +99,10 @@ class KSamplerAdvanced(Node):
     @classmethod
     def validate_inputs(cls, ctx, **inputs):
         return _check_pair(inputs)
+
+    @classmethod
+    def allocation(cls, ctx, latent_image=None, **_):
+        return Allocation((latent_image,)) if latent_image else None  # same shape as its input
 
     def run(self, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive,
             negative, latent_image, start_at_step=0, end_at_step=10000,

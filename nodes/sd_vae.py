@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from loom.nodeapi import Int, Link, Node, Output
+from loom.nodeapi import Allocation, Int, Link, Node, Output
 from loom.runtime.sd import vae as vae_ops
 from loom.runtime.sd.common import manager_of
 
@@ -39,6 +39,21 @@ def _tagged(vae, z) -> dict:
     return {"samples": z, "family": vae.family} if vae.family else {"samples": z}
 
 
+def _decoded(latent_shape) -> Allocation | None:
+    """The IMAGE a VAE decodes a LATENT of this shape to (8 pixels per latent cell)."""
+    if latent_shape is None:
+        return None
+    b, _c, h, w = latent_shape
+    return Allocation(((b, h * 8, w * 8, 3),))
+
+
+def _encoded(image_shape) -> Allocation | None:
+    if image_shape is None:
+        return None
+    b, h, w, _c = image_shape
+    return Allocation(((b, 4, h // 8, w // 8),))
+
+
 class VAEDecode(Node):
     category = "latent"
     display_name = "VAE Decode"
@@ -48,6 +63,10 @@ class VAEDecode(Node):
         "vae": Link("VAE", tooltip="The VAE of the model that made the latent."),
     }
     outputs = (Output("IMAGE"),)
+
+    @classmethod
+    def allocation(cls, ctx, samples=None, **_):
+        return _decoded(samples)
 
     def run(self, samples, vae):
         z = _samples(vae, samples)
@@ -60,6 +79,10 @@ class VAEEncode(Node):
     description = "Encodes images into latents (cropped to multiples of 8 pixels)."
     inputs = {"pixels": Link("IMAGE"), "vae": Link("VAE")}
     outputs = (Output("LATENT"),)
+
+    @classmethod
+    def allocation(cls, ctx, pixels=None, **_):
+        return _encoded(pixels)
 
     def run(self, pixels, vae):
         _check_vae(vae)
@@ -83,6 +106,10 @@ class VAEDecodeTiled(Node):
     inputs = {"samples": Link("LATENT"), "vae": Link("VAE"), **_tile_inputs(tile_step=32)}
     outputs = (Output("IMAGE"),)
 
+    @classmethod
+    def allocation(cls, ctx, samples=None, **_):
+        return _decoded(samples)
+
     def run(self, samples, vae, tile_size=512, overlap=64, temporal_size=64, temporal_overlap=8):
         z = _samples(vae, samples)
         overlap = min(overlap, tile_size // 4)
@@ -96,6 +123,10 @@ class VAEEncodeTiled(Node):
     description = "Encodes images tile by tile (less memory for big images); tiles are blended."
     inputs = {"pixels": Link("IMAGE"), "vae": Link("VAE"), **_tile_inputs(tile_step=64)}
     outputs = (Output("LATENT"),)
+
+    @classmethod
+    def allocation(cls, ctx, pixels=None, **_):
+        return _encoded(pixels)
 
     def run(self, pixels, vae, tile_size=512, overlap=64, temporal_size=64, temporal_overlap=8):
         _check_vae(vae)
@@ -117,6 +148,10 @@ class VAEEncodeForInpaint(Node):
         "grow_mask_by": Int(6, min=0, max=64, step=1),
     }
     outputs = (Output("LATENT"),)
+
+    @classmethod
+    def allocation(cls, ctx, pixels=None, **_):
+        return _encoded(pixels)
 
     def run(self, pixels, vae, mask, grow_mask_by=6):
         _check_vae(vae)

@@ -50,8 +50,11 @@ def upload(server, data: bytes, name: str = "x.png", path: str = "/upload/image"
 
 def load_prompt(name: str, node: str = "LoadImage") -> dict:
     inputs = {"image": name} if node == "LoadImage" else {"image": name, "channel": "alpha"}
-    sink = ({"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}} if node == "LoadImage"
-            else {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}})
+    sink = (
+        {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}
+        if node == "LoadImage"
+        else {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}
+    )
     return {"1": {"class_type": node, "inputs": inputs}, "2": sink}
 
 
@@ -67,8 +70,7 @@ def server(tmp_path_factory):
 # -- formats -------------------------------------------------------------------------------------
 
 ALLOWED = [("PNG", {}), ("JPEG", {}), ("WEBP", {}), ("GIF", {}), ("BMP", {}), ("TIFF", {})]
-REFUSED = ["EPS", "PPM", "ICO", "TGA", "PCX", "SGI", "IM", "DDS", "QOI", "JPEG2000", "ICNS", "PDF",
-           "SPIDER"]
+REFUSED = ["EPS", "PPM", "ICO", "TGA", "PCX", "SGI", "IM", "DDS", "QOI", "JPEG2000", "ICNS", "PDF", "SPIDER"]
 
 
 @pytest.mark.parametrize("fmt, kw", ALLOWED)
@@ -90,8 +92,14 @@ def test_other_formats_are_refused_before_any_decoder_sees_them(server, fmt, mon
     tried = []
     for name, (factory, accept) in list(Image.OPEN.items()):
         if name not in imageio.ALLOWED_FORMATS:
-            monkeypatch.setitem(Image.OPEN, name, (factory, lambda prefix, _n=name, _a=accept:
-                                                    tried.append(_n) or (_a(prefix) if _a else True)))
+            monkeypatch.setitem(
+                Image.OPEN,
+                name,
+                (
+                    factory,
+                    lambda prefix, _n=name, _a=accept: tried.append(_n) or (_a(prefix) if _a else True),
+                ),
+            )
     r = upload(server, data, f"bad_{fmt}.png")
     assert r.status == 400, r.text
     error = r.json()["error"]
@@ -118,6 +126,7 @@ def test_load_image_names_the_refused_format(server, fmt):
 
 
 # -- pixel budget --------------------------------------------------------------------------------
+
 
 def test_animated_bomb_is_refused_from_its_header(server):
     bomb = gif_bomb(4000, 4000, 100)
@@ -148,8 +157,7 @@ def test_big_single_frame_is_refused_on_upload_mask_and_load(server):
     assert r.status == 400 and "megapixels" in r.json()["error"]["message"], r.text
     (server.settings.folders.input_dir / "big_original.png").write_bytes(big)
     ref = '{"filename": "big_original.png", "type": "input", "subfolder": ""}'
-    r = upload(server, encode("PNG", size=(8, 8), mode="RGBA"), "m.png", "/upload/mask",
-               original_ref=ref)
+    r = upload(server, encode("PNG", size=(8, 8), mode="RGBA"), "m.png", "/upload/mask", original_ref=ref)
     assert r.status == 400 and "megapixels" in r.json()["error"]["message"], r.text
     for node in ("LoadImage", "LoadImageMask"):
         r = server.post("/prompt", json={"prompt": load_prompt("big_original.png", node)})
@@ -194,6 +202,7 @@ def test_load_image_still_reads_every_frame_and_alpha(tmp_path):
 
 
 # -- listing input/ ------------------------------------------------------------------------------
+
 
 def make_tree(base):
     inp = base / "input"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from loom.engine.allocation import check_allocations
 from loom.graph.errors import NodeError, PromptError
 from loom.graph.prompt import LinkRef, as_link, parse_prompt
 from loom.nodeapi.guard import failure_text, reraise_if_fatal
@@ -84,7 +85,27 @@ def validate_prompt(data: Any, registry: NodeRegistry, ctx: Any = None,
             f"{first['class_type']} (node {first_id}): {first_msg}"
             + (f" (and {len(node_errors) - 1} more node(s))" if len(node_errors) > 1 else ""),
             node_errors=node_errors)
+    if over := check_allocations(checker.specs, outputs, ctx):
+        node_id, error = next(iter(over.items()))
+        raise PromptError(
+            "prompt_outputs_failed_validation", "Prompt outputs failed validation",
+            f"{prompt[node_id]['class_type']} (node {node_id}): {error.message}",
+            node_errors={node_id: {"errors": [error.to_json()], "class_type":
+                                   prompt[node_id]["class_type"], "dependent_outputs": [
+                                       out for out in outputs
+                                       if node_id in _upstream(checker.specs, out)]}})
     return ValidatedPrompt(nodes=checker.specs, outputs=outputs, raw=prompt)
+
+
+def _upstream(specs: dict[str, NodeSpec], root: str) -> set[str]:
+    seen, stack = set(), [root]
+    while stack:
+        node_id = stack.pop()
+        if node_id in seen or node_id not in specs:
+            continue
+        seen.add(node_id)
+        stack.extend(link.node_id for link in specs[node_id].links.values())
+    return seen
 
 
 class _Checker:

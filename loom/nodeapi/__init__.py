@@ -15,11 +15,11 @@ from loom.nodeapi.inputs import (
     ModelFile,
     String,
 )
-from loom.nodeapi.node import ALWAYS_RUN, Interrupted, Node, NodeResult, Output, RunContext
+from loom.nodeapi.node import ALWAYS_RUN, Allocation, Interrupted, Node, NodeResult, Output, RunContext
 from loom.nodeapi.registry import NodeRegistry, PackInfo
 
 __all__ = [
-    "ALWAYS_RUN", "Boolean", "Combo", "Float", "Hidden", "Input", "InputError", "Int",
+    "ALWAYS_RUN", "Allocation", "Boolean", "Combo", "Float", "Hidden", "Input", "InputError", "Int",
     "Interrupted", "Link", "ModelFile", "Node", "NodeRegistry", "NodeResult", "Output",
     "PackInfo", "RunContext", "String",
 ]

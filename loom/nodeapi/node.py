@@ -46,6 +46,19 @@ class Output:
         return self.name or self.type
 
 
+@dataclass(frozen=True)
+class Allocation:
+    """What a node's outputs will hold, estimated before it runs (see :meth:`Node.allocation`).
+
+    ``shapes`` has one entry per output: the shape of its tensor (IMAGE ``[B, H, W, C]``, MASK
+    ``[B, H, W]``, LATENT ``[B, C, H/8, W/8]`` of its samples) or None when unknown or not a
+    tensor. ``inputs`` names the inputs that set the size: the error names them.
+    """
+
+    shapes: tuple[tuple[int, ...] | None, ...]
+    inputs: tuple[str, ...] = ()
+
+
 @dataclass
 class NodeResult:
     """What ``run`` returns when it has UI output (images to show, text) besides its outputs."""
@@ -127,6 +140,15 @@ class Node:
         (e.g. the hash or mtime of a file it reads), or :data:`ALWAYS_RUN`. It becomes part of
         the cache signature. ``inputs`` holds the constant (widget) inputs only.
         """
+        return None
+
+    @classmethod
+    def allocation(cls, ctx: RunContext, **inputs: Any) -> Allocation | None:
+        """The memory a node's outputs will take, for the per-prompt budget checked at
+        validation (declare it on nodes that allocate from their inputs: sizes, batch sizes,
+        scale factors). ``inputs`` holds the constants, and for each linked input the shape
+        the upstream node's estimate gave that output, or None when it is unknown. Return
+        None when there is nothing to say."""
         return None
 
     @classmethod

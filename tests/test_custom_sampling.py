@@ -300,6 +300,14 @@ def test_bad_sigmas_are_refused(sd1):
         custom(sd1, sigmas=torch.ones(2, 2))
     with pytest.raises(ValueError, match="finite"):
         custom(sd1, sigmas=torch.tensor([1.0, float("nan")]))
+    with pytest.raises(ValueError, match="must not increase"):
+        custom(sd1, sigmas=torch.tensor([1.0, 2.0, 0.0]))
+    # repeated levels (e.g. KarrasScheduler with sigma_min == sigma_max) are single steps
+    flat = KarrasScheduler().run(steps=4, sigma_max=3.0, sigma_min=3.0, rho=7.0)[0]
+    for sampler in ("dpmpp_2m", "res_multistep", "er_sde", "lms"):
+        out, _ = custom(sd1, sampler, sigmas=flat)
+        ref, _ = custom(sd1, sampler, sigmas=torch.tensor([3.0, 0.0]))
+        assert torch.equal(out, ref), sampler
 
 
 # -- ConditioningSetTimestepRange ----------------------------------------------------------------

@@ -67,6 +67,11 @@ def sample_sigmas(req: SamplingRequest, models: Any = None) -> tuple[dict, dict]
     sigmas = torch.as_tensor(req.sigmas).detach().to("cpu", torch.float32).flatten()
     if not torch.isfinite(sigmas).all() or (sigmas < 0).any():
         raise ValueError("sigmas must be finite and not negative")
+    if (sigmas[1:] > sigmas[:-1]).any():
+        raise ValueError("sigmas must not increase: a schedule goes from the highest noise level "
+                         "down")
+    # A step from a level to the same level does nothing; multistep solvers would divide by 0.
+    sigmas = torch.unique_consecutive(sigmas)
     out = dict(req.latent)
     if model.family:
         out["family"] = model.family

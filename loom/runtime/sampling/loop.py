@@ -161,7 +161,7 @@ def _run(model, guider, latent, *, seed, total, start, end, sampler_name, schedu
         noise = torch.zeros_like(image)
     state = SamplingState(scheduler=sched, timesteps=timesteps, levels=levels[first:],
                           noise=noise, latent_image=image, space=spec.space, device=device)
-    hooks = latent_hooks(latent, unet, image, hooks, device)
+    hooks = latent_hooks(latent, unet, image, hooks, device, guider=guider, scale=scale)
 
     if add_noise and first == 0:
         # txt2img: exactly what a diffusers pipeline starts from (randn * init_noise_sigma); a

@@ -144,7 +144,8 @@ def _run(req: SamplingRequest, solver: Solver, model, sigmas, hooks,
     timesteps = torch.tensor([ms.timestep(s) for s in levels[:-1]], dtype=torch.float32)
     state = SamplingState(scheduler=None, timesteps=timesteps, levels=levels, noise=noise,
                           latent_image=image, space="ve", device=device)
-    hooks = latent_hooks(req.latent, unet, image, hooks, device)
+    hooks = latent_hooks(req.latent, unet, image, hooks, device, guider=req.guider,
+                         scale=scale)
     predict = GuidedPrediction(req.guider, batch=batch, height=height, width=width,
                                device=device, dtype=dtype, unet=unet, hooks=hooks,
                                sigma_range=timestep_range(ms))

@@ -140,6 +140,21 @@ def test_dpmpp_2m_sde_matches_diffusers_on_its_own_levels(sd1):
     assert close(out, expected), (out - expected).abs().max()
 
 
+def test_ddpm_matches_diffusers_on_its_own_levels(sd1):
+    """Ancestral DDPM: diffusers' DDPMScheduler (VP, integer timesteps) from the same start and
+    with the same generator stream."""
+    expected = ksample(sd1, sampler_name="ddpm", scheduler="normal")
+    sched, _, _ = make_scheduler(sd1.model.scheduler_config, "epsilon", "ddpm", "normal")
+    sched.set_timesteps(4)
+    ac = sched.alphas_cumprod[sched.timesteps.long()].double()
+    sigmas = torch.cat([((1 - ac) / ac) ** 0.5, torch.zeros(1, dtype=torch.float64)]).float()
+    noise = initial_noise((1, 4, 8, 8), seeded_generator(5))
+    extra = noise * ((1 + sigmas[0] ** 2) ** 0.5 - sigmas[0])
+    latent = {"samples": extra / sd1.model.latent_scaling_factor}
+    out, _ = custom(sd1, "ddpm", sigmas=sigmas, latent=latent)
+    assert close(out, expected), (out - expected).abs().max()
+
+
 @pytest.mark.parametrize("sampler", ["res_multistep", "er_sde", "ipndm", "euler_cfg_pp"])
 def test_ksampler_runs_loom_solvers_like_sampler_custom(sd1, sampler):
     """Solvers diffusers lacks run through the same sigma loop from KSampler."""

@@ -92,13 +92,14 @@ def test_sampler_and_scheduler_names_follow_comfyui():
 
 def test_unsupported_pairs_get_a_clear_validation_error():
     assert unsupported_reason("euler", "karras") is None
-    reason = unsupported_reason("ddpm", "karras")
-    assert "ddpm" in reason and "karras" in reason and "normal" in reason
-    assert "karras" not in supported_schedulers("ddpm")
+    # diffusers-only solvers run the schedules their scheduler class offers
+    reason = unsupported_reason("uni_pc", "kl_optimal")
+    assert "uni_pc" in reason and "kl_optimal" in reason and "normal" in reason
+    assert "kl_optimal" not in supported_schedulers("uni_pc")
     # Loom's own solvers run every schedule (euler_ancestral + karras has no diffusers class)
     assert "karras" in supported_schedulers("euler_ancestral")
-    assert unsupported_reason("uni_pc", "kl_optimal") is not None
-    msg = KSampler.validate_inputs(RunContext(), sampler_name="ddpm", scheduler="karras")
+    assert unsupported_reason("ddpm", "karras") is None
+    msg = KSampler.validate_inputs(RunContext(), sampler_name="deis", scheduler="linear_quadratic")
     assert msg and "does not support" in msg
     assert KSampler.validate_inputs(RunContext(), sampler_name="dpmpp_2m", scheduler="karras") is None
     assert "not available" in unsupported_reason("no_such_sampler", "normal")

@@ -80,7 +80,7 @@ def solve(name, sigmas, run=None, x=None):
 
 @pytest.mark.parametrize("name,order", [
     ("euler", 1), ("heun", 2), ("dpm_2", 2), ("dpmpp_2m", 2), ("res_multistep", 2),
-    ("ipndm", 2), ("ddim", 1), ("lms", 3),
+    ("ipndm", 2), ("ddim", 1), ("lms", 3), ("gradient_estimation", 1),
 ])
 def test_deterministic_solvers_converge_at_their_order(name, order):
     errors = []
@@ -339,6 +339,19 @@ def test_dpmpp_2m_cfg_pp_step():
             est_u = d_u + (d_u - prev[1]) / (2 * r)
         ref = est_g + (s_next / s) * (ref - est_u)
         prev = (g, d_u)
+    assert torch.allclose(got, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_gradient_estimation_steps():
+    sigmas = levels(5)
+    x = start(float(sigmas[0]))
+    got = solve("gradient_estimation", sigmas, x=x)
+    ref, d_prev = x.clone(), None
+    for i in range(len(sigmas) - 1):
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        d = (ref - gaussian_denoiser(ref, s, MU_C)) / s
+        direction = d if d_prev is None else 2 * d - d_prev
+        ref, d_prev = ref + (s_next - s) * direction, d
     assert torch.allclose(got, ref, rtol=1e-12, atol=1e-12)
 
 

@@ -22,7 +22,7 @@ _COMFY_ORDER = (
     "dpm_2_ancestral", "lms", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde",
     "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu",
     "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm", "deis", "res_multistep",
-    "res_multistep_cfg_pp", "er_sde", "ddim", "uni_pc", "uni_pc_bh2",
+    "res_multistep_cfg_pp", "gradient_estimation", "er_sde", "ddim", "uni_pc", "uni_pc_bh2",
 )
 
 SAMPLER_NAMES: list[str] = [n for n in _COMFY_ORDER

@@ -38,6 +38,8 @@ The update rules, written from the papers (``t = -log sigma``, ``h = t_next - t`
 * ``lms`` — linear multistep on ``d`` up to order 4, weights from the real step sizes.
 * ``ipndm`` — improved PNDM (Zhang & Chen 2022, DEIS): Adams-Bashforth on ``d`` of orders
   1, 2, 3, 4 (warming up), with the fixed-step coefficients.
+* ``ddpm`` — ancestral DDPM (Ho et al. 2020): the posterior given ``x0 = D``, sampled.
+* ``gradient_estimation`` — Permenter & Yvinec 2024: Euler along ``2 d - d_prev``.
 * ``lcm`` — latent consistency sampling: ``x_next = D + sigma_next * noise``.
 * ``*_cfg_pp`` — CFG++ (Chung et al. 2024). Each update above has the form
   ``x_next = D^ + (s_next / s) (x - D^)`` (with ``s_next`` = ``sigma_down`` for ancestral ones,
@@ -426,6 +428,37 @@ def ipndm(run, x, sigmas, max_order: int = 4):
     return x
 
 
+def ddpm(run, x, sigmas):
+    """Ancestral DDPM (Ho et al. 2020, eq. 6-7): the posterior q(x_prev | x, x0 = D) of a
+    variance-preserving model, sampled, written for levels sigma (alpha_bar = 1 / (1 + s^2))."""
+    for i in range(len(sigmas) - 1):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        den = run.denoise(x, s, i)
+        a, a_prev = 1 / (1 + s**2), 1 / (1 + s_next**2)
+        alpha = a / a_prev
+        beta = 1 - alpha
+        mean = (a_prev**0.5 * beta / (1 - a)) * den + (alpha**0.5 * (1 - a_prev) / (1 - a)) * (
+            x * a**0.5)
+        if float(s_next) > 0:
+            mean = mean + run.noise(x) * ((1 - a_prev) / (1 - a) * beta) ** 0.5
+        x = run.done(i, mean / a_prev**0.5, den)
+    return x
+
+
+def gradient_estimation(run, x, sigmas, gamma: float = 2.0):
+    """Permenter & Yvinec 2024: Euler with the direction extrapolated from the last two,
+    ``gamma * d + (1 - gamma) * d_prev`` (the first step is plain Euler)."""
+    d_prev = None
+    for i in range(len(sigmas) - 1):
+        s, s_next = sigmas[i], sigmas[i + 1]
+        den = run.denoise(x, s, i)
+        d = (x - den) / s
+        step = d if d_prev is None else gamma * d + (1 - gamma) * d_prev
+        x = run.done(i, x + step * (s_next - s), den)
+        d_prev = d
+    return x
+
+
 def lcm(run, x, sigmas):
     for i in range(len(sigmas) - 1):
         den = run.denoise(x, sigmas[i], i)
@@ -454,10 +487,12 @@ _ALL_SOLVERS = (
     # ComfyUI's *_gpu variants differ only in where their noise is drawn; ours is the CPU's
     Solver("dpmpp_2m_sde_gpu", dpmpp_2m_sde, stochastic=True),
     Solver("lms", lms),
+    Solver("ddpm", ddpm, stochastic=True),
     Solver("lcm", lcm, stochastic=True),
     Solver("ipndm", ipndm),
     Solver("res_multistep", res_multistep),
     Solver("res_multistep_cfg_pp", res_multistep_cfg_pp),
+    Solver("gradient_estimation", gradient_estimation),
     Solver("er_sde", er_sde, stochastic=True),
     Solver("ddim", euler),
 )

@@ -1,4 +1,4 @@
-"""Noise levels in sigma space: ComfyUI's SIGMAS values and the model's discrete schedule.
+"""Noise levels in sigma space: ComfyUI's SIGMAS values, schedules by name and in closed form.
 
 A ``SIGMAS`` value is a 1-D float32 CPU tensor of noise levels, highest first, usually ending
 at 0; a sample at level ``sigma`` is ``x0 + sigma * eps`` (the latent scaled by the VAE factor).
@@ -13,9 +13,9 @@ Schedules by name (what BasicScheduler and KSampler's ``scheduler`` offer):
   ``sigma(u) = tan((1 - u) * atan(sigma_max) + u * atan(sigma_min))`` for ``u`` evenly in [0, 1],
   then 0;
 * ``linear_quadratic`` (Genmo's Mochi schedule): the noise fraction falls linearly over the first
-  half of the steps to ``threshold`` (0.025), then along the quadratic that joins it with the same
-  slope and reaches 0 at the last step; levels are that fraction of ``sigma_max``. Made for
-  flow-matching models, where sigma_max is 1.
+  half of the steps by ``threshold`` (0.025), then along the quadratic that continues it with
+  the same slope and reaches 0 at the last step; levels are that fraction of ``sigma_max``. Made
+  for flow-matching models, where sigma_max is 1.
 """
 
 from __future__ import annotations

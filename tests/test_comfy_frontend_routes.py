@@ -76,6 +76,26 @@ def test_model_library_lists_folders_and_files(loom_server: LoomTestServer):
     assert r.status == 404 and r.json()["error"]["type"] == "not_found"
 
 
+def test_model_preview_images(loom_server: LoomTestServer):
+    models = loom_server.settings.folders.models_dir
+    _model(models, "checkpoints/sub/a.safetensors")
+    _model(models, "checkpoints/sub/a.png", b"\x89PNG fake")
+    _model(models, "loras/b.safetensors")
+    _model(models, "loras/b.preview.jpeg", b"\xff\xd8 fake")
+    _model(models, "loras/c.safetensors")
+    r = loom_server.get("/api/experiment/models/preview/checkpoints/0/sub/a.safetensors.webp")
+    assert r.status == 200 and r.body == b"\x89PNG fake"
+    assert r.headers["Content-Type"] == "image/png"
+    r = loom_server.get("/api/experiment/models/preview/loras/0/b.safetensors.webp")
+    assert r.status == 200 and r.headers["Content-Type"] == "image/jpeg"
+    for path in ("loras/0/c.safetensors.webp", "loras/0/missing.webp", "nope/0/a.webp",
+                 "loras/0/..%2F..%2Fcheckpoints%2Fsub%2Fa.safetensors.webp",
+                 "loras/0/%2Fetc%2Fpasswd.webp"):
+        r = loom_server.get(f"/api/experiment/models/preview/{path}")
+        assert r.status in (400, 404), path
+        assert "error" in r.json()
+
+
 def test_folder_paths_name_folders_without_disk_paths(loom_server_shared: LoomTestServer):
     paths = loom_server_shared.get("/internal/folder_paths").json()
     assert paths["checkpoints"] == ["models/checkpoints"]

@@ -2,7 +2,8 @@
 
 Also the routes of ComfyUI's Model Library: ``/experiment/models`` (the folders, each with its
 file endings), ``/experiment/models/{folder}`` (``[{"name", "pathIndex"}]``),
-``/view_metadata/{folder}?filename=`` (a safetensors file's ``__metadata__``) and
+``/view_metadata/{folder}?filename=`` (a safetensors file's ``__metadata__``),
+``/experiment/models/preview/{folder}/0/{name}.webp`` (a picture next to the model) and
 ``/internal/folder_paths``. Folders are named as ``models/<folder>``, never by their absolute
 path: a browser has no use for where the disk keeps them.
 """
@@ -19,7 +20,7 @@ import sys
 from aiohttp import web
 
 import loom
-from loom.paths import MODEL_FOLDERS
+from loom.paths import MODEL_FOLDERS, UnsafePathError, safe_join
 from loom.server.routes._common import bad_request, not_found
 from loom.server.security import redact_argv
 from loom.server.state import get_state
@@ -110,6 +111,32 @@ async def model_library_files(request: web.Request) -> web.Response:
     folders = get_state(request).settings.folders
     names = await asyncio.to_thread(folders.list_models, folder)
     return web.json_response([{"name": name, "pathIndex": 0} for name in names])
+
+
+# A model's picture sits next to it: name.png, name.preview.png, ... (the conventions of
+# ComfyUI and of model managers).
+PREVIEW_SUFFIXES = (".webp", ".png", ".jpg", ".jpeg", ".preview.webp", ".preview.png",
+                    ".preview.jpg", ".preview.jpeg")
+PREVIEW_TYPES = {".webp": "image/webp", ".png": "image/png", ".jpg": "image/jpeg",
+                 ".jpeg": "image/jpeg"}
+
+
+@routes.get("/experiment/models/preview/{folder}/{path_index}/{filename:.+}")
+async def model_preview(request: web.Request) -> web.StreamResponse:
+    """The Model Library's thumbnail of a model: asked for as ``<model name>.webp``."""
+    folder = _model_folder(request)
+    name = request.match_info["filename"].removesuffix(".webp")
+    stem = name.rsplit(".", 1)[0] if "." in name.rsplit("/", 1)[-1] else name
+    root = get_state(request).settings.folders.model_folder(folder)
+    for suffix in PREVIEW_SUFFIXES:
+        try:
+            path = safe_join(root, stem + suffix)
+        except UnsafePathError:
+            break
+        if path.is_file():
+            return web.FileResponse(path, headers={
+                "Content-Type": PREVIEW_TYPES[path.suffix.lower()], "Cache-Control": "no-cache"})
+    raise not_found(f"No preview image for {name!r} in models/{folder}/")
 
 
 @routes.get("/internal/folder_paths")

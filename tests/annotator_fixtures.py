@@ -1,0 +1,98 @@
+"""Random-weight annotator files under their usual names, for the preprocessor tests.
+
+``write_random_annotator(folder, key, seed)`` writes ``models/annotators/<usual name>`` with
+random tensors of the right shapes, in the layout the real file has (OpenPose's unprefixed layer
+names, PiDiNet's ``state_dict`` / NormalBae's ``model`` wrappers with ``module.`` names), as
+fp16 to keep the files small. The networks are built on the meta device to learn the shapes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from loom.runtime.annotators import models
+
+
+def _network(key: str) -> torch.nn.Module:
+    """An empty network of the annotator (meta tensors), the way models.py builds it."""
+    import functools
+    import types
+
+    if key.startswith("openpose"):
+        from controlnet_aux.open_pose.face import FaceNet
+        from controlnet_aux.open_pose.model import bodypose_model, handpose_model
+
+        return {"openpose_body": bodypose_model, "openpose_hand": handpose_model,
+                "openpose_face": FaceNet}[key]()
+    if key == "hed":
+        from controlnet_aux.hed import ControlNetHED_Apache2
+
+        return ControlNetHED_Apache2()
+    if key == "pidinet":
+        from controlnet_aux.pidi.model import pidinet
+
+        return pidinet()
+    if key in ("lineart", "lineart_coarse"):
+        from controlnet_aux.lineart import Generator
+
+        return Generator(3, 1, 3)
+    if key == "lineart_anime":
+        from controlnet_aux.lineart_anime import UnetGenerator
+
+        norm = functools.partial(torch.nn.InstanceNorm2d, affine=False, track_running_stats=False)
+        return UnetGenerator(3, 1, 8, 64, norm_layer=norm, use_dropout=False)
+    if key == "mlsd":
+        from controlnet_aux.mlsd.models.mbv2_mlsd_large import MobileV2_MLSD_Large
+
+        return MobileV2_MLSD_Large()
+    if key == "midas":
+        from controlnet_aux.midas.midas.dpt_depth import DPTDepthModel
+
+        return DPTDepthModel(path=None, backbone="vitb_rn50_384", non_negative=True)
+    if key == "normal_bae":
+        from controlnet_aux.normalbae.nets.NNET import NNET
+
+        return NNET(types.SimpleNamespace(mode="client", architecture="BN", pretrained="scannet",
+                                          sampling_ratio=0.4, importance_ratio=0.7))
+    raise KeyError(key)
+
+
+def random_state_dict(key: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    with torch.device("meta"):
+        net = _network(key)
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, t in net.state_dict().items():
+        if not t.dtype.is_floating_point:
+            out[name] = torch.zeros(t.shape, dtype=t.dtype)
+        elif name.endswith("running_var"):
+            out[name] = (torch.rand(t.shape, generator=gen) + 0.5).half()
+        elif name.endswith("running_mean") or name.endswith(".bias"):
+            out[name] = (torch.randn(t.shape, generator=gen) * 0.01).half()
+        else:
+            fan_in = max(1, t[0].numel()) if t.dim() > 1 else 1
+            std = (1.0 / fan_in) ** 0.5 if t.dim() > 1 else 0.05
+            out[name] = (torch.randn(t.shape, generator=gen) * std).half()
+            if name.endswith("norm.weight") or ".bn" in name and name.endswith("weight"):
+                out[name] = (1 + out[name].float() * 0.1).half()
+    return out
+
+
+def file_layout(key: str, sd: dict) -> dict:
+    """The state dict as the real file stores it."""
+    if key.startswith("openpose_") and key != "openpose_face":
+        return {name.split(".", 1)[1]: t for name, t in sd.items()}
+    if key == "pidinet":
+        return {"state_dict": {f"module.{k}": v for k, v in sd.items()}}
+    if key == "normal_bae":
+        return {"model": {f"module.{k}": v for k, v in sd.items()}}
+    return sd
+
+
+def write_random_annotator(folder: Path, key: str, seed: int = 0) -> Path:
+    path = Path(folder) / models.SPECS[key].filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(file_layout(key, random_state_dict(key, seed)), path)
+    return path

@@ -192,6 +192,8 @@ def test_jobs_over_http_list_detail_and_cancel(loom_server: LoomTestServer):
     assert detail["workflow"]["prompt"] == chain(3)
     r = loom_server.get("/jobs?limit=1")
     assert r.json()["pagination"] == {"offset": 0, "limit": 1, "total": 3, "has_more": True}
+    assert loom_server.get("/jobs").json()["pagination"]["limit"] == 100  # a page by default
+    assert loom_server.get("/jobs?limit=5000").json()["pagination"]["limit"] == 1000
 
     # Cancel: the pending job leaves the queue, the running one is interrupted.
     r = loom_server.post(f"/api/jobs/{pending}/cancel")

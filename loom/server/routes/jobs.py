@@ -1,8 +1,9 @@
 """``/jobs``: the queue and history as one paged list of jobs (ComfyUI's jobs API).
 
 ``GET /jobs?status=pending,in_progress,completed,failed,cancelled&limit=&offset=&sort_order=``
-answers ``{"jobs": [...], "pagination": {"offset", "limit", "total", "has_more"}}`` (the item
-shape is in :mod:`loom.store.jobs`); ``GET /jobs/{id}`` is one job with its prompt and outputs;
+(``limit`` 100 by default, at most 1000) answers
+``{"jobs": [...], "pagination": {"offset", "limit", "total", "has_more"}}`` (the item shape is
+in :mod:`loom.store.jobs`); ``GET /jobs/{id}`` is one job with its prompt and outputs;
 ``POST /jobs/{id}/cancel`` and ``POST /jobs/cancel`` (``{"job_ids": [...]}``) take a pending job
 out of the queue and interrupt a running one. Cancelling a finished job changes nothing.
 """
@@ -17,6 +18,8 @@ from loom.store.jobs import JOB_STATUSES
 
 routes = web.RouteTableDef()
 
+# A page: every listed job's history entry is decoded, so a client cannot ask for all at once.
+DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 SORT_KEYS = ("create_time", "created_at")
 
@@ -36,8 +39,7 @@ def _statuses(request: web.Request) -> set[str] | None:
 @routes.get("/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
     statuses = _statuses(request)
-    limit = query_int(request, "limit", None, minimum=1)
-    limit = min(limit, MAX_LIMIT) if limit is not None else None
+    limit = min(query_int(request, "limit", DEFAULT_LIMIT, minimum=1), MAX_LIMIT)
     offset = query_int(request, "offset", 0)
     sort_by = request.query.get("sort_by", "create_time")
     if sort_by not in SORT_KEYS:
@@ -48,7 +50,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     jobs, total = get_state(request).store.jobs.listing(statuses, limit, offset,
                                                         descending=order == "desc")
     return web.json_response({"jobs": jobs, "pagination": {
-        "offset": offset, "limit": limit if limit is not None else total, "total": total,
+        "offset": offset, "limit": limit, "total": total,
         "has_more": offset + len(jobs) < total}})
 
 

@@ -12,7 +12,7 @@ import signal  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from loom.config import REPO_ROOT, Settings  # noqa: E402
+from loom.config import REPO_ROOT, VRAM_CHOICES, Settings  # noqa: E402
 from loom.paths import Folders  # noqa: E402
 
 log = logging.getLogger("loom")
@@ -84,7 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--disable-custom-nodes", action="store_true",
                      help="do not load any pack from the custom nodes folder")
     run.add_argument("--workers", type=int, default=1,
-                     help="prompts run at the same time (each worker has its own output cache)")
+                     help="worker threads taking prompts from the queue. They share one model "
+                          "manager and one copy of each model; their Python code and CPU work "
+                          "overlap, and GPU work from two workers interleaves on the one device "
+                          "(no faster than one after the other, but a short prompt need not wait "
+                          "for a long one). Two prompts using one model with different LoRAs "
+                          "take turns. Each worker has its own output cache")
     run.add_argument("--cache-max-entries", type=int, default=10_000,
                      help="node results kept in the output cache (per worker)")
     run.add_argument("--cache-max-ram-mb", type=int, default=4096,
@@ -101,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--history-max-items", type=int, default=10_000,
                      help="finished prompts kept in the history")
     run.add_argument("--cpu", action="store_true", help="compute on the CPU even if a GPU is present")
+    run.add_argument("--vram", choices=VRAM_CHOICES, default="auto",
+                     help="where model weights live: 'high' (all stay on the GPU), 'normal' (the "
+                          "models a node needs are loaded, least recently used ones go back to "
+                          "the CPU when the next do not fit), 'low' (as normal, but models bigger "
+                          "than half the budget are streamed to the GPU block by block), 'none' "
+                          "(every model streamed layer by layer: least VRAM, slowest), 'cpu'. "
+                          "'auto' picks from the free VRAM at start: 16 GB or more high, 7 GB "
+                          "normal, 1 GB low, below none")
+    run.add_argument("--reserve-vram", type=float, default=None, metavar="GB",
+                     help="VRAM left unused for other programs and the driver (default 0.75)")
     run.add_argument("--preview-method", choices=("latent2rgb", "none"), default="latent2rgb",
                      help="live previews while sampling, for the clients that ask for them "
                           "(the editor does; plain API clients get none): 'latent2rgb' (a cheap "
@@ -135,7 +150,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_upload_mb=args.max_upload_mb, request_timeout_s=args.request_timeout,
         max_image_megapixels=args.max_image_megapixels,
         max_prompt_memory_mb=args.max_prompt_memory_mb,
-        history_max_items=args.history_max_items, cpu=args.cpu,
+        history_max_items=args.history_max_items, cpu=args.cpu, vram=args.vram,
+        reserve_vram_gb=args.reserve_vram,
         reset_damaged_db=args.reset_damaged_db,
         preview_method=args.preview_method,
         log_level=args.log_level, front_end=args.front_end)

@@ -8,6 +8,8 @@ from pathlib import Path
 from loom.paths import Folders
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# --vram choices (loom.runtime.vram.VramMode, and "auto"); here so the CLI needs no torch.
+VRAM_CHOICES = ("auto", "high", "normal", "low", "none", "cpu")
 
 
 @dataclass
@@ -51,6 +53,9 @@ class Settings:
     # rather than refusing to start.
     reset_damaged_db: bool = False
     cpu: bool = False  # force CPU even when a GPU is present
+    # Model placement (loom.runtime.vram): auto | high | normal | low | none | cpu.
+    vram: str = "auto"
+    reserve_vram_gb: float | None = None  # None: loom.runtime.vram.DEFAULT_RESERVE_BYTES
     # Step previews for the clients that ask for them: latent2rgb | none (see server/previews.py).
     preview_method: str = "latent2rgb"
     log_level: str = "INFO"

@@ -35,8 +35,12 @@ class LazyModelManager:
                 if self._manager is None:
                     from loom.runtime.devices import DevicePolicy
                     from loom.runtime.model_manager import ModelManager
+                    from loom.runtime.vram import parse_gb
 
-                    self._manager = ModelManager(DevicePolicy.detect(force_cpu=self._settings.cpu))
+                    s = self._settings
+                    cpu = s.cpu or s.vram == "cpu"
+                    self._manager = ModelManager(DevicePolicy.detect(force_cpu=cpu), mode=s.vram,
+                                                 reserve_bytes=parse_gb(s.reserve_vram_gb))
         return self._manager
 
     def __getattr__(self, name: str) -> Any:

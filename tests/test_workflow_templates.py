@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 from safetensors.torch import save_file
 from sd_fixtures import sd_cpu_only, sd_files, tiny_pipeline  # noqa: F401  (fixtures)
@@ -17,6 +18,7 @@ from test_sd_lora import make_lora
 
 from loom.config import REPO_ROOT
 from tests.server_fixture import LoomTestServer
+from tests.test_upscale import compact_sd
 
 TEMPLATES = REPO_ROOT / "workflow_templates"
 CKPT = "v1-5-pruned-emaonly.safetensors"
@@ -146,10 +148,24 @@ def sd_server(loom_server_factory, sd_files, tmp_path) -> LoomTestServer:  # noq
     folders = server.settings.folders
     (folders.model_folder("checkpoints") / CKPT).write_bytes(sd_files("sd1").read_bytes())
     save_file(make_lora(tiny_pipeline("sd1"), "sd1", "kohya"), folders.model_folder("loras") / LORA)
+    # The upscale templates: a small random Compact ×4 under the bundled model's name, and a
+    # random GFPGAN under the usual face model name (the tiny model draws no face: restoring
+    # then leaves the picture as it is, but the model is loaded and detection runs).
+    save_file(compact_sd(), folders.model_folder("upscale_models") / "RealESRGAN_x4plus.safetensors")
+    face_dir = folders.model_folder("facerestore_models")
+    face_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(_random_gfpgan_state(), face_dir / "GFPGANv1.4.pth")
     for sample in ("example.png", "inpaint_example.png"):  # smaller samples: a quicker test
         with Image.open(TEMPLATES / "input" / sample) as im:
             im.resize((64, 64)).save(folders.input_dir / sample)
     return server
+
+
+def _random_gfpgan_state() -> dict:
+    from spandrel.architectures.GFPGAN import GFPGAN
+
+    torch.manual_seed(0)
+    return {k: v.half() for k, v in GFPGAN().state_dict().items()}
 
 
 def _small(workflow: dict) -> dict:

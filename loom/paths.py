@@ -37,6 +37,8 @@ MODEL_FOLDERS: dict[str, tuple[str, ...]] = {
     "configs": (".yaml", ".json"),
 }
 
+# Folders that may also hold diffusers model folders (config.json + weights), listed by name.
+FOLDER_MODELS = frozenset({"controlnet"})
 
 # Linux's NAME_MAX and a conservative part of PATH_MAX (the root's own path comes on top).
 MAX_NAME_BYTES = 255
@@ -193,6 +195,11 @@ class Folders:
                 if "model_index.json" in filenames:
                     found.append(rel_dir or ".")
                     dirnames[:] = []
+                continue
+            if folder in FOLDER_MODELS and rel_dir and "config.json" in filenames:
+                # a diffusers model folder (config.json + weights): listed as one entry
+                found.append(rel_dir)
+                dirnames[:] = []
                 continue
             found += [_join(rel_dir, f) for f in filenames if f.lower().endswith(exts)]
         found.sort(key=str.lower)

@@ -34,6 +34,7 @@ from typing import Any
 from loom.engine.cache import OutputCache
 from loom.engine.progress import ProgressLog
 from loom.engine.validate import NodeSpec, ValidatedPrompt
+from loom.frozen import freeze
 from loom.nodeapi.guard import reraise_if_fatal
 from loom.nodeapi.inputs import Hidden
 from loom.nodeapi.node import ALWAYS_RUN, Interrupted, NodeResult, RunContext
@@ -236,12 +237,22 @@ class Executor:
             if len(out) != len(spec.cls.outputs):
                 raise TypeError(f"run() returned {len(out)} value(s) but the node declares "
                                 f"{len(spec.cls.outputs)} output(s)")
-            return out, ui
+            return _seal(out, spec.cls.outputs), ui
         except Interrupted:
             raise
         except BaseException as e:  # sys.exit() too: it ends the prompt, not the worker
             reraise_if_fatal(e)
             raise NodeExecutionError(node_id, spec.class_type, e) from e
+
+
+# Output types whose values are plain lists/dicts that downstream nodes read: sealed so that
+# no node can change a cached value in place (copy on write; see loom.frozen).
+SEALED_TYPES = frozenset({"CONDITIONING"})
+
+
+def _seal(out: tuple, declared) -> tuple:
+    return tuple(freeze(v) if o.type in SEALED_TYPES else v
+                 for v, o in zip(out, declared, strict=True))
 
 
 def _postorder(prompt: ValidatedPrompt, roots: list[str], stop: dict | None = None) -> list[str]:

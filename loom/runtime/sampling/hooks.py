@@ -14,13 +14,25 @@ Two ways in, both used by :func:`loom.runtime.sampling.sample`:
   call, and may rewrite the latents after every solver step. Built in: :class:`NoiseMaskHook`
   (a LATENT's ``noise_mask``) and :class:`InpaintConcatHook` (9-channel inpainting UNets).
 
-When several sources return the same UNet kwarg, tensors (and tuples of tensors) are summed,
-which is how stacked ControlNets combine.
+Lifecycle (both kinds; a control object may implement any of it): before the loop the sampler
+asks every hook and every control on the conditioning for :meth:`SamplingHooks.models` and
+loads them in *one* ``ModelManager.use`` together with the UNet, so nothing a hook needs is
+loaded (or evicts the UNet) mid-run. Then :meth:`~SamplingHooks.setup` runs for each, in order,
+and :meth:`~SamplingHooks.teardown` for each whose setup ran, in reverse order, when the loop
+ends, also on an interrupt or an error (:func:`hook_session`). A hook that changes shared state
+(an attention processor on the UNet, say) must undo it in ``teardown``; the loop's values
+(MODEL, CONDITIONING) are shared with the output cache and are never to be changed.
+
+When several sources return the same UNet kwarg, tensors (and tuples or lists of tensors,
+elementwise) are summed, which is how stacked ControlNets and T2I-Adapters combine; the dicts
+``added_cond_kwargs`` and ``cross_attention_kwargs`` are merged key by key with the same rule,
+into a copy of what the call already has.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,8 +54,11 @@ class UNetCall:
     batch_size: int  # B: rows per chunk
     area: tuple[int, int, int, int] | None  # (h, w, y, x) in latent pixels, or None (whole latent)
     # position in the whole schedule, 0 at its first step .. 1 after its last (for effects that
-    # apply over a part of the schedule, like ControlNet's start/end percent)
+    # apply over a part of the schedule, like ControlNet's start/end percent): at this step's
+    # start, and after it
     schedule_fraction: float = 0.0
+    schedule_fraction_next: float = 1.0
+    state: SamplingState | None = None  # the run (per-run values hooks prepared in setup)
 
 
 @dataclass
@@ -57,7 +72,8 @@ class SamplingState:
     latent_image: torch.Tensor  # the input latent, scaled by the model's scaling factor
     space: str  # "ve" or "vp", see loom.runtime.sampling.schedulers.SamplerSpec
     device: torch.device
-    extras: dict = field(default_factory=dict)
+    extras: dict = field(default_factory=dict)  # per-run values of hooks, keyed by the hook
+    model: Any = None  # the DiffusionModel being sampled
 
     def alpha(self, index: int) -> float:
         """Factor from the x0 + sigma * eps form to the scheduler's form at ``levels[index]``."""
@@ -73,10 +89,25 @@ class SamplingState:
 
 
 class SamplingHooks:
-    """Base class: override what you need. Methods run on the sampling thread."""
+    """Base class: override what you need. Methods run on the sampling thread.
+
+    A hook object may be shared by several runs (it sits in a cached MODEL or CONDITIONING):
+    keep per-run values in ``state.extras``, not on ``self``.
+    """
+
+    def models(self) -> Sequence:
+        """Modules (or ``(module, patches)`` pairs) this hook runs, loaded with the UNet."""
+        return ()
+
+    def setup(self, state: SamplingState) -> None:
+        """Before the first step, with :meth:`models` on the device."""
+        self.on_start(state)
+
+    def teardown(self, state: SamplingState) -> None:
+        """After the last step, or when the run stops early (interrupt, error)."""
 
     def on_start(self, state: SamplingState) -> None:
-        pass
+        """Older name for :meth:`setup`."""
 
     def unet_kwargs(self, call: UNetCall) -> dict | None:
         return None
@@ -162,18 +193,65 @@ def prepare_mask(mask: torch.Tensor, batch: int, height: int, width: int,
 
 
 def merge_unet_kwargs(into: dict, extra: dict | None) -> dict:
-    """Merge ``extra`` into ``into``; values under the same key are summed (ControlNet stacks)."""
+    """Merge ``extra`` into ``into``; values under the same key are summed (ControlNet stacks),
+    dicts (``added_cond_kwargs``, ``cross_attention_kwargs``) merged key by key into a copy."""
     if not extra:
         return into
     for key, value in extra.items():
         if key not in into or into[key] is None:
-            into[key] = value
+            into[key] = dict(value) if isinstance(value, dict) else value
         elif value is None:
             continue
+        elif isinstance(value, dict):
+            into[key] = merge_unet_kwargs(dict(into[key]), value)
         elif isinstance(value, torch.Tensor):
             into[key] = into[key] + value
-        elif isinstance(value, Sequence):
+        elif isinstance(value, Sequence) and not isinstance(value, str):
             into[key] = type(into[key])(a + b for a, b in zip(into[key], value, strict=True))
-        else:
-            raise TypeError(f"cannot combine two values for UNet argument {key!r}")
+        elif value != into[key]:
+            raise TypeError(f"cannot combine two values for UNet argument {key!r} "
+                            f"({into[key]!r} and {value!r})")
     return into
+
+
+def controls_of(conditionings: Iterable[list]) -> list:
+    """Every control object on the entries of ``conditionings``, each once, with the ones it
+    stacks on (``control.previous``), in the order first met."""
+    seen: dict[int, object] = {}
+    for cond in conditionings:
+        for item in cond or ():
+            d = item[1] if len(item) > 1 else None
+            control = d.get("control") if d else None
+            while control is not None and id(control) not in seen:
+                seen[id(control)] = control
+                control = getattr(control, "previous", None)
+    return list(seen.values())
+
+
+def models_of(hooks: Iterable) -> list:
+    """The modules the hooks need (each once), for one ``ModelManager.use`` with the UNet."""
+    out, seen = [], set()
+    for hook in hooks:
+        fn = getattr(hook, "models", None)
+        for item in (fn() if callable(fn) else ()):
+            module = item[0] if isinstance(item, tuple) else item
+            if id(module) not in seen:
+                seen.add(id(module))
+                out.append(item)
+    return out
+
+
+@contextlib.contextmanager
+def hook_session(hooks: Iterable, state: SamplingState) -> Iterator[None]:
+    """``setup`` of each hook in order; on leaving (normally, on an interrupt or on an error)
+    ``teardown`` of each that was set up, in reverse order; one teardown failing does not stop
+    the others."""
+    with contextlib.ExitStack() as stack:
+        for hook in hooks:
+            setup = getattr(hook, "setup", None)
+            teardown = getattr(hook, "teardown", None)
+            if callable(setup):
+                setup(state)
+            if callable(teardown):
+                stack.callback(teardown, state)
+        yield

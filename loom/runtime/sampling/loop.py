@@ -36,7 +36,13 @@ import torch
 
 from loom.runtime.sampling.catalog import unsupported_reason, uses_diffusers
 from loom.runtime.sampling.guidance import CFG
-from loom.runtime.sampling.hooks import SamplingHooks, SamplingState
+from loom.runtime.sampling.hooks import (
+    SamplingHooks,
+    SamplingState,
+    controls_of,
+    hook_session,
+    models_of,
+)
 from loom.runtime.sampling.model_sampling import model_sampling
 from loom.runtime.sampling.noise import Noise, initial_noise, seeded_generator
 from loom.runtime.sampling.prediction import GuidedPrediction, timestep_range
@@ -117,18 +123,22 @@ def sample(model: Any, positive: list, negative: list, latent: dict, *, seed: in
                                   hooks=hooks, previews=previews)
         return sample_sigmas(request, models)[0]
     all_hooks = [*model.options.get("sampling_hooks", ()), *hooks]
-    with models.use((model.unet, model.patches)):
+    controls = controls_of(cond for _, cond in guider.sides)
+    # The UNet and everything the hooks and controls run, loaded together: nothing is loaded
+    # (or evicts another) mid-run.
+    with models.use((model.unet, model.patches), *models_of([*all_hooks, *controls])):
         samples = _run(model, guider, latent, seed=seed, total=total, start=start,
                        end=end, sampler_name=sampler_name, scheduler_name=scheduler,
                        add_noise=add_noise, force_full_denoise=force_full_denoise,
-                       callback=callback, hooks=all_hooks, device=models.device,
+                       callback=callback, hooks=all_hooks, controls=controls,
+                       device=models.device,
                        preview_family=model.family if previews else None)
     out["samples"] = samples
     return out
 
 
 def _run(model, guider, latent, *, seed, total, start, end, sampler_name, scheduler_name,
-         add_noise, force_full_denoise, callback, hooks, device,
+         add_noise, force_full_denoise, callback, hooks, controls, device,
          preview_family=None) -> torch.Tensor:
     unet = model.unet
     unet_dtype = next(unet.parameters()).dtype
@@ -160,7 +170,8 @@ def _run(model, guider, latent, *, seed, total, start, end, sampler_name, schedu
     else:
         noise = torch.zeros_like(image)
     state = SamplingState(scheduler=sched, timesteps=timesteps, levels=levels[first:],
-                          noise=noise, latent_image=image, space=spec.space, device=device)
+                          noise=noise, latent_image=image, space=spec.space, device=device,
+                          model=model)
     hooks = latent_hooks(latent, unet, image, hooks, device, guider=guider, scale=scale)
 
     if add_noise and first == 0:
@@ -181,47 +192,47 @@ def _run(model, guider, latent, *, seed, total, start, end, sampler_name, schedu
     accepts = inspect.signature(sched.step).parameters
     if "generator" in accepts:
         step_kwargs = {**step_kwargs, "generator": generator}
-    for h in hooks:
-        h.on_start(state)
-    step_hooks = [h for h in hooks if type(h).after_step is not SamplingHooks.after_step]
-    two_stage = hasattr(sched, "state_in_first_order")
+    predict.state = state
+    with hook_session([*hooks, *controls], state):
+        step_hooks = [h for h in hooks if type(h).after_step is not SamplingHooks.after_step]
+        two_stage = hasattr(sched, "state_in_first_order")
 
-    # -- the loop ---------------------------------------------------------------------------
-    n_iter = len(timesteps)
-    for i, t in enumerate(timesteps):
-        last = i == n_iter - 1
-        model_in = sched.scale_model_input(x, t)
-        sigma = levels[first + i]
-        fraction = (first + i) / len(all_timesteps)
-        pred, _ = predict(model_in, t, sigma, i, fraction)
+        # -- the loop ---------------------------------------------------------------------------
+        n_iter = len(timesteps)
+        for i, t in enumerate(timesteps):
+            last = i == n_iter - 1
+            model_in = sched.scale_model_input(x, t)
+            sigma = levels[first + i]
+            fraction = (first + i) / len(all_timesteps)
+            pred, _ = predict(model_in, t, sigma, i, fraction, (first + i + 1) / len(all_timesteps))
 
-        if last and clean_at_end:
-            x = _predict_clean(x, pred, sigma, spec.space, model.prediction_type)
-            break
-        preview = None
-        if preview_family is not None and callback is not None:
-            clean = _predict_clean(x[:1], pred[:1], sigma, spec.space, model.prediction_type)
-            preview = latent_to_rgb(clean[0], preview_family)
-        x = sched.step(pred, t, x, **step_kwargs, return_dict=False)[0]
-        if step_hooks and not last and (not two_stage or sched.state_in_first_order):
-            for h in step_hooks:
-                x = h.after_step(i, i + 1, x, state)
-        if callback is not None:
-            if preview is not None:
-                callback(i + 1, n_iter, preview)
-            else:
-                callback(i + 1, n_iter)
+            if last and clean_at_end:
+                x = _predict_clean(x, pred, sigma, spec.space, model.prediction_type)
+                break
+            preview = None
+            if preview_family is not None and callback is not None:
+                clean = _predict_clean(x[:1], pred[:1], sigma, spec.space, model.prediction_type)
+                preview = latent_to_rgb(clean[0], preview_family)
+            x = sched.step(pred, t, x, **step_kwargs, return_dict=False)[0]
+            if step_hooks and not last and (not two_stage or sched.state_in_first_order):
+                for h in step_hooks:
+                    x = h.after_step(i, i + 1, x, state)
+            if callback is not None:
+                if preview is not None:
+                    callback(i + 1, n_iter, preview)
+                else:
+                    callback(i + 1, n_iter)
 
-    if callback is not None and clean_at_end:
-        callback(n_iter, n_iter)
-    # Back to x0 + sigma * eps: at the end of a full run sigma is ~0; after an early stop the
-    # leftover noise is at the level of the next step.
-    end_sigma = 0.0
-    if early_stop and not clean_at_end:
-        x = x / state.alpha(len(timesteps))
-        end_sigma = state.levels[len(timesteps)]
-    for h in hooks:
-        x = h.on_end(x, state, end_sigma)
+        if callback is not None and clean_at_end:
+            callback(n_iter, n_iter)
+        # Back to x0 + sigma * eps: at the end of a full run sigma is ~0; after an early stop the
+        # leftover noise is at the level of the next step.
+        end_sigma = 0.0
+        if early_stop and not clean_at_end:
+            x = x / state.alpha(len(timesteps))
+            end_sigma = state.levels[len(timesteps)]
+        for h in hooks:
+            x = h.on_end(x, state, end_sigma)
     return (x / scale).to("cpu", torch.float32)
 
 

@@ -42,6 +42,7 @@ class GuidedPrediction:
                            if type(h).unet_kwargs is not SamplingHooks.unet_kwargs
                            or type(h).extra_channels is not SamplingHooks.extra_channels]
         self._groups: dict[tuple, list] = {}
+        self.state = None  # the run's SamplingState, handed to hooks with each call
 
     def uncond_index(self) -> int | None:
         name = self.guider.uncond_side
@@ -57,9 +58,12 @@ class GuidedPrediction:
             self._groups[active] = build_groups([self.entries[i] for i in active])
         return self._groups[active]
 
-    def __call__(self, model_in: torch.Tensor, t, sigma: float, step: int,
-                 fraction: float) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def __call__(self, model_in: torch.Tensor, t, sigma: float, step: int, fraction: float,
+                 fraction_next: float | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``fraction``/``fraction_next``: position in the whole schedule at the start of this
+        step and after it (see :class:`UNetCall`)."""
         groups = self.groups_at(sigma)
+        fraction = (fraction, fraction if fraction_next is None else fraction_next)
         n_sides = len(self.side_names)
         g = groups[0]
         if (len(groups) == 1 and g.area is None and g.sides == list(range(n_sides))
@@ -106,13 +110,14 @@ class GuidedPrediction:
         return [torch.where(p > 0, m, fallback) for m, p in zip(means, present, strict=True)]
 
     def _call(self, group, x_in, t, step, sigma, fraction) -> torch.Tensor:
-        kwargs: dict = {}
+        kwargs: dict = {"added_cond_kwargs": group.added_cond_kwargs}
         if group.control is not None or self.unet_hooks:
             call = UNetCall(step=step, timestep=t, sigma=sigma, sample=x_in,
                             encoder_hidden_states=group.context,
                             added_cond_kwargs=group.added_cond_kwargs, entries=group.raw,
                             is_uncond=group.is_uncond, batch_size=self.batch, area=group.area,
-                            schedule_fraction=fraction)
+                            schedule_fraction=fraction[0], schedule_fraction_next=fraction[1],
+                            state=self.state)
             if group.control is not None:
                 merge_unet_kwargs(kwargs, group.control.unet_kwargs(call))
             extra = []
@@ -123,8 +128,7 @@ class GuidedPrediction:
                     extra.append(channels)
             if extra:
                 x_in = torch.cat([x_in, *extra], dim=1)
-        return self.unet(x_in, t, encoder_hidden_states=group.context,
-                         added_cond_kwargs=group.added_cond_kwargs, return_dict=False,
+        return self.unet(x_in, t, encoder_hidden_states=group.context, return_dict=False,
                          **kwargs)[0]
 
 

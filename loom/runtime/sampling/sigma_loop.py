@@ -27,7 +27,13 @@ from typing import Any
 import torch
 
 from loom.runtime.sampling.guidance import Guider
-from loom.runtime.sampling.hooks import SamplingHooks, SamplingState
+from loom.runtime.sampling.hooks import (
+    SamplingHooks,
+    SamplingState,
+    controls_of,
+    hook_session,
+    models_of,
+)
 from loom.runtime.sampling.model_sampling import model_sampling
 from loom.runtime.sampling.noise import Noise
 from loom.runtime.sampling.prediction import GuidedPrediction, timestep_range
@@ -79,8 +85,10 @@ def sample_sigmas(req: SamplingRequest, models: Any = None) -> tuple[dict, dict]
         return out, dict(out)
     models = models if models is not None else default_model_manager()
     hooks = [*model.options.get("sampling_hooks", ()), *req.hooks]
-    with models.use((model.unet, model.patches)):
-        x, denoised = _run(req, solver, model, sigmas, hooks, models.device)
+    controls = controls_of(cond for _, cond in req.guider.sides)
+    # The UNet and what the hooks and controls run, loaded together before the loop.
+    with models.use((model.unet, model.patches), *models_of([*hooks, *controls])):
+        x, denoised = _run(req, solver, model, sigmas, hooks, controls, models.device)
     denoised_out = dict(out)
     out["samples"], denoised_out["samples"] = x, denoised
     return out, denoised_out
@@ -99,7 +107,8 @@ class _Run(SolverRun):
     def denoise(self, x, sigma, step):
         s = float(sigma)
         t = torch.tensor(self.ms.timestep(s), dtype=torch.float32, device=x.device)
-        pred, sides = self.predict(self.ms.model_input(x, sigma), t, s, step, step / self.n)
+        pred, sides = self.predict(self.ms.model_input(x, sigma), t, s, step, step / self.n,
+                                   (step + 1) / self.n)
         if self.uncond_index is not None:
             self.uncond = self.ms.clean(x, sides[self.uncond_index], sigma)
         else:
@@ -130,7 +139,7 @@ class _Run(SolverRun):
         return x
 
 
-def _run(req: SamplingRequest, solver: Solver, model, sigmas, hooks,
+def _run(req: SamplingRequest, solver: Solver, model, sigmas, hooks, controls,
          device) -> tuple[torch.Tensor, torch.Tensor]:
     unet = model.unet
     dtype = next(unet.parameters()).dtype
@@ -143,14 +152,13 @@ def _run(req: SamplingRequest, solver: Solver, model, sigmas, hooks,
     levels = sigmas.tolist()
     timesteps = torch.tensor([ms.timestep(s) for s in levels[:-1]], dtype=torch.float32)
     state = SamplingState(scheduler=None, timesteps=timesteps, levels=levels, noise=noise,
-                          latent_image=image, space="ve", device=device)
+                          latent_image=image, space="ve", device=device, model=model)
     hooks = latent_hooks(req.latent, unet, image, hooks, device, guider=req.guider,
                          scale=scale)
     predict = GuidedPrediction(req.guider, batch=batch, height=height, width=width,
                                device=device, dtype=dtype, unet=unet, hooks=hooks,
                                sigma_range=timestep_range(ms))
-    for h in hooks:
-        h.on_start(state)
+    predict.state = state
     step_hooks = [h for h in hooks if type(h).after_step is not SamplingHooks.after_step]
     run = _Run(predict, ms, generator, req.noise.seed, sigmas, req.callback, step_hooks, state,
                model.family if req.previews else None)
@@ -161,11 +169,12 @@ def _run(req: SamplingRequest, solver: Solver, model, sigmas, hooks,
         x = noise * ms.pure_noise_scale(sigmas[0])
     else:
         x = image + noise * sigmas[0]
-    x = solver(run, x, sigmas)
-    end_sigma = levels[-1]
-    for h in hooks:
-        x = h.on_end(x, state, end_sigma)
-    denoised = run.last_denoised if run.last_denoised is not None else image
-    for h in hooks:
-        denoised = h.on_end(denoised, state, 0.0)
+    with hook_session([*hooks, *controls], state):
+        x = solver(run, x, sigmas)
+        end_sigma = levels[-1]
+        for h in hooks:
+            x = h.on_end(x, state, end_sigma)
+        denoised = run.last_denoised if run.last_denoised is not None else image
+        for h in hooks:
+            denoised = h.on_end(denoised, state, 0.0)
     return (x / scale).to("cpu", torch.float32), (denoised / scale).to("cpu", torch.float32)

@@ -237,7 +237,8 @@ def infer_unet_config(sd: dict, prefix: str, family: str) -> dict:
     cfg = base_config(f"{REFERENCE[family]}_unet")
     conv_in = sd[prefix + "input_blocks.0.0.weight"]
     cfg["in_channels"] = int(conv_in.shape[1])
-    cfg["out_channels"] = int(sd[prefix + "out.2.weight"].shape[0])
+    out = sd.get(prefix + "out.2.weight")  # a ControlNet's copy of the encoder has no output
+    cfg["out_channels"] = int(out.shape[0]) if out is not None else cfg["in_channels"]
     # Walk the input blocks: resnets ("N.0.in_layers") grouped into levels by downsamplers ("N.0.op").
     levels: list[list[int]] = [[]]
     for i in _indices(keys, prefix + "input_blocks.")[1:]:

@@ -29,6 +29,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from loom.frozen import freeze
+
 # Model families Loom recognises. "sd2" covers 512 eps and 768 v-prediction models.
 FAMILIES = ("sd1", "sd2", "sdxl")
 
@@ -64,7 +66,12 @@ class DiffusionModel:
     patches: tuple[WeightPatch, ...] = ()
     source: str = ""  # file it came from, for messages
     # Extra per-model options other issues hang here (e.g. inpaint channels, model sampling).
+    # Read-only (a MODEL is shared through the output cache): derive a new MODEL with
+    # ``dataclasses.replace(model, options=dict(model.options, key=value))``.
     options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "options", freeze(self.options))
 
     def with_patches(self, patches: tuple[WeightPatch, ...]) -> DiffusionModel:
         return dataclasses.replace(self, patches=self.patches + tuple(patches))

@@ -94,3 +94,19 @@ def test_nested_use_with_another_patch_set_is_refused():
         assert torch.allclose(layer.weight, original + 1)  # the outer user's weights are intact
     with manager.use(layer):  # after the outer block, any set is fine again
         pass
+
+
+def test_nested_use_never_evicts_a_module_in_use():
+    """A ControlNet loaded while the sampler holds the UNet must not push the UNet out."""
+    unet, controlnet, old = linear(), linear(), linear()
+    size = module_bytes(unet)
+    manager = ModelManager(CPU, device_budget=2 * size)
+    with manager.use(old):
+        pass
+    with manager.use(unet):
+        with manager.use(controlnet):  # room for it: the idle module goes, never the UNet
+            assert manager.resident() == [unet, controlnet]
+        other = linear()
+        with manager.use(other):  # no room without the UNet: over budget, UNet kept
+            assert unet in manager.resident() and other in manager.resident()
+    assert not manager._in_use

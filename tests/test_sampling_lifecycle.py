@@ -233,3 +233,21 @@ def test_controlnet_in_both_loops_changes_the_result(sd1, sampler):
     # active on no step: no control (the positive then runs in its own UNet call, so equal up
     # to float rounding of a batch of 1 vs 2)
     assert (off - plain).abs().max() <= 1e-5 * plain.abs().max()
+
+
+def test_custom_sampling_with_controlnet_equals_ksampler(sd1):
+    """SamplerCustom's loop (Loom's euler on the normal schedule's sigmas) adds the same
+    residuals at the same steps as KSampler's diffusers loop: the same latents."""
+    from loom.runtime.sampling import CFG, Noise, SamplingRequest, sample_sigmas
+    from loom.runtime.sampling.sigmas import schedule_sigmas
+
+    made: dict = {}
+    pos = apply_control(sd1.pos, sd1.net, sd1.image, 0.9, 0.0, 0.67, made=made)
+    neg = apply_control(sd1.neg, sd1.net, sd1.image, 0.9, 0.0, 0.67, made=made)
+    ksampler = run(sd1, positive=pos, negative=neg)
+    request = SamplingRequest(guider=CFG(sd1.model, positive=pos, negative=neg, cfg=7.0),
+                              latent={"samples": torch.zeros(1, 4, 8, 8)}, solver="euler",
+                              sigmas=schedule_sigmas(sd1.model, "normal", 3), noise=Noise(3))
+    custom = sample_sigmas(request, ModelManager(CPU))[0]["samples"]
+    assert (custom - ksampler).abs().max() <= 1e-4 * ksampler.abs().max()
+    assert (ksampler - run(sd1)).abs().max() > 0.01 * ksampler.abs().max()

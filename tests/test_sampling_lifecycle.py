@@ -212,7 +212,7 @@ def test_controlnet_run_stopped_leaves_unet_and_manager_clean(sd1, sampler, stop
     assert_unet_as_before(sd1.model.unet, snap)
     assert all(torch.equal(v, sd1.net.module.state_dict()[k]) for k, v in net_snap.items())
     assert not manager._in_use
-    assert {id(m) for m in manager.resident()} == {id(sd1.model.unet), id(sd1.net.module)}
+    assert {id(m) for m in manager.resident()} <= {id(sd1.model.unet), id(sd1.net.module)}
     assert isinstance(control, Control) and control.previous is None
     # the same manager and the same (cached) conditioning run again as if nothing happened
     again = run(sd1, sampler=sampler, positive=pos, negative=neg, manager=manager)

@@ -460,8 +460,41 @@ class BAENormalMapPreprocessor(_Preprocessor):
             return (self.each(image, resolution, lambda p: _aux(detector, p)),)
 
 
+class DepthAnythingPreprocessor(_Preprocessor):
+    category = NORMAL_DEPTH
+    display_name = "Depth Anything"
+    description = "Relative depth (near = bright) by Depth Anything (models/annotators/<ckpt_name>)."
+    inputs = {
+        "image": Link("IMAGE"),
+        "ckpt_name": Combo(["depth_anything_vitl14.pth", "depth_anything_vitb14.pth",
+                            "depth_anything_vits14.pth"], default="depth_anything_vitl14.pth"),
+        "resolution": _resolution(),
+    }
+
+    def run(self, image, ckpt_name="depth_anything_vitl14.pth", resolution=512):
+        detector, modules = self.annotator(ckpt_name)
+        with self.on_device(modules):
+            return (self.each(image, resolution, detector, pad=False),)
+
+
+class DepthAnythingV2Preprocessor(DepthAnythingPreprocessor):
+    display_name = "Depth Anything V2"
+    description = ("Relative depth (near = bright) by Depth Anything V2 "
+                   "(models/annotators/<ckpt_name>).")
+    inputs = {
+        "image": Link("IMAGE"),
+        "ckpt_name": Combo(["depth_anything_v2_vitl.pth", "depth_anything_v2_vitb.pth",
+                            "depth_anything_v2_vits.pth"], default="depth_anything_v2_vitl.pth"),
+        "resolution": _resolution(),
+    }
+
+    def run(self, image, ckpt_name="depth_anything_v2_vitl.pth", resolution=512):
+        return super().run(image, ckpt_name, resolution)
+
+
 NODES = [Canny, CannyEdgePreprocessor, ShufflePreprocessor, LineartStandardPreprocessor,
          TilePreprocessor, ImageBlur, MediaPipeOpenPosePreprocessor, MediaPipeFaceMeshPreprocessor,
          MediaPipeMask, OpenposePreprocessor, HEDPreprocessor, FakeScribblePreprocessor,
          PiDiNetPreprocessor, LineArtPreprocessor, AnimeLineArtPreprocessor, MLSDPreprocessor,
-         MiDaSDepthMapPreprocessor, MiDaSNormalMapPreprocessor, BAENormalMapPreprocessor]
+         MiDaSDepthMapPreprocessor, MiDaSNormalMapPreprocessor, BAENormalMapPreprocessor,
+         DepthAnythingPreprocessor, DepthAnythingV2Preprocessor]

@@ -60,8 +60,16 @@ def _network(key: str) -> torch.nn.Module:
 
 
 def random_state_dict(key: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    with torch.device("meta"):
-        net = _network(key)
+    if key.startswith("depth_anything"):
+        from transformers import DepthAnythingForDepthEstimation
+
+        from loom.runtime.annotators.depth_anything import config_for
+
+        with torch.device("meta"):
+            net = DepthAnythingForDepthEstimation(config_for(key))
+    else:
+        with torch.device("meta"):
+            net = _network(key)
     gen = torch.Generator().manual_seed(seed)
     out = {}
     for name, t in net.state_dict().items():
@@ -80,8 +88,47 @@ def random_state_dict(key: str, seed: int = 0) -> dict[str, torch.Tensor]:
     return out
 
 
+def depth_anything_original(sd: dict) -> dict:
+    """transformers' DepthAnything names -> the original checkpoint's (the inverse of
+    loom.runtime.annotators.depth_anything.to_transformers, written out separately)."""
+    import re
+
+    from loom.runtime.annotators import depth_anything as da
+
+    fixed = {v: k for k, v in da._FIXED.items()}
+    block = {v: k for k, v in da._BLOCK.items()}
+    unit = {v: k for k, v in da._UNIT.items()}
+    out, qkv = {}, {}
+    for key, value in sd.items():
+        if key in fixed:
+            out[fixed[key]] = value
+        elif m := re.fullmatch(r"backbone\.encoder\.layer\.(\d+)\.attention\.([qkv])_proj\.(\w+)",
+                               key):
+            qkv.setdefault((m[1], m[3]), {})[m[2]] = value
+        elif m := re.fullmatch(r"backbone\.encoder\.layer\.(\d+)\.(.+)", key):
+            if m[2] not in block and m[2].split(".")[0] not in ("norm1", "norm2", "mlp"):
+                raise KeyError(key)  # a name the original layout does not have
+            out[f"pretrained.blocks.{m[1]}.{block.get(m[2], m[2])}"] = value
+        elif m := re.fullmatch(r"neck\.reassemble_stage\.layers\.(\d)\.(projection|resize)\.(\w+)",
+                               key):
+            name = "projects" if m[2] == "projection" else "resize_layers"
+            out[f"depth_head.{name}.{m[1]}.{m[3]}"] = value
+        elif m := re.fullmatch(r"neck\.fusion_stage\.layers\.(\d)\.(.+)\.(weight|bias)", key):
+            out[f"depth_head.scratch.refinenet{4 - int(m[1])}.{unit[m[2]]}.{m[3]}"] = value
+        elif m := re.fullmatch(r"neck\.convs\.(\d)\.weight", key):
+            out[f"depth_head.scratch.layer{int(m[1]) + 1}_rn.weight"] = value
+        else:
+            raise KeyError(key)
+    for (i, kind), parts in qkv.items():
+        out[f"pretrained.blocks.{i}.attn.qkv.{kind}"] = torch.cat(
+            [parts["q"], parts["k"], parts["v"]])
+    return out
+
+
 def file_layout(key: str, sd: dict) -> dict:
     """The state dict as the real file stores it."""
+    if key.startswith("depth_anything"):
+        return depth_anything_original(sd)
     if key.startswith("openpose_") and key != "openpose_face":
         return {name.split(".", 1)[1]: t for name, t in sd.items()}
     if key == "pidinet":

@@ -177,6 +177,10 @@ CASES = [  # node, inputs, the annotator files it reads
     (pp.MiDaSDepthMapPreprocessor, {}, ["midas"]),
     (pp.MiDaSNormalMapPreprocessor, {}, ["midas"]),
     (pp.BAENormalMapPreprocessor, {}, ["normal_bae"]),
+    (pp.DepthAnythingPreprocessor, {"ckpt_name": "depth_anything_vits14.pth"},
+     ["depth_anything_vits14.pth"]),
+    (pp.DepthAnythingV2Preprocessor, {"ckpt_name": "depth_anything_v2_vits.pth"},
+     ["depth_anything_v2_vits.pth"]),
 ]
 
 
@@ -232,9 +236,24 @@ def test_network_annotator_on_random_weights(node, kwargs, keys, annotator_folde
     again = node(RunContext(paths=annotator_folders)).run(image=image, resolution=64, **kwargs)[0]
     assert again.shape == (1, 80, 64, 3)
     assert no_downloads == []
+    if node is pp.DepthAnythingPreprocessor:  # a depth map: one grey channel, full 0..1 range
+        assert torch.equal(out[..., 0], out[..., 2]) and out.min() == 0 and out.max() == 1
 
 
-@pytest.mark.parametrize(("node", "kwargs", "keys"), CASES[:1] + CASES[4:5] + CASES[8:9])
+def test_depth_anything_key_names_round_trip():
+    from annotator_fixtures import depth_anything_original, random_state_dict
+
+    from loom.runtime.annotators.depth_anything import to_transformers
+
+    sd = random_state_dict("depth_anything_v2_vitb.pth")
+    original = depth_anything_original(sd)
+    assert {k.split(".")[0] for k in original} == {"pretrained", "depth_head"}
+    assert "pretrained.blocks.11.attn.qkv.weight" in original
+    back = to_transformers(original)
+    assert back.keys() == sd.keys() and all(torch.equal(back[k], sd[k]) for k in sd)
+
+
+@pytest.mark.parametrize(("node", "kwargs", "keys"), CASES[:1] + CASES[4:5] + CASES[8:9] + CASES[-1:])
 def test_missing_annotator_file_is_named_and_nothing_is_fetched(node, kwargs, keys, tmp_path,
                                                                 no_downloads):
     folders = Folders.under(tmp_path)

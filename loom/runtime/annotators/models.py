@@ -123,7 +123,25 @@ def _normal_bae(sd):
     return NormalBaeDetector(_ready(lambda: NNET(args), _strip(sd.get("model", sd))))
 
 
+def _depth_anything(filename: str, sd: dict):
+    from transformers import DepthAnythingForDepthEstimation
+
+    from loom.runtime.annotators.depth_anything import DepthAnything, config_for, to_transformers
+
+    config = config_for(filename)
+    return DepthAnything(_ready(lambda: DepthAnythingForDepthEstimation(config),
+                                to_transformers(sd.get("model", sd))))
+
+
+def _depth_anything_specs() -> list[Spec]:
+    from loom.runtime.annotators.depth_anything import FILES
+
+    return [Spec(name, name, functools.partial(_depth_anything, name), lambda d: [d.model])
+            for name in FILES]
+
+
 SPECS: dict[str, Spec] = {s.key: s for s in [
+    *_depth_anything_specs(),
     Spec("openpose_body", "body_pose_model.pth", functools.partial(_openpose_part, "body"),
          lambda d: [d.model]),
     Spec("openpose_hand", "hand_pose_model.pth", functools.partial(_openpose_part, "hand"),

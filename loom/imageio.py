@@ -120,8 +120,9 @@ def check_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
     format. :class:`ImageRefused` when they are not an allowed image within the budget."""
     with open_image(data, max_pixels=max_pixels) as img:
         fmt = img.format
-        for _ in frames(img, max_pixels):  # per-frame sizes, from the frame headers
-            pass
+        if fmt == "TIFF":  # pages may differ in size (animations keep one canvas size)
+            for _ in frames(img, max_pixels):
+                pass
     from PIL import Image
 
     try:

@@ -322,3 +322,30 @@ def test_inpaint_model_conditioning_matches_diffusers_inpaint_pipeline(sd1, inpa
     out2 = KSampler().run(model=inpaint_model, seed=5, steps=3, cfg=7.0, sampler_name="euler",
                           scheduler="normal", positive=p, negative=n, latent_image=masked)[0]
     assert torch.allclose(out2["samples"][..., :, 6:], masked["samples"][..., :, 6:], atol=1e-6)
+
+
+@pytest.mark.parametrize("path", ["ksampler", "custom"])
+def test_unmasked_latents_are_the_noised_original_after_every_step(sd1, path, monkeypatch):
+    """Not only at the end: after each solver step, the latents outside the mask are the input
+    latent noised to that step's level (and inside they are the sampler's own)."""
+    from loom.runtime.sampling import hooks as hooks_module
+
+    _, model, _, pos, neg = sd1
+    original = hooks_module.NoiseMaskHook.after_step
+    seen = []
+
+    def recording(self, step, index, latents, state):
+        out = original(self, step, index, latents, state)
+        seen.append((latents.clone(), out.clone(), state.noised(state.latent_image, index)))
+        return out
+
+    monkeypatch.setattr(hooks_module.NoiseMaskHook, "after_step", recording)
+    latent = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(9))}
+    mask = torch.zeros(1, 64, 64)
+    mask[:, :, :32] = 1.0  # left half repainted
+    _sample(path, model, pos, neg, SetLatentNoiseMask().run(latent, mask)[0])
+    assert len(seen) >= 3
+    for before, after, expected in seen:
+        assert torch.allclose(after[..., 4:], expected[..., 4:], atol=1e-6)  # right: original
+        assert torch.equal(after[..., :4], before[..., :4])  # left: untouched by the mask
+        assert not torch.allclose(before[..., 4:], expected[..., 4:], atol=1e-3)  # it did reset

@@ -80,7 +80,7 @@ class RunContext:
 
     node_id: str = ""
     prompt_id: str = ""
-    paths: Any = None  # loom.paths.ModelPaths / folders
+    paths: Any = None  # loom.paths.Folders
     models: Any = None  # runtime model manager
     settings: Any = None
     interrupt: threading.Event = field(default_factory=threading.Event)

@@ -388,7 +388,7 @@ class _Policy:
                 if self.origin_matches(request, origin):
                     return None
                 return (f"cross-origin request from {origin!r} refused; only this server's own "
-                        "pages (or --allowed-origins) may change state")
+                        "pages (or --allowed-origin) may change state")
             if site in ("cross-site", "same-site"):
                 return f"cross-site request refused (Sec-Fetch-Site: {site})"
             if origin is not None:
@@ -397,7 +397,7 @@ class _Policy:
         # Reads (GET/HEAD/OPTIONS). A CORS-mode fetch() from another origin carries Origin.
         if origin is not None and not self.origin_matches(request, origin):
             return (f"cross-origin read from {origin!r} refused; only this server's own pages "
-                    "(or --allowed-origins) may read its data")
+                    "(or --allowed-origin) may read its data")
         if site in ("cross-site", "same-site"):
             if origin is not None and self.origin_matches(request, origin):
                 return None
@@ -635,7 +635,7 @@ def build_middlewares(settings: Any) -> list:
         length = request.content_length
         if policy.max_body is not None and length is not None and length > policy.max_body:
             return _error(413, f"Request body of {length} bytes is over the limit of "
-                          f"{policy.settings.max_upload_mb} MB (--max-upload-size).",
+                          f"{policy.settings.max_upload_mb} MB (--max-upload-mb).",
                           reason="too_large")
         if not policy.host_allowed(request):
             return _error(421, f"Host header {request.headers.get('Host')!r} is not allowed: "

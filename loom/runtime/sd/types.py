@@ -20,7 +20,8 @@ Socket type -> Python value:
 Wrappers are immutable from a node's point of view: LoraLoader and CLIPSetLastLayer return a
 *new* wrapper (``with_patches`` / ``replace``) sharing the underlying module, so cached outputs of
 upstream nodes are never changed behind the cache's back. Patches are applied to the weights
-by the model manager when the model is loaded for use, and removed afterwards.
+in place by the model manager inside ``use`` and stay there while the same patch set is used
+again; they are undone only when another patch set (or none) is used, or at ``/free``.
 """
 
 from __future__ import annotations

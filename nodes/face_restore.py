@@ -57,8 +57,9 @@ class FaceRestoreModelLoader(Node):
             return None
 
     def run(self, model_name):
-        return (load_image_model(_model_path(self.ctx, model_name), purposes=FACE_PURPOSES,
-                                 what="face restoration model"),)
+        path = _model_path(self.ctx, model_name)
+        return (manager_of(self.ctx).loaded.get("face restoration model", path, lambda: load_image_model(
+            path, purposes=FACE_PURPOSES, what="face restoration model")),)
 
 
 class FaceRestoreWithModel(Node):

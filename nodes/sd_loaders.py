@@ -3,7 +3,9 @@
 Loaders build models on the CPU in the device policy's dtypes and hand them to the model
 manager through the MODEL/CLIP/VAE wrappers; they never move weights to the GPU themselves.
 The engine's output cache keeps what a loader returned, and each loader's fingerprint is its
-file's (path, size, mtime), so a replaced file is loaded again.
+file's (path, size, mtime), so a replaced file is loaded again. Loads go through the model
+manager's :class:`~loom.runtime.loaded_models.LoadedModels`: every worker gets the one copy of
+a file the process holds.
 """
 
 from __future__ import annotations
@@ -67,9 +69,13 @@ class CheckpointLoaderSimple(Node):
 
     def run(self, ckpt_name):
         path = _resolve(self.ctx, "checkpoints", ckpt_name)
-        model, clip, vae = load_checkpoint(path, policy=manager_of(self.ctx).policy,
-                                           embeddings_dir=_embeddings_dir(self.ctx),
-                                           progress=_progress(self.ctx))
+        manager = manager_of(self.ctx)
+        embeddings = _embeddings_dir(self.ctx)
+        model, clip, vae = manager.loaded.get(
+            "checkpoint", path, lambda: load_checkpoint(path, policy=manager.policy,
+                                                        embeddings_dir=embeddings,
+                                                        progress=_progress(self.ctx)),
+            options=(manager.policy, embeddings))
         return (model, clip, vae)
 
 
@@ -90,8 +96,12 @@ class DiffusersLoader(Node):
 
     def run(self, model_path):
         folder = _resolve(self.ctx, "diffusers", model_path)
-        return load_diffusers(folder, policy=manager_of(self.ctx).policy,
-                              embeddings_dir=_embeddings_dir(self.ctx))
+        manager = manager_of(self.ctx)
+        embeddings = _embeddings_dir(self.ctx)
+        return manager.loaded.get(
+            "diffusers", folder / "model_index.json",
+            lambda: load_diffusers(folder, policy=manager.policy, embeddings_dir=embeddings),
+            options=(manager.policy, embeddings))
 
 
 class VAELoader(Node):
@@ -107,7 +117,9 @@ class VAELoader(Node):
 
     def run(self, vae_name):
         path = _resolve(self.ctx, "vae", vae_name)
-        return (load_vae_file(path, policy=manager_of(self.ctx).policy, progress=_progress(self.ctx)),)
+        manager = manager_of(self.ctx)
+        return (manager.loaded.get("vae", path, lambda: load_vae_file(
+            path, policy=manager.policy, progress=_progress(self.ctx)), options=manager.policy),)
 
 
 def _strength() -> Float:

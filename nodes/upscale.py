@@ -53,8 +53,9 @@ class UpscaleModelLoader(Node):
             return None
 
     def run(self, model_name):
-        return (load_image_model(_model_path(self.ctx, model_name), purposes=UPSCALE_PURPOSES,
-                                 what="upscale model"),)
+        path = _model_path(self.ctx, model_name)
+        return (manager_of(self.ctx).loaded.get("upscale model", path, lambda: load_image_model(
+            path, purposes=UPSCALE_PURPOSES, what="upscale model")),)
 
 
 class ImageUpscaleWithModel(Node):

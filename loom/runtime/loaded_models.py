@@ -75,8 +75,18 @@ class LoadedModels:
         for (kind, path, _options), entry in items:
             values = _alive(entry)
             if values is not None:
+                modules = {id(m): m for v in values for m in _modules(v)}
                 out.append(
-                    {"kind": kind, "file": Path(path).name, "loads": self.loads[(kind, Path(path).name)]}
+                    {
+                        "kind": kind,
+                        "file": Path(path).name,
+                        "loads": self.loads[(kind, Path(path).name)],
+                        "bytes": sum(
+                            t.element_size() * t.nelement()
+                            for m in modules.values()
+                            for t in (*m.parameters(), *m.buffers())
+                        ),
+                    }
                 )
         return out
 
@@ -85,12 +95,17 @@ class LoadedModels:
         if manager is None:
             return
         for value in values:
-            modules = getattr(value, "loom_modules", None)
-            if not callable(modules):
-                continue
-            for i, module in enumerate(modules()):
+            for i, module in enumerate(_modules(value)):
                 part = type(module).__name__
                 manager.name(module, f"{file} ({part}{'' if i == 0 else f' {i + 1}'})")
+
+
+def _modules(value) -> tuple:
+    modules = getattr(value, "loom_modules", None)
+    if callable(modules):
+        return tuple(modules())
+    module = getattr(value, "module", None)  # upscale / face models
+    return (module,) if module is not None and hasattr(module, "parameters") else ()
 
 
 def _alive(entry: _Entry) -> tuple | None:

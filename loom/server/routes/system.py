@@ -72,10 +72,19 @@ def _memory(state) -> dict:
             "cache_entries": sum(c["entries"] for c in caches)}
 
 
+def _models(state) -> dict:
+    """The model manager's view: VRAM mode and budget, the files loaded (in RAM), and what is
+    on the device (whole or streamed). Nothing is imported for a server that loaded none."""
+    if not state.models.created:
+        return {"mode": state.settings.vram, "loaded": [], "on_device": []}
+    return state.models.get().stats()
+
+
 @routes.get("/system_stats")
 async def system_stats(request: web.Request) -> web.Response:
     stats = await asyncio.to_thread(_system_stats)
-    stats["loom"] = {"memory": _memory(get_state(request))}
+    state = get_state(request)
+    stats["loom"] = {"memory": _memory(state), "models": await asyncio.to_thread(_models, state)}
     return web.json_response(stats)
 
 

@@ -95,3 +95,20 @@ def save_controlnet(model, path: str | Path, layout: str = "original") -> Path:
     else:
         raise ValueError(layout)
     return path
+
+
+def adapter_to_original(sd: dict, num_res_blocks: int) -> dict:
+    """diffusers T2IAdapter (full_adapter) -> TencentARC's original ``Adapter`` names
+    (``conv_in``, ``body.{level * n + j}.block1/block2``, ``body.{level * n}.in_conv``)."""
+    out = {}
+    for key, value in sd.items():
+        parts = key.split(".")
+        assert parts[0] == "adapter", key
+        if parts[1] == "conv_in":
+            name = ".".join(parts[1:])
+        elif parts[3] == "in_conv":
+            name = f"body.{int(parts[2]) * num_res_blocks}.{'.'.join(parts[3:])}"
+        else:  # adapter.body.i.resnets.j.blockK.param
+            name = f"body.{int(parts[2]) * num_res_blocks + int(parts[4])}.{'.'.join(parts[5:])}"
+        out[name] = value.contiguous()
+    return out

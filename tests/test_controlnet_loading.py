@@ -7,7 +7,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from control_fixtures import controlnet_to_original, save_controlnet, tiny_adapter, tiny_controlnet
+from control_fixtures import (
+    adapter_to_original,
+    controlnet_to_original,
+    save_controlnet,
+    tiny_adapter,
+    tiny_controlnet,
+)
 from safetensors.torch import save_file
 from sd_fixtures import sd_cpu_only, sd_files, tiny_pipeline  # noqa: F401  (fixtures)
 
@@ -73,6 +79,20 @@ def test_t2i_adapter_loads_from_folder_and_single_file(folders, layout):
     for node in (T2IAdapterLoader(ctx(folders)), ControlNetLoader(ctx(folders))):
         (loaded,) = node.run(name)
         assert loaded.kind == "t2i_adapter" and same_weights(loaded.module, adapter)
+
+
+def test_original_layout_t2i_adapter_loads(folders):
+    """TencentARC's own files (SD 1.4 adapters: four levels, 1x1 second convs)."""
+    from diffusers import T2IAdapter
+
+    torch.manual_seed(9)
+    adapter = T2IAdapter(in_channels=3, channels=[32, 64, 64, 64], num_res_blocks=2,
+                         downscale_factor=8, adapter_type="full_adapter").eval()
+    sd = adapter_to_original(adapter.state_dict(), 2)
+    torch.save(sd, folders.model_folder("controlnet") / "t2iadapter_tiny_sd14v1.pth")
+    (loaded,) = T2IAdapterLoader(ctx(folders)).run("t2iadapter_tiny_sd14v1.pth")
+    assert loaded.kind == "t2i_adapter" and same_weights(loaded.module, adapter)
+    assert loaded.module.config.channels == [32, 64, 64, 64]
 
 
 def test_wrong_files_give_clear_errors(folders, sd_files):  # noqa: F811

@@ -251,3 +251,38 @@ def test_custom_sampling_with_controlnet_equals_ksampler(sd1):
     custom = sample_sigmas(request, ModelManager(CPU))[0]["samples"]
     assert (custom - ksampler).abs().max() <= 1e-4 * ksampler.abs().max()
     assert (ksampler - run(sd1)).abs().max() > 0.01 * ksampler.abs().max()
+
+
+class AddedCond(SamplingHooks):
+    """Adds to SDXL's pooled text embedding through ``added_cond_kwargs``."""
+
+    def __init__(self, delta):
+        self.delta, self.seen = delta, []
+
+    def unet_kwargs(self, call):
+        self.seen.append(call.added_cond_kwargs)
+        return {"added_cond_kwargs": {"text_embeds": self.delta}}
+
+
+@pytest.mark.parametrize("sampler", LOOPS)
+def test_hooks_add_to_added_cond_kwargs_without_changing_the_conditioning(sampler):
+    pipe = tiny_pipeline("sdxl")
+    model = DiffusionModel(unet=pipe.unet, family="sdxl", prediction_type="epsilon",
+                           scheduler_config=dict(pipe.scheduler.config),
+                           latent_scaling_factor=pipe.vae.config.scaling_factor)
+    with torch.no_grad():
+        pos, neg, pooled, neg_pooled = pipe.encode_prompt("a cat", device="cpu",
+                                                          do_classifier_free_guidance=True,
+                                                          negative_prompt="blurry")
+    m = SimpleNamespace(model=model, pos=[[pos, {"pooled_output": pooled}]],
+                        neg=[[neg, {"pooled_output": neg_pooled}]])
+    plain = run(m, sampler=sampler)
+    zero, half = AddedCond(torch.zeros(1)), AddedCond(torch.full((1,), 0.5))
+    assert torch.equal(run(m, sampler=sampler, hooks=[zero]), plain)
+    once = run(m, sampler=sampler, hooks=[half])
+    twice = run(m, sampler=sampler, hooks=[half, half])  # stacked: +1.0 in all
+    assert (once - plain).abs().max() > 1e-3 * plain.abs().max()
+    assert not torch.equal(once, twice)
+    # what the hooks saw was the conditioning's own, never changed by the sums
+    assert all(torch.equal(s["text_embeds"], half.seen[0]["text_embeds"]) for s in half.seen)
+    assert torch.equal(m.pos[0][1]["pooled_output"], pooled)

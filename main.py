@@ -166,12 +166,13 @@ async def serve(settings: Settings, quick_test: bool = False) -> int:
     from aiohttp import web
 
     from loom.server.app import create_app, make_runner
+    from loom.server.security import listen_addresses
     from loom.server.state import STATE
 
     app = create_app(settings)
     runner = make_runner(app, access_log=None)
     await runner.setup()
-    hosts = [h.strip() for h in settings.listen.split(",") if h.strip()] or ["127.0.0.1"]
+    hosts = listen_addresses(settings.listen)
     for host in hosts:
         await web.TCPSite(runner, host, settings.port).start()
     f = settings.folders

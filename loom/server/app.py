@@ -47,6 +47,7 @@ from loom.server.state import STATE, AppState, LazyModelManager
 from loom.server.worker import Worker, WorkerPool
 from loom.server.ws import Hub
 from loom.store import Store
+from loom.store.userdata import UserFileExists, UserPathError
 
 log = logging.getLogger("loom.server")
 
@@ -70,8 +71,10 @@ async def error_middleware(request: web.Request, handler) -> web.StreamResponse:
         return web.json_response(e.to_json(), status=400)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         return error_response(400, "invalid_json", f"Malformed request body: {e}")
-    except UnsafePathError as e:
+    except (UnsafePathError, UserPathError) as e:
         return error_response(400, "invalid_path", str(e))
+    except UserFileExists as e:
+        return error_response(409, "exists", f"{e}; pass ?overwrite=true to replace it")
     except ValidatorUnavailable as e:
         log.exception("Validation could not run")
         return error_response(503, "server_setup_error", str(e))

@@ -48,7 +48,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 from aiohttp import web
 
-from loom.server.routes._common import ApiError, loads, read_body
+from loom.server.routes._common import ApiError, error_response, loads, read_body
 
 log = logging.getLogger("loom.security")
 
@@ -235,8 +235,9 @@ def safe_next(value: Any) -> str:
 
 def _error(status: int, message: str, *, headers: dict[str, str] | None = None,
            reason: str = "") -> web.Response:
-    body = {"error": {"type": reason or "forbidden", "message": message, "details": ""}}
-    return web.json_response(body, status=status, headers=headers)
+    response = error_response(status, reason or "forbidden", message, {"details": ""})
+    response.headers.update(headers or {})
+    return response
 
 
 def _route_path(request: web.Request) -> str:

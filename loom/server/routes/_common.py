@@ -160,14 +160,23 @@ def query_int(request: web.Request, name: str, default: int | None = None, *,
     return value
 
 
+YES = frozenset({"1", "true", "yes", "on"})
+NO = frozenset({"0", "false", "no", "off"})
+
+
+def is_yes(raw: str | None) -> bool:
+    """A yes/no form or query value: true for 1/true/yes/on (any case), false for anything else."""
+    return (raw or "").strip().lower() in YES
+
+
 def query_bool(request: web.Request, name: str, default: bool = False) -> bool:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
     value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
+    if value in YES:
         return True
-    if value in ("0", "false", "no", "off"):
+    if value in NO:
         return False
     raise bad_request(f"query parameter '{name}' must be true or false, not {raw!r}")
 

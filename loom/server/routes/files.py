@@ -21,18 +21,20 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from loom import imageio, jsonsafe
 from loom.paths import UnsafePathError, safe_join
-from loom.server.routes._common import ApiError, bad_request, not_found, read_timeout, timed_out
+from loom.server.routes._common import (
+    ApiError,
+    bad_request,
+    is_yes,
+    not_found,
+    read_timeout,
+    timed_out,
+)
+from loom.server.security import INLINE_SAFE_TYPES
 from loom.server.state import get_state
 from loom.store.files import atomic_open
 
 routes = web.RouteTableDef()
 
-# Shown inline; everything else is a download.
-INLINE_TYPES = frozenset({
-    "image/png", "image/jpeg", "image/webp", "image/gif", "image/avif", "image/bmp",
-    "video/mp4", "video/webm", "audio/mpeg", "audio/wav", "audio/x-wav", "audio/flac",
-    "audio/ogg", "audio/webm", "text/plain", "application/json",
-})
 MAX_NAME_LENGTH = 200
 
 
@@ -50,16 +52,13 @@ async def view(request: web.Request) -> web.StreamResponse:
     if not filename:
         raise bad_request("query parameter 'filename' is required")
     subfolder = q.get("subfolder", "")
-    try:
-        root = folders.root_of(q.get("type") or "output")
-        path = safe_join(root, f"{subfolder}/{filename}" if subfolder else filename)
-    except UnsafePathError as e:
-        raise bad_request(str(e), "invalid_path") from None
+    root = folders.root_of(q.get("type") or "output")
+    path = safe_join(root, f"{subfolder}/{filename}" if subfolder else filename)
     if not path.is_file():
         raise not_found(f"File {filename!r} not found")
     ctype = (mimetypes.guess_type(path.name)[0] or "application/octet-stream").lower()
     headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
-    if ctype in INLINE_TYPES:
+    if ctype in INLINE_SAFE_TYPES:  # shown inline; everything else is a download
         headers["Content-Type"] = ctype
         headers["Content-Disposition"] = content_disposition("inline", path.name)
     else:
@@ -131,10 +130,6 @@ def _too_large(limit: int) -> ApiError:
                     "(--max-upload-mb)")
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def _check_image(data: bytes, max_pixels: int) -> None:
     try:
         imageio.check_image(data, max_pixels=max_pixels)
@@ -174,11 +169,8 @@ async def _upload(request: web.Request, mask: bool) -> web.Response:
     name = clean_filename(filename)
     folder_type = fields.get("type") or "input"
     subfolder = fields.get("subfolder", "")
-    overwrite = _truthy(fields.get("overwrite"))
-    try:
-        folder = safe_join(state.settings.folders.root_of(folder_type), subfolder)
-    except UnsafePathError as e:
-        raise bad_request(str(e), "invalid_path") from None
+    overwrite = is_yes(fields.get("overwrite"))
+    folder = safe_join(state.settings.folders.root_of(folder_type), subfolder)
     max_pixels = imageio.max_pixels_of(state.settings)
     await asyncio.to_thread(_check_image, data, max_pixels)
     if mask:

@@ -30,11 +30,13 @@ async def get_prompt(request: web.Request) -> web.Response:
 
 @routes.post("/prompt")
 async def post_prompt(request: web.Request) -> web.Response:
-    return await queue_prompt(get_state(request), await json_body(request))
+    return web.json_response(await queue_prompt(get_state(request), await json_body(request)))
 
 
-async def queue_prompt(state: AppState, data: dict) -> web.Response:
+async def queue_prompt(state: AppState, data: dict) -> dict:
     """Validate and queue a ``POST /prompt`` body; the one place prompts enter the queue.
+    Returns ComfyUI's answer (``prompt_id``, ``number``, ``node_errors``); a refused prompt
+    raises :class:`PromptError` (or :class:`ApiError`), which the error middleware answers.
 
     Beyond ComfyUI's body, a UI workflow may stand in for the prompt (``{"workflow": {...}}``
     with no ``prompt``): it is converted here, and kept as ``extra_pnginfo.workflow`` so the
@@ -42,20 +44,16 @@ async def queue_prompt(state: AppState, data: dict) -> web.Response:
     """
     if "prompt" not in data and isinstance(data.get("workflow"), dict):
         workflow = data["workflow"]
-        try:
-            if looks_like_api_prompt(workflow):
-                prompt = workflow
-            else:
-                prompt = await asyncio.to_thread(
-                    convert_workflow, workflow, state.registry.object_info(state.node_ctx()))
-                data = with_workflow_pnginfo(data, workflow)
-        except PromptError as e:
-            return web.json_response(e.to_json(), status=400)
+        if looks_like_api_prompt(workflow):
+            prompt = workflow
+        else:
+            prompt = await asyncio.to_thread(
+                convert_workflow, workflow, state.registry.object_info(state.node_ctx()))
+            data = with_workflow_pnginfo(data, workflow)
         data = {**data, "prompt": prompt}
     if "prompt" not in data:
-        return web.json_response(PromptError("no_prompt", "No prompt provided",
-                                             "the body must have a 'prompt' object (or a UI "
-                                             "'workflow')").to_json(), status=400)
+        raise PromptError("no_prompt", "No prompt provided",
+                          "the body must have a 'prompt' object (or a UI 'workflow')")
     client_id = field(data, "client_id", str)
     extra_data = field(data, "extra_data", dict, {})
     if (problem := preview_method_error(extra_data)) is not None:
@@ -75,13 +73,10 @@ async def queue_prompt(state: AppState, data: dict) -> web.Response:
         raise ApiError(400, "invalid_request", "'partial_execution_targets' must be a list of node ids")
 
     prompt = data["prompt"]
-    try:
-        # Always off the event loop: validation runs choices functions (folder listings) and
-        # plugins' validators, which may be slow.
-        validated = await asyncio.to_thread(validate_prompt, prompt, state.registry,
-                                            state.node_ctx(), targets)
-    except PromptError as e:
-        return web.json_response(e.to_json(), status=400)
+    # Always off the event loop: validation runs choices functions (folder listings) and
+    # plugins' validators, which may be slow.
+    validated = await asyncio.to_thread(validate_prompt, prompt, state.registry,
+                                        state.node_ctx(), targets)
 
     extra_data = dict(extra_data)
     if client_id is not None:
@@ -97,8 +92,7 @@ async def queue_prompt(state: AppState, data: dict) -> web.Response:
             payload=Prevalidated(validated, dict(state.registry.classes)))
     except DuplicatePromptId as e:
         raise ApiError(400, "duplicate_prompt_id", str(e)) from None
-    return web.json_response({"prompt_id": prompt_id, "number": number_json(number),
-                              "node_errors": {}})
+    return {"prompt_id": prompt_id, "number": number_json(number), "node_errors": {}}
 
 
 def with_workflow_pnginfo(data: dict, workflow: dict) -> dict:

@@ -6,15 +6,12 @@ SQLite (see :mod:`loom.store.userdata`), so a save is atomic.
 
 from __future__ import annotations
 
-import contextlib
 import mimetypes
-from collections.abc import Iterator
 
 from aiohttp import web
 
 from loom.server.routes._common import (
     SMALL_BODY,
-    ApiError,
     bad_request,
     json_body,
     loads,
@@ -24,7 +21,7 @@ from loom.server.routes._common import (
     read_body,
 )
 from loom.server.state import get_state
-from loom.store.userdata import UserData, UserFileExists, UserPathError
+from loom.store.userdata import UserData
 
 routes = web.RouteTableDef()
 
@@ -33,24 +30,10 @@ def _store(request: web.Request) -> UserData:
     return get_state(request).store.userdata
 
 
-@contextlib.contextmanager
-def _write_errors() -> Iterator[None]:
-    """A write refused by the store as a 409 (exists) or 400 (bad path)."""
-    try:
-        yield
-    except UserFileExists as e:
-        raise ApiError(409, "exists", f"{e}; pass ?overwrite=true to replace it") from None
-    except UserPathError as e:
-        raise bad_request(str(e), "invalid_path") from None
-
-
 def _path(raw: str) -> str:
     from loom.store.userdata import clean_path
 
-    try:
-        return clean_path(raw)
-    except UserPathError as e:
-        raise bad_request(str(e), "invalid_path") from None
+    return clean_path(raw)
 
 
 @routes.get("/userdata")
@@ -61,10 +44,7 @@ async def list_userdata(request: web.Request) -> web.Response:
     recurse = query_bool(request, "recurse", False)
     full_info = query_bool(request, "full_info", False)
     split = query_bool(request, "split", False)
-    try:
-        files = _store(request).list(directory, recurse=recurse)
-    except UserPathError as e:
-        raise bad_request(str(e), "invalid_path") from None
+    files = _store(request).list(directory, recurse=recurse)
     if full_info:
         return web.json_response([f.as_json() for f in files])
     if split:
@@ -74,10 +54,7 @@ async def list_userdata(request: web.Request) -> web.Response:
 
 @routes.get("/v2/userdata")
 async def list_userdata_v2(request: web.Request) -> web.Response:
-    try:
-        return web.json_response(_store(request).entries(request.query.get("path", "")))
-    except UserPathError as e:
-        raise bad_request(str(e), "invalid_path") from None
+    return web.json_response(_store(request).entries(request.query.get("path", "")))
 
 
 @routes.get("/userdata/{file}")
@@ -104,8 +81,7 @@ async def post_userdata(request: web.Request) -> web.Response:
     overwrite = query_bool(request, "overwrite", True)
     full_info = query_bool(request, "full_info", False)
     body = await read_body(request, state.settings.max_upload_mb * 2**20)
-    with _write_errors():
-        info = _store(request).put(path, body, overwrite=overwrite)
+    info = _store(request).put(path, body, overwrite=overwrite)
     return web.json_response(info.as_json() if full_info else info.path)
 
 
@@ -123,8 +99,7 @@ async def move_userdata(request: web.Request) -> web.Response:
     dest = _path(request.match_info["dest"])
     overwrite = query_bool(request, "overwrite", True)
     full_info = query_bool(request, "full_info", False)
-    with _write_errors():
-        info = _store(request).move(source, dest, overwrite=overwrite)
+    info = _store(request).move(source, dest, overwrite=overwrite)
     if info is None:
         raise not_found(f"{source} does not exist")
     return web.json_response(info.as_json() if full_info else info.path)

@@ -26,7 +26,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from aiohttp import web
@@ -37,7 +36,7 @@ from loom.graph.errors import PromptError
 from loom.graph.pnginfo import is_png, workflow_and_prompt_from_png
 from loom.graph.workflow import convert_workflow, is_ui_workflow, looks_like_api_prompt
 from loom.server.routes import prompt as prompt_routes
-from loom.server.routes._common import bad_request, json_body, query_bool, read_body
+from loom.server.routes._common import bad_request, is_yes, json_body, query_bool, read_body
 from loom.server.routes.files import _read_form
 from loom.server.state import AppState, get_state
 
@@ -55,7 +54,7 @@ async def convert(state: AppState, workflow: Any) -> dict[str, dict]:
 
 
 async def queue_prompt(state: AppState, prompt: dict, body: dict,
-                       workflow: dict | None) -> web.Response:
+                       workflow: dict | None) -> dict:
     """Queue ``prompt`` like ``POST /prompt`` with the other fields of ``body``."""
     forwarded = {k: v for k, v in body.items() if k not in ("workflow", "prompt", "queue")}
     if workflow is not None:
@@ -91,11 +90,11 @@ async def post_queue(request: web.Request) -> web.Response:
                           "for an API prompt)", "invalid_workflow")
     workflow = data["workflow"]
     if looks_like_api_prompt(workflow):
-        return await queue_prompt(state, workflow, data, None)
+        return web.json_response(await queue_prompt(state, workflow, data, None))
     if not isinstance(workflow, dict):
         raise bad_request("'workflow' must be an object (a UI workflow)", "invalid_workflow")
     prompt = await convert(state, workflow)
-    return await queue_prompt(state, prompt, data, workflow)
+    return web.json_response(await queue_prompt(state, prompt, data, workflow))
 
 
 # -- loading a PNG or a workflow file ---------------------------------------------------------
@@ -159,13 +158,10 @@ async def post_load(request: web.Request) -> web.Response:
         result["prompt"], result["prompt_source"] = embedded, "embedded_prompt"
 
     queue_flag = fields.get("queue") or request.query.get("queue") or ""
-    if queue_flag.strip().lower() in ("1", "true", "yes", "on"):
+    if is_yes(queue_flag):
         body: dict[str, Any] = {}
         client_id = fields.get("client_id") or request.query.get("client_id")
         if client_id:
             body["client_id"] = client_id
-        response = await queue_prompt(state, result["prompt"], body, workflow)
-        if response.status != 200:
-            return response
-        result["queued"] = json.loads(response.body)
+        result["queued"] = await queue_prompt(state, result["prompt"], body, workflow)
     return web.json_response(result)

@@ -15,6 +15,7 @@ from typing import Any
 
 from loom.nodeapi import Float, Link, ModelFile, Node, Output
 from loom.runtime.control import apply_control, load_control
+from loom.runtime.control.loader import check_kind, weights_file
 from loom.runtime.sd.common import manager_of
 from loom.runtime.sd.reader import file_fingerprint
 
@@ -38,11 +39,15 @@ def _fingerprint(ctx: Any, name: Any):
 
 def _load(ctx, name: str, expect: str | None = None, base_unet=None):
     manager = manager_of(ctx)
+    path = _resolve(ctx, name)
     if base_unet is None:
-        return load_control(_resolve(ctx, name), policy=manager.policy, expect=expect)
+        # one copy per file for every worker (the manager's LoadedModels)
+        model = manager.loaded.get("controlnet", weights_file(path),
+                                   lambda: load_control(path, policy=manager.policy),
+                                   options=manager.policy)
+        return check_kind(model, expect)
     with manager.use(base_unet):  # read the base weights without anyone's patches
-        return load_control(_resolve(ctx, name), policy=manager.policy, expect=expect,
-                            base_unet=base_unet)
+        return load_control(path, policy=manager.policy, expect=expect, base_unet=base_unet)
 
 
 class ControlNetLoader(Node):

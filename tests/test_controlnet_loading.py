@@ -148,3 +148,23 @@ def test_a_controlnet_of_another_family_is_refused_by_name(folders):
     with pytest.raises(ValueError, match="xl.safetensors is a sdxl ControlNet but the model is sd1"):
         sample(model, m.pos, cond, {"samples": torch.zeros(1, 4, 8, 8)}, seed=0, steps=1,
                cfg=2.0, sampler_name="euler", scheduler="normal", models=ModelManager())
+
+
+def test_one_copy_per_file_and_a_changed_file_loads_again(folders):
+    root = folders.model_folder("controlnet")
+    save_controlnet(tiny_controlnet("sd1", seed=11), root / "shared.safetensors", "original")
+    manager = ModelManager()
+    c = RunContext(paths=folders, models=manager)
+    (first,) = ControlNetLoader(c).run("shared.safetensors")
+    (second,) = ControlNetLoader(RunContext(paths=folders, models=manager)).run("shared.safetensors")
+    assert second is first
+    with pytest.raises(ModelFileError, match="not a T2I-Adapter"):
+        T2IAdapterLoader(c).run("shared.safetensors")
+    import os
+    import time
+
+    save_controlnet(tiny_controlnet("sd1", seed=12), root / "shared.safetensors", "original")
+    later = time.time() + 5
+    os.utime(root / "shared.safetensors", (later, later))
+    (third,) = ControlNetLoader(c).run("shared.safetensors")
+    assert third is not first and same_weights(third.module, tiny_controlnet("sd1", seed=12))

@@ -49,12 +49,30 @@ def load_control(path: str | Path, *, policy: DevicePolicy | None = None,
                                  "model): load it with DiffControlNetLoader and connect the model")
         module = _build(info, sd, policy.dtype, path.name, base_unet if info.diff else None)
         model = ControlModel(module=module, kind=info.kind, family=info.family, source=str(path))
+    log.info("Loaded %s %s (%s)", model.family, model.kind, path.name)
+    check_kind(model, expect)
+    return model
+
+
+def check_kind(model: ControlModel, expect: str | None) -> ControlModel:
+    """``model``, or a clear error when it is not the ``expect``-ed kind."""
     if expect and model.kind != expect:
         names = {"controlnet": "a ControlNet", "t2i_adapter": "a T2I-Adapter"}
-        raise ModelFileError(f"{path.name} is {names[model.kind]}, not {names[expect]}: use "
-                             f"{'ControlNetLoader' if model.kind == 'controlnet' else 'T2IAdapterLoader'}")
-    log.info("Loaded %s %s (%s)", model.family, model.kind, path.name)
+        loader = "ControlNetLoader" if model.kind == "controlnet" else "T2IAdapterLoader"
+        raise ModelFileError(f"{model.name} is {names[model.kind]}, not {names[expect]}: use "
+                             f"{loader}")
     return model
+
+
+def weights_file(path: str | Path) -> Path:
+    """The file whose changes mean a new load: the file itself, or a folder's weights."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin",
+                     "config.json"):
+            if (path / name).is_file():
+                return path / name
+    return path
 
 
 def _build(info: ControlInfo, sd: dict, dtype: torch.dtype, name: str,

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from loom.nodeapi import Combo, Float, Int, Link, Node, Output
+from loom.nodeapi import Allocation, Combo, Float, Int, Link, Node, Output
 from loom.runtime.annotators import classic, frames
 from loom.runtime.sd.common import manager_of
 
@@ -42,6 +42,14 @@ class _Preprocessor(Node):
     """Shared plumbing: run a picture -> picture function on every image of the batch."""
 
     outputs = (Output("IMAGE"),)
+
+    @classmethod
+    def allocation(cls, ctx, image=None, resolution=512, **_):
+        """The control image: short side ``resolution`` (a square when the input is unknown)."""
+        b, h, w = image[:3] if image else (1, 1, 1)
+        size = frames.detection_size(h, w, int(resolution)) if h and w else (resolution, resolution)
+        shapes = [(b, *size, 3)] + [None] * (len(cls.outputs) - 1)
+        return Allocation(tuple(shapes), ("resolution",))
 
     def each(self, image, resolution, detect, pad=True) -> torch.Tensor:
         return frames.run_each(image, resolution, detect, pad=pad,

@@ -278,3 +278,10 @@ def test_annotator_found_in_a_subfolder_and_wrong_weights_explained(tmp_path, no
     torch.save({"not": torch.zeros(3)}, folders.model_folder("annotators") / "ControlNetHED.pth")
     with pytest.raises(ValueError, match="ControlNetHED.pth does not hold the weights"):
         pp.HEDPreprocessor(RunContext(paths=folders)).run(torch.rand(1, 64, 64, 3), resolution=64)
+
+
+def test_the_memory_estimate_follows_the_resolution():
+    est = pp.CannyEdgePreprocessor.allocation(None, image=(2, 300, 200, 3), resolution=128)
+    assert est.shapes == ((2, 192, 128, 3),) and est.inputs == ("resolution",)
+    est = pp.OpenposePreprocessor.allocation(None, image=None, resolution=1024)
+    assert est.shapes == ((1, 1024, 1024, 3), None)

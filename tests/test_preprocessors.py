@@ -285,3 +285,47 @@ def test_the_memory_estimate_follows_the_resolution():
     assert est.shapes == ((2, 192, 128, 3),) and est.inputs == ("resolution",)
     est = pp.OpenposePreprocessor.allocation(None, image=None, resolution=1024)
     assert est.shapes == ((1, 1024, 1024, 3), None)
+
+
+# -- over HTTP ----------------------------------------------------------------------------------------
+
+
+def test_preprocessors_over_http(loom_server_factory):
+    """A graph from LoadImage through the MediaPipe skeleton and a mask node to SaveImage runs;
+    a preprocessor whose annotator file is missing fails its prompt with the named error (not a
+    server error), and a bad choice is a validation error."""
+    from PIL import Image
+
+    server = loom_server_factory(builtin=True)
+    Image.fromarray(data.astronaut()[::2, ::2]).save(server.settings.folders.input_dir / "a.png")
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
+        "2": {"class_type": "MediaPipeOpenPosePreprocessor",
+              "inputs": {"image": ["1", 0], "detect_hand": "enable", "detect_body": "enable",
+                         "detect_face": "disable", "resolution": 256}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "pose"}},
+        "4": {"class_type": "MediaPipeMask", "inputs": {"image": ["1", 0], "target": "person",
+                                                        "threshold": 0.5, "max_faces": 1}},
+        "5": {"class_type": "MaskToImage", "inputs": {"mask": ["4", 0]}},
+        "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "mask"}},
+    }
+    entry = server.wait_history(server.queue_prompt(prompt), timeout=120)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    [pose] = entry["outputs"]["3"]["images"]
+    with Image.open(server.settings.folders.output_dir / pose["filename"]) as png:
+        assert png.size == (256, 256) and max(png.getextrema()[0]) == 255  # something drawn
+    missing = {
+        "1": prompt["1"],
+        "2": {"class_type": "HEDPreprocessor", "inputs": {"image": ["1", 0], "safe": "enable",
+                                                           "resolution": 128}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "hed"}},
+    }
+    entry = server.wait_history(server.queue_prompt(missing), timeout=60)
+    assert entry["status"]["status_str"] == "error"
+    kind, error = entry["status"]["messages"][-1]
+    assert kind == "execution_error" and error["node_type"] == "HEDPreprocessor"
+    assert "ControlNetHED.pth" in error["exception_message"]
+    assert "models/annotators/" in error["exception_message"]
+    bad = {**missing, "2": {**missing["2"], "inputs": {**missing["2"]["inputs"], "safe": "maybe"}}}
+    r = server.post("/prompt", json={"prompt": bad})
+    assert r.status == 400 and "2" in r.json()["node_errors"]

@@ -3,7 +3,7 @@ and files of them in the layouts users have.
 
 - ``tiny_controlnet(family, seed)``: a diffusers ``ControlNetModel`` shaped like the tiny UNet,
   with *non-zero* zero-convolutions (a fresh ControlNet adds nothing, which would test nothing).
-- ``tiny_adapter(seed)``: a diffusers ``T2IAdapter`` (full_adapter) for the tiny SD 1.x UNet.
+- ``tiny_adapter(seed, family)``: a diffusers ``T2IAdapter`` for the tiny SD 1.x or SDXL UNet.
 - ``controlnet_to_original(sd, config)``: diffusers -> original (lllyasviel) key names, written
   here independently of the loader (which converts with diffusers' own converter).
 - ``save_controlnet(model, path, layout)``: "original" (``control_model.*``), "diffusers-file"
@@ -47,12 +47,18 @@ def tiny_controlnet(family: str = "sd1", seed: int = 0):
     return model.eval().requires_grad_(False)
 
 
-def tiny_adapter(seed: int = 0):
+def tiny_adapter(seed: int = 0, family: str = "sd1"):
+    """SD 1.x: full_adapter, one feature per down block of the tiny UNet. SDXL:
+    full_adapter_xl (16x pixel-unshuffle; the tiny SDXL UNet uses its first two features)."""
     from diffusers import T2IAdapter
 
     torch.manual_seed(seed)
-    model = T2IAdapter(in_channels=3, channels=[32, 64], num_res_blocks=2, downscale_factor=8,
-                       adapter_type="full_adapter")
+    if family == "sdxl":
+        model = T2IAdapter(in_channels=3, channels=[32, 64, 64, 64], num_res_blocks=2,
+                           downscale_factor=16, adapter_type="full_adapter_xl")
+    else:
+        model = T2IAdapter(in_channels=3, channels=[32, 64], num_res_blocks=2,
+                           downscale_factor=8, adapter_type="full_adapter")
     return model.eval().requires_grad_(False)
 
 

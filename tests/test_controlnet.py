@@ -5,7 +5,8 @@ ControlNetApplyAdvanced (stacked) -> KSampler) runs in the engine on tiny single
 checkpoints and tiny random-weight ControlNets written to ``models/controlnet/`` in the original
 layout, as diffusers files and as diffusers folders. References: diffusers'
 ``StableDiffusionControlNetPipeline`` (single and multi ControlNet, conditioning scale, guidance
-start/end), ``StableDiffusionXLControlNetPipeline`` and ``StableDiffusionAdapterPipeline``, built
+start/end), ``StableDiffusionXLControlNetPipeline``, ``StableDiffusionAdapterPipeline`` and
+``StableDiffusionXLAdapterPipeline``, built
 from the same modules, same scheduler (Euler), noise and settings. fp32 on the CPU; the bar is
 1e-4 relative to the latents' magnitude. Second runs change strength, remove or add a
 ControlNet and must equal fresh runs.
@@ -74,9 +75,8 @@ class Env:
         self.nets = {"a": tiny_controlnet(family, seed=1), "b": tiny_controlnet(family, seed=2)}
         save_controlnet(self.nets["a"], cn_dir / "cn-a.safetensors", "original")
         save_controlnet(self.nets["b"], cn_dir / "cn-b", "diffusers-folder")
-        if family == "sd1":
-            self.adapter = tiny_adapter(seed=3)
-            self.adapter.save_pretrained(cn_dir / "adapter", safe_serialization=True)
+        self.adapter = tiny_adapter(seed=3, family=family)
+        self.adapter.save_pretrained(cn_dir / "adapter", safe_serialization=True)
         self.registry = NodeRegistry()
         load_packs(self.registry, REPO_ROOT / "nodes", builtin=True)
         self.registry.register("Capture", Capture, "tests")
@@ -127,6 +127,7 @@ class Env:
         from diffusers import (
             StableDiffusionAdapterPipeline,
             StableDiffusionControlNetPipeline,
+            StableDiffusionXLAdapterPipeline,
             StableDiffusionXLControlNetPipeline,
         )
 
@@ -135,7 +136,13 @@ class Env:
         parts["scheduler"] = diffusers.EulerDiscreteScheduler.from_config(self.pipe.scheduler.config)
         images = [hint(index).permute(0, 3, 1, 2) for _, index, *_ in controls]
         scales = [c[2] for c in controls]
-        if controls[0][0] == "adapter":
+        if controls[0][0] == "adapter" and self.family == "sdxl":
+            # diffusers' SDXL adapter pipeline: the first int(N * factor) steps (start 0)
+            assert len(controls) == 1 and controls[0][3] == 0.0
+            pipe = StableDiffusionXLAdapterPipeline(**parts, adapter=self.adapter)
+            extra = dict(image=images[0], adapter_conditioning_scale=scales[0],
+                         adapter_conditioning_factor=controls[0][4])
+        elif controls[0][0] == "adapter":
             assert len(controls) == 1
             pipe = StableDiffusionAdapterPipeline(**parts, adapter=self.adapter,
                                                   safety_checker=None, feature_extractor=None,
@@ -253,3 +260,11 @@ def test_second_runs_equal_fresh_runs(envs):
         assert torch.equal(got, fresh), controls
     assert torch.equal(results[0], results[-1])
     assert not torch.equal(results[0], results[1])
+
+
+def test_sdxl_t2i_adapter_matches_diffusers(envs):
+    env = envs("sdxl")
+    controls = [("adapter", 2, 0.8, 0.0, 0.67)]  # diffusers' adapter_conditioning_factor 0.67
+    latents = env.run(controls)
+    _check("sdxl t2i-adapter", latents, env.reference(controls))
+    assert _changes(latents, env.run([]))

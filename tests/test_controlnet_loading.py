@@ -65,10 +65,11 @@ def test_every_layout_loads_the_same_controlnet(folders, family, layout):
             list(loaded.module.config.get(key) or []) == list(net.config.get(key) or []), key
 
 
+@pytest.mark.parametrize("family", ["sd1", "sdxl"])
 @pytest.mark.parametrize("layout", ["folder", "file"])
-def test_t2i_adapter_loads_from_folder_and_single_file(folders, layout):
-    adapter = tiny_adapter(seed=6)
-    path = folders.model_folder("controlnet") / f"adapter-{layout}"
+def test_t2i_adapter_loads_from_folder_and_single_file(folders, layout, family):
+    adapter = tiny_adapter(seed=6, family=family)
+    path = folders.model_folder("controlnet") / f"adapter-{family}-{layout}"
     if layout == "folder":
         adapter.save_pretrained(path, safe_serialization=True)
         name = path.name
@@ -79,6 +80,8 @@ def test_t2i_adapter_loads_from_folder_and_single_file(folders, layout):
     for node in (T2IAdapterLoader(ctx(folders)), ControlNetLoader(ctx(folders))):
         (loaded,) = node.run(name)
         assert loaded.kind == "t2i_adapter" and same_weights(loaded.module, adapter)
+        assert loaded.family == family
+        assert loaded.module.config.adapter_type == adapter.config.adapter_type
 
 
 def test_original_layout_t2i_adapter_loads(folders):

@@ -171,3 +171,10 @@ def test_one_copy_per_file_and_a_changed_file_loads_again(folders):
     os.utime(root / "shared.safetensors", (later, later))
     (third,) = ControlNetLoader(c).run("shared.safetensors")
     assert third is not first and same_weights(third.module, tiny_controlnet("sd1", seed=12))
+
+
+def test_a_shuffle_controlnet_pools_its_residuals(folders):
+    save_controlnet(tiny_controlnet("sd1"), folders.model_folder("controlnet") /
+                    "control_v11e_sd15_shuffle.safetensors", "original")
+    (net,) = ControlNetLoader(ctx(folders)).run("control_v11e_sd15_shuffle.safetensors")
+    assert net.module.config.global_pool_conditions

@@ -44,6 +44,10 @@ def load_control(path: str | Path, *, policy: DevicePolicy | None = None,
     else:
         sd = load_state_dict(path, what="ControlNet")
         info = detect_control(sd, name=path.name)
+        if info.kind == "controlnet" and "shuffle" in path.name.lower():
+            # Shuffle ControlNets pool their residuals to one value per channel (the
+            # published config says so; the weights cannot): known by name, as elsewhere.
+            info.config["global_pool_conditions"] = True
         if info.diff and base_unet is None:
             raise ModelFileError(f"{path.name} is a 'diff' ControlNet (differences to a base "
                                  "model): load it with DiffControlNetLoader and connect the model")

@@ -187,3 +187,48 @@ def test_reconnects_after_a_server_restart(editor_server, page, tmp_path):
     page.click("[data-testid=queue-button]")
     wait_event(page, "execution_success", timeout=30_000)
     assert len(server2.get("/history").json()) == 1
+
+
+def test_execution_error_shows_message_and_collapsible_traceback(editor_server, page):
+    server = editor_server()
+    folder = server.settings.folders.model_folder("checkpoints")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "damaged.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    open_editor(page, server)
+    page.keyboard.press("r")
+    page.wait_for_function("() => JSON.stringify(window.loom.app.info.CheckpointLoaderSimple.input.required"
+                           ".ckpt_name[0]).includes('damaged.safetensors')")
+    ids = open_graph(page, [("CheckpointLoaderSimple", {"ckpt_name": "damaged.safetensors"}),
+                            ("PreviewAny", {})], [(0, 0, 1, "source")])
+    watch_events(page)
+    page.click("[data-testid=queue-button]")
+    wait_event(page, "execution_error", timeout=60_000)
+    bubble = page.locator(f"[data-testid=node-error][data-node-id='{ids[0]}']")
+    bubble.wait_for()
+    assert "damaged.safetensors" in bubble.inner_text()
+    details = bubble.locator("details.traceback")
+    assert details.get_attribute("open") is None, "collapsed at first"
+    details.locator("summary").click()
+    assert details.get_attribute("open") is not None
+    assert "File " in details.inner_text()
+    assert not any(n["running"] for n in nodes(page))
+    assert [n["error"] is not None for n in nodes(page)] == [True, False]
+
+
+def test_batch_count_queues_several_prompts_stepping_the_seed(editor_server, page):
+    server = editor_server()
+    open_editor(page, server)
+    # An INT with "control after generate" (a seed-like input) feeding an image size.
+    ids = open_graph(page, [("PrimitiveInt", {"value": 8, "control_after_generate": "increment"}),
+                            ("EmptyImage", {"height": 4}), ("SaveImage", {})],
+                     [(0, 0, 1, "width"), (1, 0, 2, "images")])
+    page.fill("[data-testid=batch-count]", "3")
+    watch_events(page)
+    page.click("[data-testid=queue-button]")
+    page.wait_for_function("() => (window.__events || []).filter(e => e.type === 'execution_success')"
+                           ".length === 3",
+                           timeout=60_000)
+    history = server.get("/history").json()
+    widths = sorted(entry["prompt"][2][str(ids[0])]["inputs"]["value"] for entry in history.values())
+    assert widths == [8, 9, 10]
+    assert node_of_type(page, "PrimitiveInt")["widgets"]["value"] == 11

@@ -28,6 +28,7 @@ _NODES_JS = """() => window.loom.app.graph._nodes.map(n => ({
 
 def open_editor(page, server, *, fresh: bool = True) -> None:
     """Load the editor and wait until it is drawn and connected."""
+    page.set_default_timeout(60_000)  # a shared, busy CI machine can be slow; failures still show
     page.goto(server.url + "/")
     page.wait_for_selector("body[data-ready='1']")
     page.wait_for_selector("[data-testid=connection][data-state=open]")

@@ -125,6 +125,22 @@ def test_typed_links_refuse_wrong_types_and_widgets_become_inputs(editor_server,
     assert prompt[str(sampler["id"])]["inputs"]["steps"] == sampler["widgets"]["steps"]
 
 
+def test_reroute_from_the_link_menu_keeps_the_connection(editor_server, page):
+    server = editor_server()
+    open_editor(page, server)
+    ids = open_graph(page, [("EmptyImage", {"width": 8, "height": 8}), ("SaveImage", {})],
+                     [(0, 0, 1, "images")])
+    page.evaluate("() => window.loom.app.canvas.draw(true, true)")
+    centre = page.evaluate("() => [...window.loom.app.canvas.renderedPaths].find(p => p._pos)._pos")
+    page.mouse.click(*to_screen(page, centre[0], centre[1]))
+    page.click(".litecontextmenu .litemenu-entry:text-is('Add Reroute')")
+    assert page.evaluate("() => window.loom.app.graph.reroutes.size") == 1
+    saved = page.evaluate("() => window.loom.app.tabs.serialize()")
+    assert len(saved["extra"]["reroutes"]) == 1
+    prompt = convert(server, page)
+    assert prompt[str(ids[1])]["inputs"]["images"] == [str(ids[0]), 0]
+
+
 def test_bypass_mute_group_and_align(editor_server, page):
     server = editor_server()
     open_editor(page, server)

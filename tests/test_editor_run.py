@@ -93,6 +93,15 @@ def test_edit_widget_queue_progress_and_image_then_second_run(editor_server, pag
     src1 = page.evaluate("(id) => window.loom.app.graph.getNodeById(id).loom.images.urls[0]", save["id"])
     assert "filename=Loom_" in src1
     assert not any(n["running"] for n in nodes(page)), "outline cleared at the end"
+    # Double-click the image on the node: full size.
+    show_node(page, save["id"])
+    page.mouse.dblclick(*page.evaluate("""(id) => {
+      const app = window.loom.app, n = app.graph.getNodeById(id);
+      const r = app.canvas.canvas.getBoundingClientRect(), {scale, offset} = app.canvas.ds;
+      return [r.left + (n.pos[0] + n.size[0] / 2 + offset[0]) * scale,
+              r.top + (n.pos[1] + n.size[1] - 60 + offset[1]) * scale]; }""", save["id"]))
+    page.wait_for_selector("[data-testid=full-image]")
+    page.keyboard.press("Escape")
 
     # The history panel lists it, newest first, with the image.
     page.click(".side-tabs button[data-panel=history]")

@@ -92,6 +92,7 @@ export class Execution {
     for (const node of graph._nodes as LoomNode[]) {
       node.progress = undefined;
       if (node.loom) node.loom.running = false;
+      if (node.loom?.images?.preview) clearNodeImages(node);
     }
     clearErrors(graph);
     this.run = { promptId: d.prompt_id, graph, total: this.countRunnable(graph), done: new Set(),
@@ -196,11 +197,10 @@ export class Execution {
     const run = this.run;
     if (!run || (promptId && promptId !== run.promptId)) return;
     if (run.current) this.setRunning(null);
+    // The last preview stays on the sampling node (labelled "preview") until the next run.
     for (const node of run.graph._nodes as LoomNode[]) {
       node.progress = undefined;
       if (node.loom) node.loom.running = false;
-      // A preview left on a node that produced no saved image would look like a result.
-      if (node.loom?.images?.preview) clearNodeImages(node);
     }
     this.run = null;
     run.graph.setDirtyCanvas(true, true);

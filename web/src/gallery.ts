@@ -63,9 +63,10 @@ export class Gallery {
   }
 }
 
-export function showFullSize(ref: ImageRef): void {
-  const url = api.viewUrl(ref);
-  dialog(ref.filename, el("div", { class: "full-image" },
-    el("img", { src: url, alt: ref.filename, "data-testid": "full-image" }),
+export function showFullSize(ref: ImageRef | string): void {
+  const url = typeof ref === "string" ? ref : api.viewUrl(ref);
+  const name = typeof ref === "string" ? new URLSearchParams(ref.split("?")[1] ?? "").get("filename") ?? "image" : ref.filename;
+  dialog(name, el("div", { class: "full-image" },
+    el("img", { src: url, alt: name, "data-testid": "full-image" }),
     el("p", {}, el("a", { href: url, target: "_blank", rel: "noopener" }, "Open in a new tab"))), { wide: true, testid: "image-viewer" });
 }

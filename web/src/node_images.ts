@@ -49,6 +49,20 @@ function widgetsBottom(node: LGraphNode): number {
   return Math.max(bottom, slots * 20 + 10);
 }
 
+/** The image under a point of the node (node coordinates), for double-click to enlarge. */
+export function imageAt(node: LGraphNode, x: number, y: number): string | null {
+  const images = (node as LoomNode).loom?.images;
+  if (!images?.urls.length || images.preview) return null;
+  const top = widgetsBottom(node) + 4;
+  if (y < top || x < 0 || x > node.size[0]) return null;
+  const n = images.urls.length;
+  const cols = Math.ceil(Math.sqrt(n));
+  const rows = Math.ceil(n / cols);
+  const col = Math.min(cols - 1, Math.floor(((x - 6) / (node.size[0] - 12)) * cols));
+  const row = Math.min(rows - 1, Math.floor(((y - top) / (node.size[1] - top - 6)) * rows));
+  return images.urls[row * cols + col] ?? null;
+}
+
 export function drawNodeImages(node: LoomNode, ctx: CanvasRenderingContext2D): void {
   const images = node.loom?.images;
   if (!images || !images.imgs.length || node.flags?.collapsed) return;

@@ -7,7 +7,8 @@
 import { LGraphNode, LiteGraph, RenderShape, type LGraph } from "@comfyorg/litegraph";
 import type { InputSpec, NodeDef, ObjectInfo } from "./api";
 import { addInputWidget, comboValues, widgetKind } from "./widgets";
-import { drawNodeImages, type NodeImages } from "./node_images";
+import { drawNodeImages, imageAt, type NodeImages } from "./node_images";
+import { showFullSize } from "./gallery";
 import { drawInputErrors } from "./errors";
 
 export interface NodeRunState {
@@ -136,6 +137,11 @@ function registerNodeType(def: NodeDef): void {
 
     onDrawForeground(ctx: CanvasRenderingContext2D): void {
       drawInputErrors(this as unknown as LoomNode, ctx);
+    }
+
+    onDblClick(_e: unknown, pos: [number, number]): void {
+      const url = imageAt(this, pos[0], pos[1]);
+      if (url) showFullSize(url);
     }
   }
   Object.defineProperty(ServerNode, "name", { value: def.name });

@@ -74,7 +74,9 @@ export function initShortcuts(app: App, execution: Execution): Shortcut[] {
     { keys: "Drop a link on the canvas", what: "Search nodes that fit the link" },
     { keys: "Right-click", what: "Menus: add node, group, align, mode, colours…" },
     { keys: "Space+drag / drag canvas", what: "Pan; wheel zooms" },
-    { keys: "Alt+click a link midpoint", what: "Link menu (add a reroute)" },
+    { keys: "Click a link's midpoint", what: "Link menu: add a node or a reroute, delete" },
+    { keys: "Alt+click a link", what: "Add a reroute there" },
+    { keys: "Double-click an output image", what: "Show it full size" },
     { keys: "Esc", what: "Close dialogs and menus" },
   ];
   document.addEventListener("keydown", (e) => {

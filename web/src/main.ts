@@ -34,6 +34,7 @@ async function fetchObjectInfo(): Promise<ObjectInfo> {
 }
 
 const FAR_ZOOM = 0.3;
+let mainCanvas: LGraphCanvas | null = null;
 
 function configureLiteGraph(): void {
   const L = LiteGraph as any;
@@ -64,7 +65,7 @@ function configureLiteGraph(): void {
   };
   const drawSlots = (LGraphNode.prototype as any).drawSlots;
   (LGraphNode.prototype as any).drawSlots = function (this: LGraphNode, ...args: any[]) {
-    if ((LGraphCanvas.active_canvas?.ds.scale ?? 1) >= FAR_ZOOM) drawSlots.apply(this, args);
+    if ((mainCanvas?.ds.scale ?? 1) >= FAR_ZOOM) drawSlots.apply(this, args);
   };
   const bg = Object.getOwnPropertyDescriptor(LGraphNode.prototype, "renderingBgColor")!;
   Object.defineProperty(LGraphNode.prototype, "renderingBgColor", {
@@ -187,6 +188,7 @@ async function boot(): Promise<void> {
   registerNodeTypes(info);
   const canvasEl = document.getElementById("graph-canvas") as HTMLCanvasElement;
   const canvas = new LGraphCanvas(canvasEl, new LGraph());
+  mainCanvas = canvas;
   memoizeTextMeasuring();
   const app = createApp(info, canvas, conn);
   applyTheme(currentTheme(), canvas);

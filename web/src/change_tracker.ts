@@ -8,6 +8,10 @@ const MAX_UNDO = 100;
 
 export function snapshot(graph: LGraph): any {
   const data: any = graph.serialize();
+  // Subgraph definitions the editor keeps as placeholders (it does not edit subgraphs): litegraph
+  // writes only those of real subgraph nodes, so put the loaded ones back.
+  const kept = (graph as any).loomDefinitions;
+  if (kept?.subgraphs?.length && !data.definitions?.subgraphs?.length) data.definitions = kept;
   // Panning and zooming are not edits.
   if (data.extra) delete data.extra.ds;
   return data;

@@ -12,7 +12,7 @@ import { Execution } from "./execution";
 import { Gallery } from "./gallery";
 import { initImageUpload } from "./image_upload";
 import { initMaskEditor, openMaskEditor } from "./mask_editor";
-import { registerNodeTypes } from "./node_types";
+import { registerEditorOnlyTypes, registerNodeTypes } from "./node_types";
 import { QueuePanel } from "./queue_panel";
 import { openSearch } from "./search";
 import { initShortcuts, selectedNodes, toggleMode } from "./shortcuts";
@@ -186,6 +186,7 @@ async function boot(): Promise<void> {
   const conn = new Connection();
   const info = await fetchObjectInfo();
   registerNodeTypes(info);
+  registerEditorOnlyTypes();
   const canvasEl = document.getElementById("graph-canvas") as HTMLCanvasElement;
   const canvas = new LGraphCanvas(canvasEl, new LGraph());
   mainCanvas = canvas;

@@ -6,7 +6,7 @@
 
 import { LGraphNode, LiteGraph, RenderShape, type LGraph } from "@comfyorg/litegraph";
 import type { InputSpec, NodeDef, ObjectInfo } from "./api";
-import { addInputWidget, comboValues, widgetKind } from "./widgets";
+import { addInputWidget, comboValues, multilineTextWidget, widgetKind } from "./widgets";
 import { drawNodeImages, imageAt, type NodeImages } from "./node_images";
 import { showFullSize } from "./gallery";
 import { drawInputErrors } from "./errors";
@@ -124,6 +124,13 @@ function registerNodeType(def: NodeDef): void {
     }
 
     onConfigure(): void {
+      // Workflows from older editors list only the widgets that were converted to inputs: give
+      // every other widget its socket too, at the end (saved links address slots by index).
+      for (const [name, spec] of inputs) {
+        if (!widgetKind(spec) || this.inputs.some((i: any) => i.widget?.name === name || i.name === name)) continue;
+        const widget = this.widgets?.find((w) => w.name === name);
+        if (widget) this.addInput(name, socketType(spec), { label: name, widget: { name } } as any);
+      }
       for (const [name, spec] of inputs) {
         if (!spec[1]?.image_upload) continue;
         const value = this.widgets?.find((w) => w.name === name)?.value;
@@ -149,11 +156,15 @@ function registerNodeType(def: NodeDef): void {
   (ServerNode as any).category = def.category ?? "";
 }
 
-/** A stand-in for a node type the server does not have: drawn red, keeps everything. */
-function registerPlaceholder(type: string): void {
-  class MissingNode extends LGraphNode {
+/** A stand-in for a node type the server does not have: keeps its sockets, links, widget
+ * values and properties exactly as saved. "missing" ones are drawn red; "kept" ones (ComfyUI's
+ * PrimitiveNode, subgraph instances) are editor constructs the server converts itself. */
+function registerPlaceholder(type: string, kind: "missing" | "kept", label: string): void {
+  const colors = kind === "missing" ? { color: MISSING_COLOR, bgcolor: "#4a1c1c" } : { color: "#3d4656", bgcolor: "#2b303a" };
+  class Placeholder extends LGraphNode {
     static title = type;
-    static loomMissing = true;
+    static loomMissing = kind === "missing";
+    static loomKept = true;
     static skip_list = true;
     declare loom: NodeRunState;
     serialize_widgets = true;
@@ -162,8 +173,8 @@ function registerPlaceholder(type: string): void {
     constructor(title?: string) {
       super(title ?? type);
       addRunStateDrawing(this as unknown as LoomNode);
-      this.color = MISSING_COLOR;
-      this.bgcolor = "#4a1c1c";
+      this.color = colors.color;
+      this.bgcolor = colors.bgcolor;
     }
 
     onConfigure(info: any): void {
@@ -172,22 +183,71 @@ function registerPlaceholder(type: string): void {
 
     onSerialize(o: any): void {
       if (this.savedWidgets !== undefined) o.widgets_values = this.savedWidgets;
-      // Our colours mark the missing type; they are not the user's.
-      if (o.color === MISSING_COLOR) delete o.color;
-      if (o.bgcolor === "#4a1c1c") delete o.bgcolor;
+      // Our colours mark the placeholder; they are not the user's.
+      if (o.color === colors.color) delete o.color;
+      if (o.bgcolor === colors.bgcolor) delete o.bgcolor;
     }
 
     onDrawForeground(ctx: CanvasRenderingContext2D): void {
       ctx.save();
-      ctx.fillStyle = "#fbb";
+      ctx.fillStyle = kind === "missing" ? "#fbb" : "#aab4c4";
       ctx.font = "12px sans-serif";
-      ctx.fillText("Missing node type:", 10, this.size[1] - 22);
-      ctx.fillText(type, 10, this.size[1] - 8);
+      ctx.fillText(label, 10, this.size[1] - 22);
+      ctx.fillText(type.length > 40 ? type.slice(0, 37) + "…" : type, 10, this.size[1] - 8);
       ctx.restore();
     }
   }
-  Object.defineProperty(MissingNode, "name", { value: "Missing" });
-  LiteGraph.registerNodeType(type, MissingNode);
+  Object.defineProperty(Placeholder, "name", { value: kind === "missing" ? "Missing" : "Kept" });
+  LiteGraph.registerNodeType(type, Placeholder);
+}
+
+// -- nodes that exist only in the editor ------------------------------------------------------
+
+/** Editor-only nodes: notes and the classic reroute node (the server skips or follows them). */
+export const EDITOR_ONLY_DEFS: NodeDef[] = [
+  { name: "Note", display_name: "Note", category: "utils", input: {}, output: [], description: "A text note" },
+  { name: "MarkdownNote", display_name: "Markdown Note", category: "utils", input: {}, output: [], description: "A note (Markdown text)" },
+  { name: "Reroute", display_name: "Reroute", category: "utils", input: { required: { "": ["*"] } }, output: ["*"], description: "Passes a link through" },
+];
+
+export function registerEditorOnlyTypes(): void {
+  for (const type of ["Note", "MarkdownNote"]) {
+    class NoteNode extends LGraphNode {
+      static title = type === "Note" ? "Note" : "Markdown Note";
+      static loomEditorOnly = true;
+      declare loom: NodeRunState;
+      serialize_widgets = true;
+      constructor(title?: string) {
+        super(title ?? NoteNode.title);
+        addRunStateDrawing(this as unknown as LoomNode);
+        (this as any).expandToFitContent = () => {};
+        this.addCustomWidget(multilineTextWidget("text", "", "Write a note…"));
+        delete (this as any).expandToFitContent;
+        this.size = [320, 160];
+        this.color = "#575430";
+        this.bgcolor = "#3b3a25";
+      }
+    }
+    Object.defineProperty(NoteNode, "name", { value: type });
+    LiteGraph.registerNodeType(type, NoteNode);
+    (NoteNode as any).category = "utils";
+  }
+  class RerouteNode extends LGraphNode {
+    static title = "Reroute";
+    static loomEditorOnly = true;
+    declare loom: NodeRunState;
+    constructor(title?: string) {
+      super(title ?? "Reroute");
+      addRunStateDrawing(this as unknown as LoomNode);
+      this.addInput("", "*");
+      this.addOutput("", "*");
+      this.size = [75, 26];
+      (this as any).collapsable = false;
+    }
+  }
+  Object.defineProperty(RerouteNode, "name", { value: "Reroute" });
+  LiteGraph.registerNodeType("Reroute", RerouteNode);
+  (RerouteNode as any).category = "utils";
 }
 
 export function isMissingNode(node: LGraphNode): boolean {
@@ -205,9 +265,21 @@ export function ensureTypesFor(workflow: any): string[] {
     }
   };
   visit(workflow?.nodes);
-  for (const sub of workflow?.definitions?.subgraphs ?? []) visit(sub?.nodes);
-  for (const type of missing) registerPlaceholder(type);
-  return [...missing];
+  const subgraphs = new Set<string>();
+  for (const sub of workflow?.definitions?.subgraphs ?? []) {
+    visit(sub?.nodes);
+    if (typeof sub?.id === "string") subgraphs.add(sub.id);
+  }
+  const reallyMissing: string[] = [];
+  for (const type of missing) {
+    if (type === "PrimitiveNode") registerPlaceholder(type, "kept", "Primitive (kept as saved)");
+    else if (subgraphs.has(type)) registerPlaceholder(type, "kept", "Subgraph (kept as saved)");
+    else {
+      registerPlaceholder(type, "missing", "Missing node type:");
+      reallyMissing.push(type);
+    }
+  }
+  return reallyMissing;
 }
 
 /** Refreshes every combo's choices (model lists, input images) from a new /object_info. */

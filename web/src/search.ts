@@ -5,7 +5,7 @@
 import { LiteGraph, type LGraphNode } from "@comfyorg/litegraph";
 import type { NodeDef } from "./api";
 import type { App } from "./app";
-import { orderedInputs } from "./node_types";
+import { EDITOR_ONLY_DEFS, orderedInputs } from "./node_types";
 import { el } from "./ui";
 import { widgetKind } from "./widgets";
 
@@ -103,7 +103,8 @@ export function openSearch(app: App, screen: [number, number], link?: LinkContex
   setTimeout(() => document.addEventListener("mousedown", outside, true), 0);
 
   const render = () => {
-    results = searchNodes(Object.values(app.info), input.value, link).slice(0, 50);
+    results = searchNodes([...Object.values(app.info), ...EDITOR_ONLY_DEFS.filter((d) => !app.info[d.name])],
+      input.value, link).slice(0, 50);
     selected = Math.min(selected, Math.max(0, results.length - 1));
     list.replaceChildren(...results.map((def, i) => el("li", {
       class: i === selected ? "selected" : "", "data-testid": "search-result", dataset: { type: def.name },

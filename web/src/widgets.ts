@@ -78,7 +78,7 @@ export function addInputWidget(node: LGraphNode, name: string, spec: InputSpec):
     }
     case "STRING":
       if (opts.multiline) {
-        widget = node.addCustomWidget(multilineWidget(name, String(opts.default ?? ""), opts.placeholder));
+        widget = node.addCustomWidget(multilineTextWidget(name, String(opts.default ?? ""), opts.placeholder));
       } else {
         widget = node.addWidget("text", name, String(opts.default ?? ""), onChange, {});
       }
@@ -145,7 +145,7 @@ function themeColors(): { bg: string; text: string } {
   return cachedColors;
 }
 
-function multilineWidget(name: string, value: string, placeholder?: string): any {
+export function multilineTextWidget(name: string, value: string, placeholder?: string): any {
   const widget: any = {
     type: "loom_multiline",
     name,

@@ -70,6 +70,7 @@ export class Tabs {
 
   private configure(graph: LGraph, workflow: any): void {
     const missing = ensureTypesFor(workflow);
+    (graph as any).loomDefinitions = workflow?.definitions ? structuredClone(workflow.definitions) : undefined;
     graph.configure(workflow); // callers pass a fresh object (parsed or built for this tab)
     if (missing.length) {
       toast(`Missing node types (shown in red, kept when saved): ${missing.join(", ")}`, "error", 8000);

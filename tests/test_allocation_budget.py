@@ -227,3 +227,13 @@ def test_estimates_propagate_through_links_and_bad_estimates_are_ignored():
     entry = info.value.node_errors["2"]
     assert entry["dependent_outputs"] == ["3"]
     assert "outputs would take 12.0 MB" in entry["errors"][0]["message"]
+
+
+def test_a_size_wired_from_a_node_without_an_estimate_is_accepted(server):
+    """A primitive feeding a size gives no shape to check: the prompt is queued, not a 500."""
+    prompt = empty_image(8, 4)
+    prompt["1"]["inputs"]["width"] = ["5", 0]
+    prompt["5"] = {"class_type": "PrimitiveInt", "inputs": {"value": 8}}
+    r = server.post("/prompt", json={"prompt": prompt})
+    assert r.status == 200, r.text
+    assert server.wait_history(r.json()["prompt_id"])["status"]["status_str"] == "success"

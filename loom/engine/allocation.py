@@ -49,8 +49,11 @@ def check_allocations(specs: dict, outputs: list[str], ctx: Any) -> dict[str, No
         estimate = _estimate(spec, shapes, ctx)
         if estimate is None:
             continue
+        sizes = [_nbytes(s) for s in estimate.shapes if s is not None]
+        if any(n is None for n in sizes):
+            continue  # a size that comes from a link with no estimate (a primitive node): unknown
         shapes[node_id] = estimate.shapes
-        size = sum(_nbytes(s) for s in estimate.shapes if s is not None)
+        size = sum(sizes)
         total += size
         if size > budget or total > budget:
             return {
@@ -84,8 +87,13 @@ def _estimate(spec, shapes: dict[str, tuple], ctx: Any) -> Allocation | None:
     return estimate
 
 
-def _nbytes(shape: tuple) -> int:
-    return math.prod(max(0, int(d)) for d in shape) * BYTES_PER_ELEMENT
+def _nbytes(shape: tuple) -> int | None:
+    """Bytes of a float32 tensor of ``shape``; None when a dimension is not known."""
+    try:
+        dims = [max(0, int(d)) for d in shape]
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return math.prod(dims) * BYTES_PER_ELEMENT
 
 
 def _message(spec, estimate: Allocation, size: int, total: int, budget: int) -> str:

@@ -64,6 +64,17 @@ def test_search_by_name_and_type_from_a_double_click(editor_server, page):
     assert abs(screen[0] - point[0]) < 2 and abs(screen[1] - point[1]) < 2
 
 
+def test_categorized_add_node_menu(editor_server, page):
+    server = editor_server()
+    open_editor(page, server)
+    before = len(nodes(page))
+    page.mouse.click(*_empty_point(page), button="right")
+    page.click(".litecontextmenu .litemenu-entry:text-is('Add Node')")
+    page.click(".litecontextmenu .litemenu-entry:text-is('sampling')")
+    page.click(".litecontextmenu .litemenu-entry:text-is('KSampler')")
+    assert len(nodes(page)) == before + 1 and nodes(page)[-1]["type"] == "KSampler"
+
+
 def test_link_dropped_on_empty_canvas_offers_fitting_nodes_and_wires_one(editor_server, page):
     server = editor_server()
     open_editor(page, server)

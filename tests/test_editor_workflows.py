@@ -161,3 +161,30 @@ def test_autosave_undo_redo_and_paste_into_another_tab(editor_server, page):
     page.locator("[data-testid=tab]").first.click()
     assert node_of_type(page, "EmptyLatentImage")["widgets"]["batch_size"] == 3
     assert page.loom_errors == []
+
+
+def test_drag_a_history_image_onto_the_canvas_reopens_its_workflow_and_export(editor_server, page):
+    from editor_helpers import open_graph, wait_event, watch_events
+
+    server = editor_server()
+    open_editor(page, server)
+    open_graph(page, [("EmptyImage", {"width": 12, "height": 10, "color": 255}), ("SaveImage", {})],
+               [(0, 0, 1, "images")], name="Made it")
+    watch_events(page)
+    page.click("[data-testid=queue-button]")
+    wait_event(page, "execution_success", timeout=60_000)
+    page.click(".side-tabs button[data-panel=history]")
+    page.wait_for_selector("[data-testid=history-image]")
+    page.click("[data-testid=tab-new]")
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=tab]').length === 3")
+    page.drag_and_drop("[data-testid=history-image] >> nth=0", "#canvas-wrap")
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=tab]').length === 4")
+    assert sorted(n["type"] for n in nodes(page)) == ["EmptyImage", "SaveImage"]
+    assert node_of_type(page, "EmptyImage")["widgets"]["width"] == 12
+    # Export JSON downloads the active workflow.
+    page.click("[data-testid=menu-workflow]")
+    with page.expect_download() as download:
+        page.click("[data-testid=wf-export]")
+    exported = json.loads(download.value.path().read_text())
+    assert sorted(n["type"] for n in exported["nodes"]) == ["EmptyImage", "SaveImage"]
+    assert page.loom_errors == []

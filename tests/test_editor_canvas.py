@@ -264,3 +264,23 @@ def test_themes_help_and_layout_at_1280x720(editor_server, page):
     page.keyboard.press("Escape")
     page.wait_for_selector("[data-testid=help-panel]", state="detached")
     assert page.loom_errors == []
+
+
+def test_high_dpi_screens_draw_sharp_and_map_clicks(editor_server, browser):
+    server = editor_server()
+    context = browser.new_context(viewport={"width": 1280, "height": 720}, device_scale_factor=2)
+    try:
+        page = context.new_page()
+        open_editor(page, server)
+        size = page.evaluate("() => { const c = window.loom.app.canvas.canvas;"
+                             " return [c.width, c.clientWidth]; }")
+        assert size[0] == 2 * size[1]
+        point = _empty_point(page)
+        page.mouse.dblclick(*point)
+        page.locator("[data-testid=search-input]").fill("invert mask")
+        page.locator("[data-testid=search-input]").press("Enter")
+        pos = page.evaluate("() => window.loom.app.graph._nodes.at(-1).pos")
+        screen = to_screen(page, *pos)
+        assert abs(screen[0] - point[0]) < 2 and abs(screen[1] - point[1]) < 2
+    finally:
+        context.close()

@@ -133,8 +133,21 @@ function setUpCanvas(app: App): void {
     return items;
   };
 
+  // On high-DPI screens the canvas holds devicePixelRatio device pixels per CSS pixel and its
+  // context is scaled to match (litegraph divides by devicePixelRatio when compositing).
   const wrap = document.getElementById("canvas-wrap")!;
-  const resize = () => canvas.resize(wrap.clientWidth, wrap.clientHeight);
+  const resize = () => {
+    const dpr = Math.max(1, window.devicePixelRatio || 1);
+    const w = wrap.clientWidth;
+    const h = wrap.clientHeight;
+    canvas.canvas.style.width = `${w}px`;
+    canvas.canvas.style.height = `${h}px`;
+    const before = canvas.canvas.width;
+    canvas.resize(Math.round(w * dpr), Math.round(h * dpr));
+    if (canvas.canvas.width !== before || dpr !== 1) canvas.canvas.getContext("2d")!.setTransform(dpr, 0, 0, dpr, 0, 0);
+    canvas.setDirty(true, true);
+  };
+  window.matchMedia?.("(resolution: 1dppx)").addEventListener?.("change", resize);
   new ResizeObserver(resize).observe(wrap);
   resize();
 

@@ -220,7 +220,9 @@ export class Tabs {
 /** Shows the whole graph (a workflow opened without a saved view). */
 export function fitToGraph(canvas: LGraphCanvas, graph: LGraph): void {
   const nodes = graph._nodes;
-  if (!nodes.length || !canvas.canvas.width) return;
+  const width = canvas.canvas.clientWidth;
+  const height = canvas.canvas.clientHeight;
+  if (!nodes.length || !width) return;
   let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
   for (const n of nodes) {
     x0 = Math.min(x0, n.pos[0]);
@@ -229,11 +231,12 @@ export function fitToGraph(canvas: LGraphCanvas, graph: LGraph): void {
     y1 = Math.max(y1, n.pos[1] + n.size[1]);
   }
   const pad = 40;
-  const scale = Math.min(1, canvas.canvas.width / (x1 - x0 + pad * 2), canvas.canvas.height / (y1 - y0 + pad * 2));
+  const scale = Math.min(1, width / (x1 - x0 + pad * 2), height / (y1 - y0 + pad * 2));
   const s = Math.max(0.6, scale); // below this, text is too small to read: let it overflow
   canvas.ds.scale = s;
   // screen = (graph + offset) * scale: centre horizontally, top margin of `pad` pixels.
-  canvas.ds.offset[0] = (canvas.canvas.width / s - (x1 - x0)) / 2 - x0;
+  // (a graph too wide even at the smallest readable zoom starts at the left edge)
+  canvas.ds.offset[0] = Math.max((width / s - (x1 - x0)) / 2 - x0, pad / s - x0);
   canvas.ds.offset[1] = pad / s - y0;
 }
 

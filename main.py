@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "projection of the latent, each step) or 'none'. A prompt may choose "
                           "its own with extra_data.preview_method")
 
+    run.add_argument("--disable-metadata", action="store_true",
+                     help="save images and latents without the prompt and workflow in them")
     misc = p.add_argument_group("other")
     misc.add_argument("--front-end", choices=("loom", "comfyui"), default="loom",
                       help="the browser app served at /: Loom's own editor, or 'comfyui' for "
@@ -153,7 +155,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         history_max_items=args.history_max_items, cpu=args.cpu, vram=args.vram,
         reserve_vram_gb=args.reserve_vram,
         reset_damaged_db=args.reset_damaged_db,
-        preview_method=args.preview_method,
+        preview_method=args.preview_method, disable_metadata=args.disable_metadata,
         log_level=args.log_level, front_end=args.front_end)
     if args.custom_nodes_dir is not None:
         settings.custom_nodes_dir = args.custom_nodes_dir.resolve()

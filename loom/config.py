@@ -45,6 +45,8 @@ class Settings:
     # The pixel budget of one image file's decode (width × height × frames), for uploads and
     # LoadImage: a small file must not expand into gigabytes.
     max_image_megapixels: float = 70.0
+    # Save images and latents without the prompt and workflow in their metadata (ComfyUI's flag).
+    disable_metadata: bool = False
     # What one prompt's outputs may hold, from the nodes' estimates checked at validation (an
     # EmptyImage of 16384² × 4096 is refused before it allocates). None: half of the RAM.
     max_prompt_memory_mb: int | None = None

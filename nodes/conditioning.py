@@ -10,11 +10,10 @@ import logging
 
 import torch
 
-from loom.nodeapi import Float, Int, Link, Node, Output
+from loom.nodeapi import MAX_RESOLUTION, Float, Int, Link, Node, Output
 
 log = logging.getLogger("loom.nodes")
 
-MAX_RESOLUTION = 16384
 
 
 class ConditioningCombine(Node):

@@ -29,7 +29,19 @@ from loom.files import (
     split_prefix,
     write_atomic,
 )
-from loom.nodeapi import Allocation, Combo, Float, Hidden, Int, Link, Node, NodeResult, Output, String
+from loom.nodeapi import (
+    MAX_RESOLUTION,
+    Allocation,
+    Combo,
+    Float,
+    Hidden,
+    Int,
+    Link,
+    Node,
+    NodeResult,
+    Output,
+    String,
+)
 from loom.paths import UnsafePathError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif")
@@ -118,7 +130,7 @@ def _probe(ctx: Any, name: Any, first_frame_only: bool = False
         st = path.stat()
     except (OSError, UnsafePathError, RuntimeError, TypeError):
         return None, None  # reported by _missing_image_message
-    max_pixels = imageio.max_pixels_of(getattr(ctx, "settings", None))
+    max_pixels = imageio.max_pixels_of(ctx.settings if ctx is not None else None)
     key = (str(path), st.st_size, st.st_mtime_ns, max_pixels, first_frame_only)
     with _probe_lock:
         if key in _probe_cache:
@@ -300,7 +312,7 @@ class SaveImage(Node):
         return Path(paths.output_dir if self.folder_type == "output" else paths.temp_dir)
 
     def _metadata_enabled(self) -> bool:
-        return not getattr(self.ctx.settings, "disable_metadata", False)
+        return self.ctx.settings is None or not self.ctx.settings.disable_metadata
 
     def save(self, images: torch.Tensor, filename_prefix: str, prompt: Any = None,
              extra_pnginfo: Any = None) -> NodeResult:
@@ -367,8 +379,8 @@ class EmptyImage(Node):
     category = "image"
     display_name = "Empty Image"
     inputs = {
-        "width": Int(512, min=1, max=16384, step=1),
-        "height": Int(512, min=1, max=16384, step=1),
+        "width": Int(512, min=1, max=MAX_RESOLUTION, step=1),
+        "height": Int(512, min=1, max=MAX_RESOLUTION, step=1),
         "batch_size": Int(1, min=1, max=4096),
         "color": Int(0, min=0, max=0xFFFFFF, step=1, display="color"),
     }
@@ -391,8 +403,8 @@ class SolidMask(Node):
     display_name = "Solid Mask"
     inputs = {
         "value": Float(1.0, min=0.0, max=1.0, step=0.01),
-        "width": Int(512, min=1, max=16384),
-        "height": Int(512, min=1, max=16384),
+        "width": Int(512, min=1, max=MAX_RESOLUTION),
+        "height": Int(512, min=1, max=MAX_RESOLUTION),
     }
     outputs = (Output("MASK"),)
 

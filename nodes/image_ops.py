@@ -11,10 +11,8 @@ import math
 
 import torch
 
-from loom.nodeapi import Allocation, Combo, Float, Int, Link, Node, Output
+from loom.nodeapi import MAX_RESOLUTION, Allocation, Combo, Float, Int, Link, Node, Output
 from loom.runtime.sampling.resize import CROP_METHODS, IMAGE_METHODS, fill_aspect, resize
-
-MAX_RESOLUTION = 16384
 
 
 def scale_image(image, width: int, height: int, method: str, crop: str = "disabled"):

@@ -23,11 +23,22 @@ from loom.files import (
     split_prefix,
     write_atomic,
 )
-from loom.nodeapi import Allocation, Combo, Float, Hidden, Int, Link, Node, NodeResult, Output, String
+from loom.nodeapi import (
+    MAX_RESOLUTION,
+    Allocation,
+    Combo,
+    Float,
+    Hidden,
+    Int,
+    Link,
+    Node,
+    NodeResult,
+    Output,
+    String,
+)
 from loom.paths import UnsafePathError
 from loom.runtime.sampling.resize import CROP_METHODS, LATENT_METHODS, fill_aspect, resize
 
-MAX_RESOLUTION = 16384
 LATENT_CHANNELS = 4
 
 
@@ -220,7 +231,7 @@ class SaveLatent(Node):
         root.mkdir(parents=True, exist_ok=True)
         folder, stem = split_prefix(root, filename_prefix)
         metadata = None
-        if not getattr(self.ctx.settings, "disable_metadata", False):
+        if self.ctx.settings is None or not self.ctx.settings.disable_metadata:
             metadata = {"prompt": json.dumps(prompt)} if prompt is not None else {}
             if isinstance(extra_pnginfo, dict):
                 metadata.update({str(k): json.dumps(v) for k, v in extra_pnginfo.items()})

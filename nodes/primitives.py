@@ -8,13 +8,13 @@ import json
 
 import torch
 
-from loom.nodeapi import Boolean, Float, Int, Link, Node, NodeResult, Output, String
+from loom.nodeapi import SEED_MAX, Boolean, Float, Int, Link, Node, NodeResult, Output, String
 
 
 class PrimitiveInt(Node):
     display_name = "Int"
     category = "utils/primitive"
-    inputs = {"value": Int(0, min=-(2**63), max=2**64 - 1, control_after_generate=True)}
+    inputs = {"value": Int(0, min=-(2**63), max=SEED_MAX, control_after_generate=True)}
     outputs = (Output("INT"),)
 
     def run(self, value):

@@ -8,11 +8,9 @@ CLIPTextEncodeSDXL stores the sizes it is given.
 
 from __future__ import annotations
 
-from loom.nodeapi import Int, Link, Node, Output, String
+from loom.nodeapi import MAX_RESOLUTION, Int, Link, Node, Output, String
 from loom.runtime.sd.common import manager_of
 from loom.runtime.sd.text import encode_text
-
-MAX_RESOLUTION = 16384
 
 
 def _check_clip(clip) -> None:

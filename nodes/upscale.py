@@ -9,13 +9,12 @@ with progress per tile and interrupt between tiles.
 
 from __future__ import annotations
 
-from loom.nodeapi import Combo, Float, Int, Link, ModelFile, Node, Output
+from loom.nodeapi import MAX_RESOLUTION, Combo, Float, Int, Link, ModelFile, Node, Output
 from loom.runtime.sampling.resize import IMAGE_METHODS, fill_aspect, resize
 from loom.runtime.sd.common import manager_of
 from loom.runtime.sd.reader import file_fingerprint
 from loom.runtime.upscale.model import load_image_model, run_image_model
 
-MAX_RESOLUTION = 16384
 UPSCALE_PURPOSES = ("SR", "Restoration")
 
 

@@ -115,6 +115,22 @@ def test_pack_that_exits_on_import_does_not_stop_loom(custom_nodes):
      NODES = [BadOutputs]
      """, "outputs must be a tuple"),
     ("X = 1", "exports no nodes"),
+    ("""
+     class Misspelt(Node):
+         inputs = {"strength": Int(1)}
+         outputs = (Output("INT"),)
+         def run(self, strenght):
+             return (strenght,)
+     NODES = [Misspelt]
+     """, "Misspelt: run() has no parameter for the declared input(s) 'strength'"),
+    ("""
+     class Undeclared(Node):
+         inputs = {"a": Int(1)}
+         outputs = (Output("INT"),)
+         def run(self, a, b):
+             return (a + b,)
+     NODES = [Undeclared]
+     """, "Undeclared: run() requires 'b', which the node does not declare"),
 ])
 def test_bad_declaration_is_reported_and_nothing_of_the_pack_registers(custom_nodes, body, expected):
     source = """from loom.nodeapi import Int, Node, Output
@@ -131,6 +147,30 @@ class FineNode(Node):
     assert expected in infos["bad"].error
     assert "FineNode" not in registry  # a pack loads whole or not at all
     assert infos["bad"].nodes == []
+
+
+def test_run_signatures_that_load(custom_nodes):
+    """**kwargs takes any declared input; a parameter with a default need not be declared."""
+    write(custom_nodes, "fine.py", """
+        from loom.nodeapi import Int, Node, Output
+
+        class Any_(Node):
+            inputs = {"a": Int(1), "b": Int(2, optional=True)}
+            outputs = (Output("INT"),)
+            def run(self, **kwargs):
+                return (sum(kwargs.values()),)
+
+        class Defaults(Node):
+            inputs = {"a": Int(1)}
+            outputs = (Output("INT"),)
+            def run(self, a, scale=2):
+                return (a * scale,)
+
+        NODES = [Any_, Defaults]
+    """)
+    registry, infos = load(custom_nodes)
+    assert infos["fine"].error is None
+    assert {"Any_", "Defaults"} <= set(registry.classes)
 
 
 def test_node_class_mappings_style(custom_nodes):

@@ -4,6 +4,8 @@ See ``custom_nodes/example_pack`` for a documented template.
 """
 
 from loom.nodeapi.inputs import (
+    MAX_RESOLUTION,
+    SEED_MAX,
     Boolean,
     Combo,
     Float,
@@ -19,7 +21,8 @@ from loom.nodeapi.node import ALWAYS_RUN, Allocation, Interrupted, Node, NodeRes
 from loom.nodeapi.registry import NodeRegistry, PackInfo
 
 __all__ = [
-    "ALWAYS_RUN", "Allocation", "Boolean", "Combo", "Float", "Hidden", "Input", "InputError", "Int",
+    "ALWAYS_RUN", "MAX_RESOLUTION", "SEED_MAX", "Allocation", "Boolean", "Combo", "Float",
+    "Hidden", "Input", "InputError", "Int",
     "Interrupted", "Link", "ModelFile", "Node", "NodeRegistry", "NodeResult", "Output",
     "PackInfo", "RunContext", "String",
 ]

@@ -15,7 +15,7 @@ import inspect
 import math
 from typing import Any
 
-from loom.nodeapi.inputs import Boolean, Combo, Float, Hidden, Input, Int, Link, String
+from loom.nodeapi.inputs import SEED_MAX, Boolean, Combo, Float, Hidden, Input, Int, Link, String
 from loom.nodeapi.node import ALWAYS_RUN, Node, NodeResult, Output
 
 
@@ -82,7 +82,7 @@ def _input(decl: Any, optional: bool) -> Input:
                      optional=optional)
     if kind == "INT":
         return Int(int(opts.get("default", 0)), min=int(opts.get("min", -(2**63))),
-                   max=int(opts.get("max", 2**64 - 1)), step=int(opts.get("step", 1)),
+                   max=int(opts.get("max", SEED_MAX)), step=int(opts.get("step", 1)),
                    control_after_generate=bool(opts.get("control_after_generate")),
                    display=opts.get("display"), tooltip=tooltip, optional=optional)
     if kind == "FLOAT":

@@ -15,7 +15,10 @@ from typing import Any
 
 from loom.nodeapi.guard import failure_text, reraise_if_fatal
 
-INT_MAX = 0xFFFFFFFFFFFFFFFF  # ComfyUI's seed range: a u64
+# Limits every node shares (ComfyUI's values, so its workflows validate the same way).
+SEED_MAX = 0xFFFFFFFFFFFFFFFF  # seeds are u64
+INT_MAX = SEED_MAX  # the default range of an Int
+MAX_RESOLUTION = 16384  # largest width/height a node accepts
 
 
 class InputError(ValueError):

@@ -22,9 +22,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from loom.nodeapi.inputs import Input
+
+if TYPE_CHECKING:  # the node API imports neither torch nor the server's configuration
+    from loom.config import Settings
+    from loom.paths import Folders
+    from loom.runtime.model_manager import ModelManager
 
 # Returned by ``fingerprint`` when a node must run every time (ComfyUI returns NaN for this).
 ALWAYS_RUN = object()
@@ -80,9 +85,9 @@ class RunContext:
 
     node_id: str = ""
     prompt_id: str = ""
-    paths: Any = None  # loom.paths.Folders
-    models: Any = None  # runtime model manager
-    settings: Any = None
+    paths: Folders | None = None  # models, input, output and temp folders
+    models: ModelManager | None = None  # the runtime's model manager (GPU placement)
+    settings: Settings | None = None
     interrupt: threading.Event = field(default_factory=threading.Event)
     on_progress: Callable[[int, int, Any], None] | None = None
     on_image: Callable[[Any], None] | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,8 +48,12 @@ class NodeRegistry:
         if class_type in self.classes and self.classes[class_type] is not cls:
             log.warning("Node %s from %s replaces the one from %s", class_type, module,
                         self.modules.get(class_type))
-        for name, inp in cls.inputs.items():
-            inp.name = name
+        # Each input learns the name it is declared under (its error messages use it). A copy
+        # where the name differs: an Input object shared by several nodes or names is never
+        # changed by registering one of them.
+        if any(inp.name != name for name, inp in cls.inputs.items()):
+            cls.inputs = {name: inp if inp.name == name else _named(inp, name)
+                          for name, inp in cls.inputs.items()}
         self.classes[class_type] = cls
         self.modules[class_type] = module
         self._info_cache = None
@@ -114,6 +120,12 @@ class NodeRegistry:
         return info
 
 
+def _named(inp: Input, name: str) -> Input:
+    named = copy.copy(inp)
+    named.name = name
+    return named
+
+
 def check_declaration(class_type: str, cls: Any) -> None:
     """Fail early, with the node's name, on declarations the engine could not run."""
     if not (isinstance(cls, type) and issubclass(cls, Node)):
@@ -127,3 +139,31 @@ def check_declaration(class_type: str, cls: Any) -> None:
         raise NodeDeclarationError(f"{class_type}: outputs must be a tuple of Output")
     if cls.run is Node.run:
         raise NodeDeclarationError(f"{class_type}: does not implement run()")
+    check_run_signature(class_type, cls)
+
+
+def check_run_signature(class_type: str, cls: type[Node]) -> None:
+    """``run`` must accept every declared input by name, and every parameter it requires must be
+    a declared input: a misspelt name fails when the pack loads, naming the node, instead of as a
+    TypeError at run time. A ``run(**kwargs)`` (ComfyUI-style adapted nodes) accepts anything."""
+    try:
+        params = inspect.signature(cls.run).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to compare
+        return
+    names = list(params)[1:] if params and list(params)[0] == "self" else list(params)
+    takes_any = any(params[n].kind is inspect.Parameter.VAR_KEYWORD for n in names)
+    by_name = {n for n in names if params[n].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                      inspect.Parameter.KEYWORD_ONLY)}
+    declared = dict(cls.inputs)
+    if not takes_any:
+        unknown = [n for n in declared if n not in by_name]
+        if unknown:
+            raise NodeDeclarationError(
+                f"{class_type}: run() has no parameter for the declared input(s) "
+                f"{', '.join(map(repr, unknown))}")
+    missing = [n for n in by_name if n not in declared
+               and params[n].default is inspect.Parameter.empty]
+    if missing:
+        raise NodeDeclarationError(
+            f"{class_type}: run() requires {', '.join(map(repr, missing))}, which the node "
+            "does not declare as inputs")

@@ -1,5 +1,7 @@
-"""Shared test set-up: offline, no sockets beyond loopback, torchvision fix in place."""
+"""Shared test set-up: offline, no sockets beyond loopback, torchvision fix in place; helpers
+more than one test file needs (``png_bytes``, the ``folders`` fixture, the server harness)."""
 
+import io
 import os
 import socket
 
@@ -30,5 +32,24 @@ def _loopback_only(self, address):
 def _no_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", _loopback_only)
     yield
+
+
+def png_bytes(size=(4, 4), color=(255, 0, 0), mode="RGB", info=None) -> bytes:
+    """A small PNG file (``from conftest import png_bytes``); ``info`` adds text chunks."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new(mode, size, color).save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def folders(tmp_path):
+    """Loom's folders (models, input, output, temp, user) created under ``tmp_path``."""
+    from loom.paths import Folders
+
+    f = Folders.under(tmp_path)
+    f.create()
+    return f
 from tests.browser_fixture import *  # noqa: E402,F401,F403  (browser, page, editor_server)
 from tests.server_fixture import *  # noqa: E402,F401,F403  (loom_server fixtures, see its docstring)

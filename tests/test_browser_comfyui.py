@@ -18,6 +18,8 @@ from sd_fixtures import sd_cpu_only, sd_files  # noqa: F401  (fixtures)
 
 from loom.config import REPO_ROOT
 
+pytestmark = pytest.mark.slow  # a browser: tens of seconds
+
 CKPT = "v1-5-pruned-emaonly.safetensors"
 # What the app asks for and may not find: stylesheets the user never wrote (a text/css 404),
 # and the legacy user-templates file.

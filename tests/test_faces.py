@@ -13,7 +13,6 @@ import torch
 from safetensors.torch import save_file
 
 from loom.nodeapi import RunContext
-from loom.paths import Folders
 from loom.runtime.faces.align import TEMPLATE_512, align_matrix, face_mask, paste_back, warp_face
 from loom.runtime.faces.detect import detect_faces
 from loom.runtime.faces.restore import restore_faces
@@ -61,6 +60,7 @@ def test_no_face_in_a_plain_picture():
         detect_faces(plain, "yolo")
 
 
+@pytest.mark.slow
 def test_largest_only_picks_the_bigger_face(astronaut):
     import cv2
 
@@ -134,6 +134,7 @@ def face_model(request) -> ImageModel:
     return ImageModel(desc, request.param)
 
 
+@pytest.mark.slow
 def test_restore_changes_the_face_and_nothing_far_from_it(astronaut, face_model):
     img = torch.from_numpy(astronaut).float().div(255)[None]
     calls = []
@@ -162,13 +163,7 @@ def test_no_face_means_the_image_is_unchanged(face_model):
 
 # -- nodes and files --------------------------------------------------------------------------------
 
-@pytest.fixture
-def folders(tmp_path) -> Folders:
-    f = Folders.under(tmp_path)
-    f.create()
-    return f
-
-
+@pytest.mark.slow
 def test_loader_reads_a_gfpgan_file_and_refuses_an_upscaler(folders):
     desc = _descriptor("GFPGAN")
     path = folders.model_folder("facerestore_models") / "GFPGANv1.4.safetensors"
@@ -195,6 +190,7 @@ def test_missing_model_message_names_files_and_folder(folders):
     assert "codeformer.pth" in fr.FaceRestoreModelLoader.description
 
 
+@pytest.mark.slow
 def test_face_detect_node_gives_mask_and_crops(astronaut):
     img = torch.from_numpy(np.concatenate([astronaut[None], astronaut[None, :, ::-1]])).float() / 255
     mask, crops, count = fr.FaceDetect(RunContext()).run(img, "mtcnn", 0.9, "all", 0.25, 0, 128)
@@ -213,6 +209,7 @@ def test_face_detect_node_gives_mask_and_crops(astronaut):
     assert none == 0 and float(empty_mask.max()) == 0.0 and empty_crops.shape == (1, 64, 64, 3)
 
 
+@pytest.mark.slow
 def test_restore_node_second_run_with_other_settings(astronaut, face_model):
     img = torch.from_numpy(astronaut).float().div(255)[None]
     node = fr.FaceRestoreWithModel(RunContext(models=ModelManager()))

@@ -18,7 +18,7 @@ from loom.engine.validate import validate_prompt
 from loom.graph.errors import PromptError
 from loom.nodeapi import NodeRegistry, RunContext
 from loom.nodeapi.loader import load_packs
-from loom.paths import Folders, UnsafePathError
+from loom.paths import UnsafePathError
 from nodes import image as img_nodes
 from nodes.image import (
     EmptyImage,
@@ -33,13 +33,6 @@ from nodes.image import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def folders(tmp_path) -> Folders:
-    f = Folders.under(tmp_path)
-    f.create()
-    return f
 
 
 @pytest.fixture

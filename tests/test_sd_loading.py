@@ -27,7 +27,6 @@ from sd_fixtures import (
 )
 
 from loom.nodeapi import RunContext
-from loom.paths import Folders
 from loom.runtime.sd import detect, reader
 from loom.runtime.sd.keymap import unet_to_ldm, vae_to_ldm
 from loom.runtime.sd.loader import load_checkpoint, load_diffusers, load_vae_file
@@ -220,13 +219,6 @@ def test_prediction_override_and_model_sampling_node(tmp_path):
 
 
 # -- the node, with real folders --------------------------------------------------------------
-
-@pytest.fixture
-def folders(tmp_path):
-    f = Folders.under(tmp_path)
-    f.create()
-    return f
-
 
 def test_checkpoint_loader_node_and_fingerprint(folders, sd_files):  # noqa: F811
     from nodes.sd_loaders import CheckpointLoaderSimple
@@ -432,6 +424,7 @@ def test_nodes_are_declared_like_comfyui():
     assert list(d("DiffusersLoader")["input"]["required"]) == ["model_path"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["sd1", "sdxl"])
 def test_a_comfyui_workflow_runs_end_to_end(folders, sd_files, family):  # noqa: F811
     """Checkpoint -> LoRA -> prompts -> KSampler -> VAEDecode -> PreviewImage through the executor."""

@@ -12,7 +12,6 @@ from sd_fixtures import (
 )
 
 from loom.nodeapi import RunContext
-from loom.paths import Folders
 from loom.runtime.sd.prompt import parse_weights, split_embeddings
 from loom.runtime.sd.shipped import clip_tokenizer
 from loom.runtime.sd.text import encode_text
@@ -158,13 +157,6 @@ def _embedding_of(pipe, words: str, encoder) -> torch.Tensor:
     ids = pipe.tokenizer(words, add_special_tokens=False).input_ids
     emb = getattr(encoder, "text_model", encoder).embeddings.token_embedding.weight
     return emb[ids].detach().clone()
-
-
-@pytest.fixture
-def folders(tmp_path):
-    f = Folders.under(tmp_path)
-    f.create()
-    return f
 
 
 @torch.no_grad()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import io
 import json
 import re
 import socket
@@ -19,8 +18,8 @@ import uuid
 from pathlib import Path
 
 import aiohttp
+import conftest
 import pytest
-from PIL import Image
 
 from loom.config import REPO_ROOT
 from tests.server_fixture import FIXTURE_NODES, LoomTestServer, free_port, start_main
@@ -46,9 +45,7 @@ def raw(server: LoomTestServer, method: str, target: str, body: bytes | None = N
 
 
 def png_bytes(color=(255, 0, 0)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (4, 4), color).save(buf, format="PNG")
-    return buf.getvalue()
+    return conftest.png_bytes(color=color)
 
 
 def multipart(fields: dict[str, str], filename: str, data: bytes) -> tuple[bytes, str]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import aiohttp
+import conftest
 import pytest
 from PIL import Image
 
@@ -13,9 +13,7 @@ from tests.server_fixture import LoomTestServer
 
 
 def png_bytes(size=(8, 6), color=(255, 0, 0, 255)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGBA", size, color).save(buf, format="PNG")
-    return buf.getvalue()
+    return conftest.png_bytes(size, color, "RGBA")
 
 
 def upload(server: LoomTestServer, data: bytes, name: str = "pic.png", path: str = "/upload/image",

@@ -61,13 +61,6 @@ def compact_sd(convs: int = 4, nf: int = 16, scale: int = 4, seed: int = 0) -> d
     return sd
 
 
-@pytest.fixture
-def folders(tmp_path) -> Folders:
-    f = Folders.under(tmp_path)
-    f.create()
-    return f
-
-
 def write_model(folders: Folders, name: str, sd: dict) -> Path:
     path = folders.model_folder("upscale_models") / name
     save_file({k: v.contiguous() for k, v in sd.items()}, str(path))

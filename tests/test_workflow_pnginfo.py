@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 import zlib
 
+import conftest
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from test_workflow_fixtures import NODE_DEFS, load
 
@@ -19,9 +18,7 @@ from loom.graph.workflow import convert_workflow
 
 
 def png_bytes(info: PngInfo | None = None, size=(4, 3), mode="RGB") -> bytes:
-    buf = io.BytesIO()
-    Image.new(mode, size, 0).save(buf, format="PNG", pnginfo=info)
-    return buf.getvalue()
+    return conftest.png_bytes(size, 0, mode, info)
 
 
 def chunk(kind: bytes, body: bytes) -> bytes:

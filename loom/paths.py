@@ -24,6 +24,7 @@ MODEL_FOLDERS: dict[str, tuple[str, ...]] = {
     "controlnet": MODEL_EXTENSIONS,
     "upscale_models": MODEL_EXTENSIONS,
     "facerestore_models": MODEL_EXTENSIONS,
+    "facedetection": MODEL_EXTENSIONS,
     "clip": MODEL_EXTENSIONS,
     "text_encoders": MODEL_EXTENSIONS,
     "clip_vision": MODEL_EXTENSIONS,

@@ -30,7 +30,13 @@ def _model_path(ctx, name: str):
 
 def _detector_input() -> Combo:
     return Combo(list(DETECTORS), default="mtcnn",
-                 tooltip="mtcnn (facenet-pytorch) or mediapipe: both ship their weights.")
+                 tooltip="mtcnn (facenet-pytorch) and mediapipe ship their weights; the "
+                         "retinaface ones need facexlib's files in models/facedetection/.")
+
+
+def _detection_folder(ctx):
+    paths = ctx.paths if ctx is not None else None
+    return paths.model_folder("facedetection") if paths is not None else None
 
 
 def _threshold() -> Float:
@@ -84,6 +90,7 @@ class FaceRestoreWithModel(Node):
         out, _count = restore_faces(facerestore_model, image, manager_of(self.ctx),
                                     detector=facedetection, threshold=threshold,
                                     largest_only=faces == "largest", fidelity=codeformer_fidelity,
+                                    models_folder=_detection_folder(self.ctx),
                                     progress=lambda d, t: self.ctx.progress(d, t))
         return (out,)
 
@@ -113,7 +120,8 @@ class FaceDetect(Node):
         masks, crops = torch.zeros(b, h, w), []
         for i in range(b):
             rgb = (image[i, :, :, :3].float().cpu().numpy() * 255).round().astype(np.uint8)
-            for face in detect_faces(rgb, facedetection, threshold, faces == "largest"):
+            for face in detect_faces(rgb, facedetection, threshold, faces == "largest",
+                                     _detection_folder(self.ctx)):
                 x0, y0, x1, y1 = _grow(face.box, padding, w, h)
                 masks[i, y0:y1, x0:x1] = 1.0
                 crop = image[i:i + 1, y0:y1, x0:x1, :3].movedim(-1, 1)

@@ -224,3 +224,48 @@ def test_load_image_model_rejects_non_image_models(tmp_path):
     save_file({"weird.weight": torch.zeros(2, 2)}, str(path))
     with pytest.raises(ModelFileError):
         load_image_model(path, purposes=("FaceSR",), what="face restoration model")
+
+
+# -- RetinaFace (facexlib) with the user's weight files ---------------------------------------------
+
+def _retinaface_state(network: str) -> dict:
+    from facexlib.detection.retinaface import RetinaFace
+
+    torch.manual_seed(0)
+    net = RetinaFace(network_name=network, half=False, device=torch.device("cpu"))
+    # The released files were saved from a DataParallel model: "module." before every key.
+    return {"module." + k: v for k, v in net.state_dict().items()}
+
+
+def test_retinaface_needs_its_file_and_names_it(tmp_path):
+    pytest.importorskip("facexlib")
+    plain = np.full((64, 64, 3), 100, np.uint8)
+    with pytest.raises(FileNotFoundError, match=r"detection_mobilenet0\.25_Final\.pth.*facedetection"):
+        detect_faces(plain, "retinaface_mobile0.25", models_folder=tmp_path / "facedetection")
+    with pytest.raises(FileNotFoundError, match="Loom downloads nothing"):
+        detect_faces(plain, "retinaface_resnet50")
+
+
+def test_retinaface_loads_the_usual_files_and_gives_faces_in_loom_form(tmp_path):
+    pytest.importorskip("facexlib")
+    from loom.runtime.faces import detect as detect_mod
+
+    folder = tmp_path / "facedetection"
+    folder.mkdir()
+    torch.save(_retinaface_state("mobile0.25"), folder / "detection_mobilenet0.25_Final.pth")
+    # Random weights "find" faces anywhere (real detection needs the real file): a tiny image
+    # keeps that quick; what is checked is the conversion to Loom's Face.
+    img = (np.random.default_rng(0).random((80, 96, 3)) * 255).astype(np.uint8)
+    faces = detect_faces(img, "retinaface_mobile0.25", threshold=0.0, models_folder=folder)
+    assert faces, "random weights at threshold 0 report candidates"
+    for face in faces:
+        x0, y0, x1, y1 = face.box
+        assert 0 <= x0 <= x1 <= 96 and 0 <= y0 <= y1 <= 80
+        assert face.landmarks.shape == (5, 2) and 0.0 <= face.score <= 1.0
+    assert [f.area for f in faces] == sorted((f.area for f in faces), reverse=True)
+    model = detect_mod._retinaface("retinaface_mobile0.25", folder)
+    assert detect_mod._retinaface("retinaface_mobile0.25", folder) is model  # loaded once
+    # The other network's name on this file: a clear error, not a half-loaded model.
+    torch.save(_retinaface_state("mobile0.25"), folder / "detection_Resnet50_Final.pth")
+    with pytest.raises(ModelFileError, match="not a RetinaFace resnet50"):
+        detect_faces(img, "retinaface_resnet50", models_folder=folder)

@@ -5,6 +5,9 @@
 * ``mediapipe``: MediaPipe's BlazeFace full-range detector (inside the ``mediapipe`` 0.10.21
   wheel): boxes, scores and six keypoints; the mouth corners are placed from the mouth centre
   and the eye line with the proportions of the alignment template.
+* ``retinaface_resnet50`` / ``retinaface_mobile0.25``: facexlib's RetinaFace (the detector GFPGAN
+  and CodeFormer were tuned with), when its weights are in ``models/facedetection/`` under their
+  usual names; no registry ships them, and nothing is downloaded.
 
 Landmarks are in image pixels, ordered as the template: eye on the image's left, eye on its
 right, nose tip, mouth corner left, mouth corner right.
@@ -14,10 +17,15 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import torch
 
-DETECTORS = ("mtcnn", "mediapipe")
+DETECTORS = ("mtcnn", "mediapipe", "retinaface_resnet50", "retinaface_mobile0.25")
+# RetinaFace networks and their usual file names in models/facedetection/.
+RETINAFACE_FILES = {"retinaface_resnet50": ("resnet50", "detection_Resnet50_Final.pth"),
+                    "retinaface_mobile0.25": ("mobile0.25", "detection_mobilenet0.25_Final.pth")}
 
 # Mouth width over eye distance in the 512 template (FFHQ alignment points).
 _MOUTH_OVER_EYES = (313.08905 - 201.26117) / (318.90277 - 192.98138)
@@ -82,11 +90,69 @@ def _detect_mediapipe(rgb: np.ndarray, threshold: float) -> list[Face]:
     return faces
 
 
+_retinafaces: dict[tuple, object] = {}
+
+
+def _retinaface(detector: str, folder: Path | None):
+    """The RetinaFace network for ``detector``, loaded once per file version."""
+    network, file_name = RETINAFACE_FILES[detector]
+    path = Path(folder) / file_name if folder is not None else None
+    if path is None or not path.is_file():
+        where = f"{folder}" if folder is not None else "models/facedetection/"
+        raise FileNotFoundError(f"The {detector} face detector needs {file_name} in {where} "
+                                "(facexlib's RetinaFace weights; Loom downloads nothing). "
+                                "Put the file there, or pick the mtcnn or mediapipe detector.")
+    key = (str(path), path.stat().st_mtime_ns, path.stat().st_size)
+    with _lock:
+        model = _retinafaces.get(key)
+        if model is not None:
+            return model
+        try:
+            from facexlib.detection.retinaface import RetinaFace
+        except ImportError as exc:
+            raise FaceDetectorUnavailable("RetinaFace needs the facexlib package (installed by "
+                                          "Loom's set-up)") from exc
+        from loom.runtime.sd.reader import ModelFileError, load_state_dict
+
+        state = {k.removeprefix("module."): v for k, v in
+                 load_state_dict(path, what="face detector").items()}
+        model = RetinaFace(network_name=network, half=False, device=torch.device("cpu"))
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ModelFileError(f"{file_name} is not a RetinaFace {network} detector: "
+                                 f"{str(exc).splitlines()[0]}") from None
+        model.eval().requires_grad_(False)
+        _retinafaces.clear()  # one version of each file is enough
+        _retinafaces[key] = model
+        return model
+
+
+def _detect_retinaface(rgb: np.ndarray, threshold: float, detector: str,
+                       folder: Path | None) -> list[Face]:
+    model = _retinaface(detector, folder)
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    with _lock, torch.inference_mode():
+        found = model.detect_faces(bgr, conf_threshold=threshold, nms_threshold=0.4,
+                                   use_origin_size=True)
+    h, w = rgb.shape[:2]
+    faces = []
+    for row in np.asarray(found, np.float32).reshape(-1, 15):
+        box = (float(np.clip(row[0], 0, w)), float(np.clip(row[1], 0, h)),
+               float(np.clip(row[2], 0, w)), float(np.clip(row[3], 0, h)))
+        faces.append(Face(box, float(row[4]), row[5:15].reshape(5, 2).copy()))
+    return faces
+
+
 def detect_faces(rgb: np.ndarray, detector: str = "mtcnn", threshold: float = 0.9,
-                 largest_only: bool = False) -> list[Face]:
-    """Faces in an RGB uint8 image ``[H, W, 3]``, largest first."""
+                 largest_only: bool = False, models_folder: Path | None = None) -> list[Face]:
+    """Faces in an RGB uint8 image ``[H, W, 3]``, largest first. ``models_folder`` is
+    ``models/facedetection/``, where the RetinaFace detectors find their weights."""
     if detector not in DETECTORS:
         raise ValueError(f"unknown face detector {detector!r}; choose one of {', '.join(DETECTORS)}")
-    run = _detect_mtcnn if detector == "mtcnn" else _detect_mediapipe
-    faces = sorted(run(rgb, threshold), key=lambda f: f.area, reverse=True)
+    if detector in RETINAFACE_FILES:
+        found = _detect_retinaface(rgb, threshold, detector, models_folder)
+    else:
+        found = (_detect_mtcnn if detector == "mtcnn" else _detect_mediapipe)(rgb, threshold)
+    faces = sorted(found, key=lambda f: f.area, reverse=True)
     return faces[:1] if largest_only else faces

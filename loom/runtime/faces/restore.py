@@ -36,7 +36,7 @@ def restore_crop(model: ImageModel, crop: np.ndarray, manager: ModelManager,
 
 def restore_faces(model: ImageModel, image: torch.Tensor, manager: ModelManager, *,
                   detector: str = "mtcnn", threshold: float = 0.9, largest_only: bool = False,
-                  fidelity: float = 0.5,
+                  fidelity: float = 0.5, models_folder=None,
                   progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, int]:
     """Restore every detected face of IMAGE ``[B, H, W, C]``; returns the image and the number
     of faces restored. Images with no face come back unchanged."""
@@ -46,7 +46,7 @@ def restore_faces(model: ImageModel, image: torch.Tensor, manager: ModelManager,
         for i in range(batch):
             rgb = image[i, :, :, :3].float().cpu().numpy()
             faces = detect_faces((rgb * 255).round().astype(np.uint8), detector, threshold,
-                                 largest_only)
+                                 largest_only, models_folder)
             out = rgb.copy()
             for face in faces:
                 out = _restore_one(model, out, face, manager, fidelity)

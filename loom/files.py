@@ -31,6 +31,25 @@ def list_input_files(ctx: Any, extensions: tuple[str, ...]) -> list[str]:
     return sorted(found, key=str.lower)
 
 
+def model_path(ctx: Any, folder: str, name: str) -> Path:
+    """``name`` in the models folder ``folder`` (checked against escapes and missing files)."""
+    paths = getattr(ctx, "paths", None)
+    if paths is None:
+        raise RuntimeError(f"no models folder: the node was run without ctx.paths ({folder}/{name})")
+    return paths.resolve_model(folder, name)
+
+
+def model_fingerprint(ctx: Any, folder: str, name: Any) -> Any:
+    """A loader's cache fingerprint: the file's identity, or None when it cannot be read (the
+    node then fails at validation or run time with the real reason)."""
+    from loom.runtime.sd.reader import file_fingerprint
+
+    try:
+        return file_fingerprint(model_path(ctx, folder, name))
+    except (OSError, ValueError, RuntimeError, TypeError):
+        return None
+
+
 def input_path(ctx: Any, name: str) -> Path:
     paths = getattr(ctx, "paths", None)
     if paths is None:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from loom.files import model_fingerprint, model_path
 from loom.nodeapi import Combo, Float, Int, Link, ModelFile, Node, Output
 from loom.runtime.faces.detect import DETECTORS, detect_faces
 from loom.runtime.faces.restore import FACE_PURPOSES, restore_faces
 from loom.runtime.sd.common import manager_of
-from loom.runtime.sd.reader import file_fingerprint
 from loom.runtime.upscale.model import load_image_model
 
 FOLDER = "facerestore_models"
@@ -23,9 +23,7 @@ USUAL_FILES = "GFPGANv1.4.pth, GFPGANv1.3.pth, codeformer.pth, RestoreFormer.pth
 
 
 def _model_path(ctx, name: str):
-    if ctx is None or ctx.paths is None:
-        raise RuntimeError(f"no models folder: the node was run without ctx.paths ({name})")
-    return ctx.paths.resolve_model(FOLDER, name)
+    return model_path(ctx, FOLDER, name)
 
 
 def _detector_input() -> Combo:
@@ -57,10 +55,7 @@ class FaceRestoreModelLoader(Node):
 
     @classmethod
     def fingerprint(cls, ctx, model_name=None, **_):
-        try:
-            return file_fingerprint(_model_path(ctx, model_name))
-        except (OSError, ValueError, RuntimeError, TypeError):
-            return None
+        return model_fingerprint(ctx, FOLDER, model_name)
 
     def run(self, model_name):
         path = _model_path(self.ctx, model_name)

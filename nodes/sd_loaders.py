@@ -13,6 +13,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+# A loader's model file and cache fingerprint (shared with the other loader nodes).
+from loom.files import model_fingerprint as _fingerprint
+from loom.files import model_path as _resolve
 from loom.nodeapi import Boolean, Combo, Float, Link, ModelFile, Node, Output
 from loom.runtime.sd import lora as lora_mod
 from loom.runtime.sd.common import manager_of
@@ -27,18 +30,6 @@ def warm_up() -> None:
     preload()
 
 
-def _resolve(ctx: Any, folder: str, name: str):
-    paths = getattr(ctx, "paths", None)
-    if paths is None:
-        raise RuntimeError(f"no models folder: the node was run without ctx.paths ({folder}/{name})")
-    return paths.resolve_model(folder, name)
-
-
-def _fingerprint(ctx: Any, folder: str, name: Any):
-    try:
-        return file_fingerprint(_resolve(ctx, folder, name))
-    except (OSError, ValueError, RuntimeError, TypeError):
-        return None
 
 
 def _embeddings_dir(ctx: Any) -> str | None:

@@ -9,19 +9,17 @@ with progress per tile and interrupt between tiles.
 
 from __future__ import annotations
 
+from loom.files import model_fingerprint, model_path
 from loom.nodeapi import MAX_RESOLUTION, Combo, Float, Int, Link, ModelFile, Node, Output
 from loom.runtime.sampling.resize import IMAGE_METHODS, fill_aspect, resize
 from loom.runtime.sd.common import manager_of
-from loom.runtime.sd.reader import file_fingerprint
 from loom.runtime.upscale.model import load_image_model, run_image_model
 
 UPSCALE_PURPOSES = ("SR", "Restoration")
 
 
 def _model_path(ctx, name: str):
-    if ctx is None or ctx.paths is None:
-        raise RuntimeError(f"no models folder: the node was run without ctx.paths ({name})")
-    return ctx.paths.resolve_model("upscale_models", name)
+    return model_path(ctx, "upscale_models", name)
 
 
 def _upscale(ctx, upscale_model, image):
@@ -46,10 +44,7 @@ class UpscaleModelLoader(Node):
 
     @classmethod
     def fingerprint(cls, ctx, model_name=None, **_):
-        try:
-            return file_fingerprint(_model_path(ctx, model_name))
-        except (OSError, ValueError, RuntimeError, TypeError):
-            return None
+        return model_fingerprint(ctx, "upscale_models", model_name)
 
     def run(self, model_name):
         path = _model_path(self.ctx, model_name)

@@ -15,6 +15,7 @@ import logging
 import math
 from typing import Any
 
+from loom.engine.order import postorder
 from loom.graph.errors import NodeError
 from loom.nodeapi.guard import reraise_if_fatal
 from loom.nodeapi.node import Allocation
@@ -44,7 +45,7 @@ def check_allocations(specs: dict, outputs: list[str], ctx: Any) -> dict[str, No
     budget = budget_bytes(getattr(ctx, "settings", None))
     shapes: dict[str, tuple] = {}
     total = 0
-    for node_id in _run_order(specs, outputs):
+    for node_id in postorder(specs, outputs):
         spec = specs[node_id]
         estimate = _estimate(spec, shapes, ctx)
         if estimate is None:
@@ -116,24 +117,3 @@ def format_bytes(n: int) -> str:
             return f"{n / scale:.1f} {unit}"
     return f"{n} bytes"
 
-
-def _run_order(specs: dict, outputs: list[str]) -> list[str]:
-    """Node ids needed for ``outputs``, each after the nodes it links to (validation has ruled
-    out cycles)."""
-    order: list[str] = []
-    seen: set[str] = set()
-    for root in outputs:
-        stack: list[tuple[str, bool]] = [(root, False)]
-        while stack:
-            node_id, expanded = stack.pop()
-            if expanded:
-                order.append(node_id)
-                continue
-            if node_id in seen or node_id not in specs:
-                continue
-            seen.add(node_id)
-            stack.append((node_id, True))
-            stack.extend(
-                (link.node_id, False) for link in specs[node_id].links.values() if link.node_id not in seen
-            )
-    return order

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loom.engine.cache import OutputCache
+from loom.engine.order import postorder
 from loom.engine.progress import ProgressLog
 from loom.engine.validate import NodeSpec, ValidatedPrompt
 from loom.frozen import freeze
@@ -79,7 +80,7 @@ class Executor:
         upstream signatures and fingerprint, hashed. Equal signature means equal outputs."""
         sigs: dict[str, str] = {}
         ctx = RunContext(paths=self.paths, models=self.models, settings=self.settings)
-        for node_id in _postorder(prompt, roots):
+        for node_id in postorder(prompt.nodes, roots):
             spec = prompt.nodes[node_id]
             ctx.node_id = node_id
             try:
@@ -125,24 +126,9 @@ class Executor:
 
         send("execution_start", {})
         sigs = self.signatures(prompt, prompt.outputs)
-        hits: dict[str, Any] = {}
-        for node_id, sig in sigs.items():
-            entry = self.cache.get(sig)
-            if entry is not None:
-                hits[node_id] = entry  # held here so eviction mid-run cannot lose them
-        result.cached = [n for n in sigs if n in hits]
-        send("execution_cached", {"nodes": result.cached})
-
+        hits = self._cache_hits(prompt, sigs, result, send, progress)
         values: dict[str, tuple] = {n: e.outputs for n, e in hits.items()}
-        for node_id in prompt.outputs:
-            if node_id in hits:
-                if hits[node_id].ui:
-                    result.outputs[node_id] = hits[node_id].ui
-                    send("executed", {"node": node_id, "display_node": node_id,
-                                      "output": hits[node_id].ui})
-                progress.finish(node_id)
-
-        order = _postorder(prompt, prompt.outputs, stop=hits)
+        order = postorder(prompt.nodes, prompt.outputs, stop=hits)
         current = None
         try:
             for node_id in order:
@@ -170,15 +156,7 @@ class Executor:
                 "executed": result.executed})
         except NodeExecutionError as e:
             result.status = "error"
-            cause = e.cause
-            result.error = {
-                "node_id": e.node_id, "node_type": e.class_type, "executed": result.executed,
-                "exception_message": str(cause) or type(cause).__name__,
-                "exception_type": f"{type(cause).__module__}.{type(cause).__qualname__}",
-                "traceback": traceback.format_exception(cause),
-                "current_inputs": {k: _short(v) for k, v in current.consts.items()},
-                "current_outputs": list(result.outputs),
-            }
+            result.error = _error_event(e, current, result)
             log.error("Error in %s (node %s) of prompt %s:\n%s", e.class_type, e.node_id,
                       prompt_id, "".join(result.error["traceback"]))
             progress.error(e.node_id)
@@ -192,6 +170,26 @@ class Executor:
             if emit is not None:
                 emit("executing", {"node": None, "prompt_id": prompt_id})
         return result
+
+    def _cache_hits(self, prompt: ValidatedPrompt, sigs: dict[str, str],
+                    result: ExecutionResult, send: Emit, progress: ProgressLog) -> dict[str, Any]:
+        """Cache entries for the nodes whose signature is cached (held here so eviction mid-run
+        cannot lose them); cached output nodes show their UI output again."""
+        hits: dict[str, Any] = {}
+        for node_id, sig in sigs.items():
+            entry = self.cache.get(sig)
+            if entry is not None:
+                hits[node_id] = entry
+        result.cached = [n for n in sigs if n in hits]
+        send("execution_cached", {"nodes": result.cached})
+        for node_id in prompt.outputs:
+            if node_id in hits:
+                if hits[node_id].ui:
+                    result.outputs[node_id] = hits[node_id].ui
+                    send("executed", {"node": node_id, "display_node": node_id,
+                                      "output": hits[node_id].ui})
+                progress.finish(node_id)
+        return hits
 
     def _run_node(self, spec: NodeSpec, prompt: ValidatedPrompt, values: dict[str, tuple],
                   prompt_id: str, extra_data: dict, send: Emit, progress: ProgressLog,
@@ -255,27 +253,18 @@ def _seal(out: tuple, declared) -> tuple:
                  for v, o in zip(out, declared, strict=True))
 
 
-def _postorder(prompt: ValidatedPrompt, roots: list[str], stop: dict | None = None) -> list[str]:
-    """Nodes needed for ``roots``, each after its inputs. Nodes in ``stop`` are not entered
-    (their outputs are cached, so their inputs are not needed). Iterative: deep graphs are fine;
-    cycles were rejected by validation."""
-    order: list[str] = []
-    seen: set[str] = set()
-    for root in roots:
-        stack: list[tuple[str, bool]] = [(root, False)]
-        while stack:
-            node_id, expanded = stack.pop()
-            if expanded:
-                order.append(node_id)
-                continue
-            if node_id in seen or (stop is not None and node_id in stop):
-                continue
-            seen.add(node_id)
-            stack.append((node_id, True))
-            for link in reversed(list(prompt.nodes[node_id].links.values())):
-                if link.node_id not in seen:
-                    stack.append((link.node_id, False))
-    return order
+
+def _error_event(e: NodeExecutionError, current: NodeSpec, result: ExecutionResult) -> dict:
+    """ComfyUI's ``execution_error`` payload for a node that raised."""
+    cause = e.cause
+    return {
+        "node_id": e.node_id, "node_type": e.class_type, "executed": result.executed,
+        "exception_message": str(cause) or type(cause).__name__,
+        "exception_type": f"{type(cause).__module__}.{type(cause).__qualname__}",
+        "traceback": traceback.format_exception(cause),
+        "current_inputs": {k: _short(v) for k, v in current.consts.items()},
+        "current_outputs": list(result.outputs),
+    }
 
 
 def _short(value: Any) -> Any:

@@ -39,7 +39,6 @@ class NodeRegistry:
         # (pack, function) for packs that define ``warm_up()``: heavy imports, run once at
         # start-up off the event loop (see loader.py).
         self.warm_ups: list[tuple[str, Any]] = []
-        self._info_cache: dict[str, dict] | None = None
 
     # -- registration -----------------------------------------------------------------------
 
@@ -56,7 +55,6 @@ class NodeRegistry:
                           for name, inp in cls.inputs.items()}
         self.classes[class_type] = cls
         self.modules[class_type] = module
-        self._info_cache = None
 
     def get(self, class_type: str) -> type[Node] | None:
         return self.classes.get(class_type)

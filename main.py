@@ -168,7 +168,7 @@ async def serve(settings: Settings, quick_test: bool = False) -> int:
     from aiohttp import web
 
     from loom.server.app import create_app, make_runner
-    from loom.server.security import listen_addresses
+    from loom.server.security.origins import listen_addresses
     from loom.server.state import STATE
 
     app = create_app(settings)

@@ -29,7 +29,7 @@ from loom.server.routes._common import (
     read_timeout,
     timed_out,
 )
-from loom.server.security import INLINE_SAFE_TYPES
+from loom.server.security.headers import INLINE_SAFE_TYPES
 from loom.server.state import get_state
 from loom.store.files import atomic_open
 

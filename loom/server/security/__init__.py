@@ -1,5 +1,8 @@
 """Request guards of the Loom server: startup refusal, Host/Origin checks, auth, safe headers.
 
+This module holds the policy, authentication and sessions, and the middlewares; the origin
+rules are in :mod:`.origins`, the response headers in :mod:`.headers`.
+
 What each guard stops, in the order the middlewares run (outermost first):
 
 1. ``headers``   — every response gets ``X-Content-Type-Options: nosniff``, anti-framing headers
@@ -36,19 +39,27 @@ import hmac
 import ipaddress
 import json
 import logging
-import mimetypes
 import re
 import secrets
-import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from pathlib import PurePosixPath
+from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, quote
 
 from aiohttp import web
 
 from loom.server.routes._common import ApiError, error_response, loads, read_body
+from loom.server.security.headers import _add_headers
+from loom.server.security.origins import (
+    _is_websocket_upgrade,
+    _origin_host_port,
+    _own_host_names,
+    _route_path,
+    _split_host_port,
+    is_loopback_host,
+    listen_addresses,  # noqa: F401 (part of this package's interface)
+    listens_on_loopback_only,
+)
 
 log = logging.getLogger("loom.security")
 
@@ -60,16 +71,6 @@ LOGIN_PATH = "/login"
 LOGOUT_PATH = "/logout"
 # Pages a link on another site may open (top-level navigation): the editor and the login page.
 NAVIGABLE_PATHS = frozenset({"/", "/index.html", LOGIN_PATH})
-# Routes that serve files the user or a plugin wrote; prefix match after dropping "/api".
-FILE_ROUTE_PREFIXES = ("/view", "/userdata")
-# Types a browser displays without running anything (with nosniff + the sandbox CSP below).
-INLINE_SAFE_TYPES = frozenset({
-    "image/png", "image/jpeg", "image/webp", "image/gif", "image/avif", "image/bmp",
-    "video/mp4", "video/webm", "audio/mpeg", "audio/wav", "audio/x-wav", "audio/flac",
-    "audio/ogg", "audio/webm", "text/plain", "text/csv", "text/markdown", "application/json",
-    "text/css",  # runs no script; a user.css saved in user data styles the editor
-})
-FILE_CSP = "default-src 'none'; img-src 'self' data:; media-src 'self'; style-src 'unsafe-inline'; sandbox"
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Failed-credential throttle: past this many failures per client address in a window, that
 # address's credential checks are spaced THROTTLED_SPACING_S apart (at most THROTTLED_WAITING
@@ -103,39 +104,6 @@ class InsecureConfigError(SystemExit):
 
     def __str__(self) -> str:
         return self.message
-
-
-# -- addresses ---------------------------------------------------------------------------------
-
-def listen_addresses(listen: str | Iterable[str] | None) -> list[str]:
-    """``settings.listen`` as a list: one address or several, comma-separated; empty entries are
-    dropped and nothing at all means 127.0.0.1 (as main.py binds). ``None`` (aiohttp's "every
-    interface") is kept as ``""``, which counts as the network."""
-    if listen is None:
-        return [""]
-    items = listen.split(",") if isinstance(listen, str) else [str(a) for a in listen]
-    return [a.strip() for a in items if a.strip()] or ["127.0.0.1"]
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for ``localhost``, 127.0.0.0/8 and ::1 (with or without brackets)."""
-    host = host.strip().lower().rstrip(".")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if host == "localhost":
-        return True
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
-
-
-def listens_on_loopback_only(settings: Any) -> bool:
-    """An empty address, ``0.0.0.0``, ``::`` or any real interface counts as the network."""
-    return all(is_loopback_host(a) for a in listen_addresses(getattr(settings, "listen", None)))
 
 
 def auth_configured(settings: Any) -> bool:
@@ -238,49 +206,6 @@ def _error(status: int, message: str, *, headers: dict[str, str] | None = None,
     response = error_response(status, reason or "forbidden", message, {"details": ""})
     response.headers.update(headers or {})
     return response
-
-
-def _route_path(request: web.Request) -> str:
-    """The request path with ComfyUI's optional ``/api`` prefix removed."""
-    path = request.path
-    if path == "/api" or path.startswith("/api/"):
-        path = path[4:] or "/"
-    return path
-
-
-def _is_websocket_upgrade(request: web.Request) -> bool:
-    return (request.headers.get("Upgrade", "").lower() == "websocket"
-            or _route_path(request) == "/ws")
-
-
-def _split_host_port(value: str, default_port: int | None) -> tuple[str, int | None] | None:
-    """``host[:port]`` (IPv6 in brackets) -> (lowercase host, port); None when malformed."""
-    value = value.strip().lower()
-    if not value or any(c in value for c in "@/\\?#") or any(ord(c) <= 32 for c in value):
-        return None
-    try:
-        parts = urlsplit("//" + value)
-        host = parts.hostname
-        port = parts.port
-    except ValueError:
-        return None
-    if not host:
-        return None
-    return host.rstrip("."), port if port is not None else default_port
-
-
-def _origin_host_port(origin: str) -> tuple[str, str, int | None] | None:
-    try:
-        parts = urlsplit(origin.strip().lower())
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not host or "@" in parts.netloc \
-            or parts.path not in ("", "/") or parts.query or parts.fragment:
-        return None
-    if port is None:
-        port = 443 if parts.scheme == "https" else 80
-    return parts.scheme, host.rstrip("."), port
 
 
 class _Gate:
@@ -539,69 +464,6 @@ class _Policy:
 def session_cookie_name(settings: Any) -> str:
     """Cookies ignore ports, so two Loom servers on one host would clobber each other's."""
     return f"{SESSION_COOKIE}_{getattr(settings, 'port', 0)}"
-
-
-def _own_host_names() -> set[str]:
-    names = {"localhost"}
-    try:
-        hostname = socket.gethostname().lower()
-        names.update({hostname, hostname.split(".")[0], hostname.split(".")[0] + ".local"})
-        names.add(socket.getfqdn().lower())
-    except OSError:
-        pass
-    return {n for n in names if n}
-
-
-# -- file responses ----------------------------------------------------------------------------
-
-def _is_file_route(path: str) -> bool:
-    return path.startswith(FILE_ROUTE_PREFIXES)
-
-
-def _declared_type(response: web.StreamResponse) -> str | None:
-    if "Content-Type" in response.headers:
-        return response.headers["Content-Type"].split(";", 1)[0].strip().lower()
-    if isinstance(response, web.FileResponse):
-        path = getattr(response, "_path", None)
-        if path is not None:
-            return (mimetypes.guess_type(str(path))[0] or "application/octet-stream").lower()
-    return None
-
-
-def _harden_file_response(request: web.Request, response: web.StreamResponse) -> None:
-    """Never let a file route render active content in Loom's origin."""
-    if response.prepared:
-        return
-    response.headers["Content-Security-Policy"] = FILE_CSP
-    if response.status >= 300:
-        return
-    ctype = _declared_type(response)
-    if ctype is None or ctype not in INLINE_SAFE_TYPES:
-        response.headers["Content-Type"] = "application/octet-stream"
-        name = PurePosixPath(request.query.get("filename", "") or request.path).name or "download"
-        safe = "".join(c for c in name if c.isalnum() or c in "._-") or "download"
-        response.headers["Content-Disposition"] = f'attachment; filename="{safe}"'
-
-
-def _add_headers(request: web.Request, response: web.StreamResponse, policy: _Policy) -> None:
-    if response.prepared:
-        return
-    h = response.headers
-    origin = request.headers.get("Origin")
-    if policy.explicitly_allowed(origin):
-        # CORS for the configured origins only (never "*"), so a frontend served elsewhere can
-        # read the answers; everybody else gets no CORS headers and the browser hides them.
-        h["Access-Control-Allow-Origin"] = origin.strip()
-        h.add("Vary", "Origin")
-    h["X-Content-Type-Options"] = "nosniff"
-    h.setdefault("X-Frame-Options", "DENY")
-    h.setdefault("Referrer-Policy", "same-origin")
-    h.setdefault("Cross-Origin-Resource-Policy", "same-origin")
-    h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    if "Content-Security-Policy" not in h:
-        h["Content-Security-Policy"] = "frame-ancestors 'none'"
-    if _is_file_route(_route_path(request)):
-        _harden_file_response(request, response)
 
 
 # -- middlewares -------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ from loom.server.security.origins import (
 log = logging.getLogger("loom.security")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 SESSION_COOKIE = "loom_session"  # + "_<port>": instances on one host keep their own
 SESSION_SECONDS = 7 * 24 * 3600
@@ -475,7 +476,11 @@ def build_middlewares(settings: Any) -> list:
     middleware, so create_app needs no extra routes).
     """
     policy = _Policy(settings)
+    return [_headers_middleware(policy), _host_middleware(policy),
+            _cross_site_middleware(policy), _auth_middleware(policy)]
 
+
+def _headers_middleware(policy: _Policy) -> Middleware:
     @web.middleware
     async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
@@ -491,6 +496,10 @@ def build_middlewares(settings: Any) -> list:
         _add_headers(request, response, policy)
         return response
 
+    return headers_middleware
+
+
+def _host_middleware(policy: _Policy) -> Middleware:
     @web.middleware
     async def host_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         # Refuse a declared-too-big body before anything reads it (create_app's client_max_size
@@ -507,6 +516,10 @@ def build_middlewares(settings: Any) -> list:
                           "--allowed-origin https://your.host", reason="bad_host")
         return await handler(request)
 
+    return host_middleware
+
+
+def _cross_site_middleware(policy: _Policy) -> Middleware:
     @web.middleware
     async def cross_site_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get("Origin")
@@ -527,6 +540,10 @@ def build_middlewares(settings: Any) -> list:
             return _error(403, reason, reason="cross_site")
         return await handler(request)
 
+    return cross_site_middleware
+
+
+def _auth_middleware(policy: _Policy) -> Middleware:
     @web.middleware
     async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = _route_path(request)
@@ -556,7 +573,7 @@ def build_middlewares(settings: Any) -> list:
             request, "Authentication required: send 'Authorization: Bearer TOKEN' (or HTTP "
             f"Basic user:password), or log in at {LOGIN_PATH}.")
 
-    return [headers_middleware, host_middleware, cross_site_middleware, auth_middleware]
+    return auth_middleware
 
 
 async def _login(policy: _Policy, request: web.Request) -> web.StreamResponse:

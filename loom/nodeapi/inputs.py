@@ -31,9 +31,13 @@ class InputError(ValueError):
         self.extra = extra or {}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Input:
-    """Base of all inputs. ``optional`` inputs may be left unconnected/unset."""
+    """Base of all inputs. ``optional`` inputs may be left unconnected/unset.
+
+    The widget inputs below are keyword-only dataclasses: each attribute and its default is
+    declared once; only the first (``default``, or ``choices`` for a Combo) may be positional.
+    """
 
     type: str = "*"
     tooltip: str | None = None
@@ -83,21 +87,15 @@ class Link(Input):
         return {**super().options(), **self.extra}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Int(Input):
-    default: int = 0
+    type: str = field(default="INT", init=False)
+    default: int = field(default=0, kw_only=False)
     min: int = -INT_MAX
     max: int = INT_MAX
     step: int = 1
     control_after_generate: bool = False
     display: str | None = None  # "number" or "slider"
-
-    def __init__(self, default: int = 0, *, min: int = -INT_MAX, max: int = INT_MAX, step: int = 1,
-                 control_after_generate: bool = False, display: str | None = None,
-                 tooltip: str | None = None, optional: bool = False):
-        super().__init__(type="INT", tooltip=tooltip, optional=optional)
-        self.default, self.min, self.max, self.step = default, min, max, step
-        self.control_after_generate, self.display = control_after_generate, display
 
     is_widget = True
 
@@ -128,21 +126,15 @@ class Int(Input):
         return value
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Float(Input):
-    default: float = 0.0
-    min: float = -math.inf
-    max: float = math.inf
+    type: str = field(default="FLOAT", init=False)
+    default: float = field(default=0.0, kw_only=False)
+    min: float = -1e18  # finite, so /object_info stays valid JSON
+    max: float = 1e18
     step: float = 0.01
     round: float | bool | None = None
     display: str | None = None
-
-    def __init__(self, default: float = 0.0, *, min: float = -1e18, max: float = 1e18,
-                 step: float = 0.01, round: float | bool | None = None, display: str | None = None,
-                 tooltip: str | None = None, optional: bool = False):
-        super().__init__(type="FLOAT", tooltip=tooltip, optional=optional)
-        self.default, self.min, self.max, self.step = default, min, max, step
-        self.round, self.display = round, display
 
     is_widget = True
 
@@ -172,19 +164,13 @@ class Float(Input):
         return value
 
 
-@dataclass
+@dataclass(kw_only=True)
 class String(Input):
-    default: str = ""
+    type: str = field(default="STRING", init=False)
+    default: str = field(default="", kw_only=False)
     multiline: bool = False
     dynamic_prompts: bool = False
     placeholder: str | None = None
-
-    def __init__(self, default: str = "", *, multiline: bool = False, dynamic_prompts: bool = False,
-                 placeholder: str | None = None, tooltip: str | None = None,
-                 optional: bool = False):
-        super().__init__(type="STRING", tooltip=tooltip, optional=optional)
-        self.default, self.multiline = default, multiline
-        self.dynamic_prompts, self.placeholder = dynamic_prompts, placeholder
 
     is_widget = True
 
@@ -207,17 +193,12 @@ class String(Input):
         return value
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Boolean(Input):
-    default: bool = False
+    type: str = field(default="BOOLEAN", init=False)
+    default: bool = field(default=False, kw_only=False)
     label_on: str | None = None
     label_off: str | None = None
-
-    def __init__(self, default: bool = False, *, label_on: str | None = None,
-                 label_off: str | None = None, tooltip: str | None = None,
-                 optional: bool = False):
-        super().__init__(type="BOOLEAN", tooltip=tooltip, optional=optional)
-        self.default, self.label_on, self.label_off = default, label_on, label_off
 
     is_widget = True
 
@@ -240,22 +221,15 @@ class Boolean(Input):
                          {"received_value": _shown(value)})
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Combo(Input):
     """A choice from a list. ``choices`` may be a callable, evaluated at each use (file lists)."""
 
-    choices: Sequence[str] | Callable[[Any], Sequence[str]] = ()
+    type: str = field(default="COMBO", init=False)
+    choices: Sequence[str] | Callable[[Any], Sequence[str]] = field(kw_only=False)
     default: str | None = None
     image_upload: bool = False
     control_after_generate: bool = False
-
-    def __init__(self, choices: Sequence[str] | Callable[[Any], Sequence[str]], *,
-                 default: str | None = None, image_upload: bool = False,
-                 control_after_generate: bool = False, tooltip: str | None = None,
-                 optional: bool = False):
-        super().__init__(type="COMBO", tooltip=tooltip, optional=optional)
-        self.choices, self.default = choices, default
-        self.image_upload, self.control_after_generate = image_upload, control_after_generate
 
     is_widget = True
 

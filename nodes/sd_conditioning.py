@@ -8,9 +8,10 @@ CLIPTextEncodeSDXL stores the sizes it is given.
 
 from __future__ import annotations
 
-from loom.nodeapi import MAX_RESOLUTION, Int, Link, Node, Output, String
+from loom.nodeapi import MAX_RESOLUTION, Int, Link, ModelUse, Node, Output, String
 from loom.runtime.sd.common import manager_of
 from loom.runtime.sd.text import encode_text
+from loom.runtime.working_memory import text_encoder_bytes
 
 
 def _check_clip(clip) -> None:
@@ -29,6 +30,9 @@ class CLIPTextEncode(Node):
         "clip": Link("CLIP", tooltip="The text encoder."),
     }
     outputs = (Output("CONDITIONING"),)
+
+    def uses(self, clip, **_):
+        return ModelUse((clip,), text_encoder_bytes())
 
     def run(self, text, clip):
         _check_clip(clip)
@@ -67,6 +71,9 @@ class CLIPTextEncodeSDXL(Node):
         "text_l": String("", multiline=True, dynamic_prompts=True, tooltip="Prompt for CLIP-L."),
     }
     outputs = (Output("CONDITIONING"),)
+
+    def uses(self, clip, **_):
+        return ModelUse((clip,), text_encoder_bytes())
 
     def run(self, clip, width, height, crop_w, crop_h, target_width, target_height, text_g, text_l):
         _check_clip(clip)

@@ -7,7 +7,7 @@ The work is done by :func:`loom.runtime.sampling.sample`; see it for the semanti
 
 from __future__ import annotations
 
-from loom.nodeapi import Allocation, Combo, Float, Int, Link, Node, Output
+from loom.nodeapi import Allocation, Combo, Float, Int, Link, ModelUse, Node, Output
 from loom.runtime.sampling import SAMPLER_NAMES, SCHEDULER_NAMES, sample, unsupported_reason
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
@@ -48,6 +48,21 @@ def _models(ctx):
     return getattr(ctx, "models", None)
 
 
+def _sampler_use(ctx, model, positive, negative, latent_image, cfg) -> ModelUse:
+    """The UNet, what its hooks and ControlNets run, and a sampling step's activations."""
+    from loom.runtime.sampling.hooks import controls_of, models_of
+    from loom.runtime.sd.common import manager_of
+    from loom.runtime.working_memory import unet_bytes
+
+    extras = models_of([*model.options.get("sampling_hooks", ()),
+                        *controls_of([positive, negative])])
+    samples = latent_image.get("samples") if isinstance(latent_image, dict) else None
+    shape = tuple(samples.shape) if samples is not None else ()
+    size = manager_of(ctx).policy.dtype.itemsize
+    return ModelUse(models=(model, *extras),
+                    working_bytes=unet_bytes(model.family, shape, cfg=cfg != 1.0, element_size=size))
+
+
 class KSampler(Node):
     category = "sampling"
     display_name = "KSampler"
@@ -70,6 +85,9 @@ class KSampler(Node):
     @classmethod
     def allocation(cls, ctx, latent_image=None, **_):
         return Allocation((latent_image,)) if latent_image else None  # same shape as its input
+
+    def uses(self, model, positive, negative, latent_image, cfg, **_):
+        return _sampler_use(self.ctx, model, positive, negative, latent_image, cfg)
 
     def run(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
             latent_image, denoise=1.0):
@@ -103,6 +121,9 @@ class KSamplerAdvanced(Node):
     @classmethod
     def allocation(cls, ctx, latent_image=None, **_):
         return Allocation((latent_image,)) if latent_image else None  # same shape as its input
+
+    def uses(self, model, positive, negative, latent_image, cfg, **_):
+        return _sampler_use(self.ctx, model, positive, negative, latent_image, cfg)
 
     def run(self, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive,
             negative, latent_image, start_at_step=0, end_at_step=10000,

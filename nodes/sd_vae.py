@@ -11,9 +11,10 @@ import math
 
 import torch
 
-from loom.nodeapi import Allocation, Int, Link, Node, Output
+from loom.nodeapi import Allocation, Int, Link, ModelUse, Node, Output
 from loom.runtime.sd import vae as vae_ops
 from loom.runtime.sd.common import manager_of
+from loom.runtime.working_memory import vae_decode_bytes, vae_encode_bytes
 
 
 def _check_vae(vae) -> None:
@@ -68,8 +69,15 @@ class VAEDecode(Node):
     def allocation(cls, ctx, samples=None, **_):
         return _decoded(samples)
 
+    def uses(self, samples, vae):
+        z = samples.get("samples") if isinstance(samples, dict) else None
+        return ModelUse((vae,), vae_decode_bytes(tuple(z.shape) if z is not None else ()))
+
     def run(self, samples, vae):
         z = _samples(vae, samples)
+        if self.ctx.low_memory:  # the retry after running out of memory: in tiles
+            return (vae_ops.decode_tiled(vae, z, tile_size=512, overlap=64,
+                                         manager=manager_of(self.ctx), progress=self.ctx.progress),)
         return (vae_ops.decode(vae, z, manager=manager_of(self.ctx)),)
 
 
@@ -84,8 +92,15 @@ class VAEEncode(Node):
     def allocation(cls, ctx, pixels=None, **_):
         return _encoded(pixels)
 
+    def uses(self, pixels, vae):
+        return ModelUse((vae,), vae_encode_bytes(tuple(getattr(pixels, "shape", ()))))
+
     def run(self, pixels, vae):
         _check_vae(vae)
+        if self.ctx.low_memory:  # the retry after running out of memory: in tiles
+            return (_tagged(vae, vae_ops.encode_tiled(vae, pixels, tile_size=512, overlap=64,
+                                                      manager=manager_of(self.ctx),
+                                                      progress=self.ctx.progress)),)
         return (_tagged(vae, vae_ops.encode(vae, pixels, manager=manager_of(self.ctx))),)
 
 

@@ -10,7 +10,7 @@ with progress per tile and interrupt between tiles.
 from __future__ import annotations
 
 from loom.files import model_fingerprint, model_path
-from loom.nodeapi import MAX_RESOLUTION, Combo, Float, Int, Link, ModelFile, Node, Output
+from loom.nodeapi import MAX_RESOLUTION, Combo, Float, Int, Link, ModelFile, ModelUse, Node, Output
 from loom.runtime.sampling.resize import IMAGE_METHODS, fill_aspect, resize
 from loom.runtime.sd.common import manager_of
 from loom.runtime.upscale.model import load_image_model, run_image_model
@@ -58,6 +58,9 @@ class ImageUpscaleWithModel(Node):
     description = "Upscales images by the model's factor (×2, ×4, …), tile by tile."
     inputs = {"upscale_model": Link("UPSCALE_MODEL"), "image": Link("IMAGE")}
     outputs = (Output("IMAGE"),)
+
+    def uses(self, upscale_model, **_):
+        return ModelUse((upscale_model,))  # it tiles (and halves its tiles) on its own
 
     def run(self, upscale_model, image):
         return (_upscale(self.ctx, upscale_model, image),)

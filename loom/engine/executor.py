@@ -223,7 +223,12 @@ class Executor:
                          on_progress=on_progress, on_image=on_image, previews=previews,
                          on_file_saved=on_file_saved)
         try:
-            out = spec.cls(ctx).run(**kwargs)
+            node = spec.cls(ctx)
+            # The model manager (when there is one) places what the node declares, makes room
+            # for its working memory and retries it once after an out-of-memory error.
+            run_node = getattr(self.models, "run_node", None)
+            out = (run_node(node, kwargs, f"{spec.class_type} (node {node_id})")
+                   if run_node is not None else node.run(**kwargs))
             ui = None
             if isinstance(out, NodeResult):
                 out, ui = tuple(out.outputs), out.ui

@@ -17,12 +17,21 @@ from loom.nodeapi.inputs import (
     ModelFile,
     String,
 )
-from loom.nodeapi.node import ALWAYS_RUN, Allocation, Interrupted, Node, NodeResult, Output, RunContext
+from loom.nodeapi.node import (
+    ALWAYS_RUN,
+    Allocation,
+    Interrupted,
+    ModelUse,
+    Node,
+    NodeResult,
+    Output,
+    RunContext,
+)
 from loom.nodeapi.registry import NodeRegistry, PackInfo
 
 __all__ = [
     "ALWAYS_RUN", "MAX_RESOLUTION", "SEED_MAX", "Allocation", "Boolean", "Combo", "Float",
     "Hidden", "Input", "InputError", "Int",
-    "Interrupted", "Link", "ModelFile", "Node", "NodeRegistry", "NodeResult", "Output",
+    "Interrupted", "Link", "ModelFile", "ModelUse", "Node", "NodeRegistry", "NodeResult", "Output",
     "PackInfo", "RunContext", "String",
 ]

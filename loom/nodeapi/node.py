@@ -64,6 +64,20 @@ class Allocation:
     inputs: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class ModelUse:
+    """What a node will compute with, declared before it runs (see :meth:`Node.uses`).
+
+    ``models``: the MODEL, CLIP, VAE, UPSCALE_MODEL… values it will use together (or torch
+    modules, or ``(module, patches)`` pairs); ``working_bytes``: an estimate of the device memory
+    its activations need on top of the weights. The model manager places them all at once and
+    makes room for the working memory before ``run`` starts.
+    """
+
+    models: tuple = ()
+    working_bytes: int = 0
+
+
 @dataclass
 class NodeResult:
     """What ``run`` returns when it has UI output (images to show, text) besides its outputs."""
@@ -94,6 +108,9 @@ class RunContext:
     # Whether anyone will see step previews of this prompt: a node may skip making them.
     previews: bool = False
     on_file_saved: Callable[[str], None] | None = None
+    # Set when the node runs again after running out of device memory: a node that can work in
+    # tiles (VAE, upscalers) should now.
+    low_memory: bool = False
 
     def saved_file(self, path: Any) -> None:
         """Tell Loom about a file this run wrote (in output/ or temp/). If Loom is killed before
@@ -154,6 +171,11 @@ class Node:
         scale factors). ``inputs`` holds the constants, and for each linked input the shape
         the upstream node's estimate gave that output, or None when it is unknown. Return
         None when there is nothing to say."""
+        return None
+
+    def uses(self, **inputs: Any) -> ModelUse | None:
+        """The models this run will compute with and its working memory (inputs as ``run``
+        gets them), so the model manager can make room first. None: nothing to declare."""
         return None
 
     @classmethod

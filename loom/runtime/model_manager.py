@@ -30,6 +30,7 @@ not kept alive here. Models loaded from files are shared through :attr:`ModelMan
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import threading
 import time
@@ -132,6 +133,7 @@ class ModelManager:
         self.offloads = 0  # modules moved back to the CPU to make room
         self.loads = 0  # modules moved (or attached streaming) to the device
         self.peak_accounted = 0  # the most bytes ever accounted on the device at once
+        self.oom_retries = 0  # nodes run again after an out-of-memory error
         log.info(
             "Model placement: %s mode on %s%s",
             self.mode.value,
@@ -188,6 +190,44 @@ class ModelManager:
                     if not use.threads:
                         del self._in_use[id(module)]
                 self._cond.notify_all()
+
+    def run_node(self, node: Any, inputs: dict, label: str) -> Any:
+        """Run ``node.run(**inputs)`` with what it declares (``node.uses``) placed and room made
+        for its working memory. On an out-of-memory error every idle model is moved off the
+        device and the node runs once more with ``ctx.low_memory`` set (nodes that can tile
+        do); a second failure is reported with what to try."""
+        use = _declared(node, inputs, label)
+        items = [pair for value in use.models for pair in uses_of(value)] if use else []
+        working = use.working_bytes if use else 0
+        try:
+            with self.reason(label), self.use(*items, working_bytes=working):
+                return node.run(**inputs)
+        except BaseException as e:
+            if not is_out_of_memory(e):
+                raise
+            first = e
+        ctx = getattr(node, "ctx", None)
+        log.warning("%s ran out of device memory (%s); moving every idle model off the device "
+                    "and running it again%s", label, _first_line(first),
+                    " in tiles where it can" if ctx is not None else "")
+        del first  # its traceback holds the failed run's tensors
+        gc.collect()
+        self.free()
+        self.oom_retries += 1
+        if ctx is not None:
+            ctx.low_memory = True
+        try:
+            with self.reason(f"{label}, retry"), self.use(*items, working_bytes=working):
+                return node.run(**inputs)
+        except BaseException as e:
+            if not is_out_of_memory(e):
+                raise
+            raise OutOfDeviceMemory(
+                f"{label} ran out of memory on {self.device} twice, the second time with every "
+                f"other model moved off the device{' and in tiles' if ctx is not None else ''} "
+                f"({_first_line(e)}). Try a smaller image or batch, --vram low (or none), or "
+                f"--reserve-vram 0 if nothing else uses this GPU (mode now: {self.mode.value})."
+            ) from e
 
     @contextlib.contextmanager
     def reason(self, text: str) -> Iterator[None]:
@@ -507,6 +547,48 @@ class ModelManager:
         params = dict(module.named_parameters())
         for name, original in backups.items():
             params[name].copy_(original)
+
+
+class OutOfDeviceMemory(RuntimeError):
+    """A node ran out of device memory even after its retry with everything else freed."""
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """CUDA's ``OutOfMemoryError``, or the RuntimeError MPS and the CPU allocator raise."""
+    if isinstance(e, torch.OutOfMemoryError):
+        return True
+    return isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+
+
+def uses_of(value: Any) -> tuple:
+    """``(module, patches)`` pairs for a declared model: a MODEL/CLIP/VAE wrapper, an upscale
+    model (``.module``), a module, or a pair already."""
+    if value is None:
+        return ()
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], torch.nn.Module):
+        return (value,)
+    if isinstance(value, torch.nn.Module):
+        return ((value, ()),)
+    uses = getattr(value, "loom_uses", None)
+    if callable(uses):
+        return tuple(uses())
+    module = getattr(value, "module", None)
+    if isinstance(module, torch.nn.Module):
+        return ((module, ()),)
+    return ()
+
+
+def _declared(node: Any, inputs: dict, label: str) -> Any:
+    try:
+        return node.uses(**inputs)
+    except Exception:  # a wrong estimate must not cost the run
+        log.exception("%s: its uses() failed; running without declared models", label)
+        return None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
 
 
 def same_patches(a: tuple, b: tuple) -> bool:

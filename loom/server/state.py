@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from loom.config import Settings
-from loom.nodeapi.node import RunContext
+from loom.nodeapi.node import Node, RunContext
 from loom.nodeapi.registry import NodeRegistry
 from loom.server.ws import Hub
 from loom.store import Store
@@ -42,6 +42,13 @@ class LazyModelManager:
                     self._manager = ModelManager(DevicePolicy.detect(force_cpu=cpu), mode=s.vram,
                                                  reserve_bytes=parse_gb(s.reserve_vram_gb))
         return self._manager
+
+    def run_node(self, node: Any, inputs: dict, label: str) -> Any:
+        """Run a node through the manager (placement, working memory, OOM retry); a node that
+        declares no models while none is loaded runs bare, without importing torch."""
+        if self._manager is None and type(node).uses is Node.uses:
+            return node.run(**inputs)
+        return self.get().run_node(node, inputs, label)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.get(), name)

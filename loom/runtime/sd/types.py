@@ -83,6 +83,10 @@ class DiffusionModel:
     def loom_modules(self) -> tuple:
         return (self.unet,)
 
+    def loom_uses(self) -> tuple:
+        """``(module, patches)`` pairs, as the model manager's ``use`` takes them."""
+        return ((self.unet, self.patches),)
+
 
 @dataclass(frozen=True)
 class TextEncoder:
@@ -105,6 +109,10 @@ class TextEncoder:
     def loom_modules(self) -> tuple:
         return tuple(self.encoders)
 
+    def loom_uses(self) -> tuple:
+        return tuple((enc, tuple(p for j, p in self.patches if j == i))
+                     for i, enc in enumerate(self.encoders))
+
 
 @dataclass(frozen=True)
 class Vae:
@@ -122,3 +130,6 @@ class Vae:
 
     def loom_modules(self) -> tuple:
         return (self.vae,)
+
+    def loom_uses(self) -> tuple:
+        return ((self.vae, ()),)

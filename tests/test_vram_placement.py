@@ -263,3 +263,18 @@ def test_mps_path_makes_no_cuda_call(monkeypatch):
     manager.free()
     assert calls == ["empty"]
     manager.stats()
+
+
+def test_a_nested_use_that_does_not_fit_streams_at_once():
+    """The thread's own outer use (and its working memory) is nothing to wait for."""
+    import time
+
+    a, b = Blocks(), Blocks()
+    size = module_bytes(a)
+    manager = simulated(2 * size)
+    start = time.monotonic()
+    with manager.use(a, working_bytes=size // 2):
+        with manager.use(b):
+            assert manager.placement(a) == "device" and manager.placement(b) in ("block", "leaf")
+    assert time.monotonic() - start < 5
+    assert manager.peak_accounted <= manager.device_budget

@@ -126,7 +126,7 @@ class ModelManager:
         # id(module) -> slot of the modules used in ``cpu`` mode (they stay where they are).
         self._cpu: dict[int, _Slot] = {}
         self._in_use: dict[int, _Use] = {}
-        self._working: dict[int, int] = {}  # token -> working bytes reserved by a running use
+        self._working: dict[int, tuple[int, int]] = {}  # token -> (thread, bytes) of a running use
         self._names: weakref.WeakKeyDictionary[torch.nn.Module, str] = weakref.WeakKeyDictionary()
         self._local = threading.local()
         self.loaded = LoadedModels(self)
@@ -175,7 +175,7 @@ class ModelManager:
                 use = self._in_use.setdefault(id(module), _Use(patches))
                 use.threads[me] += 1
             if working_bytes and self.mode != VramMode.CPU:
-                self._working[id(token)] = working_bytes
+                self._working[id(token)] = (me, working_bytes)
             self._note_peak()
         try:
             yield
@@ -207,9 +207,12 @@ class ModelManager:
                 raise
             first = e
         ctx = getattr(node, "ctx", None)
-        log.warning("%s ran out of device memory (%s); moving every idle model off the device "
-                    "and running it again%s", label, _first_line(first),
-                    " in tiles where it can" if ctx is not None else "")
+        log.warning(
+            "%s ran out of device memory (%s); moving every idle model off the device and running it again%s",
+            label,
+            _first_line(first),
+            " in tiles where it can" if ctx is not None else "",
+        )
         del first  # its traceback holds the failed run's tensors
         gc.collect()
         self.free()
@@ -258,7 +261,7 @@ class ModelManager:
     def accounted_bytes(self) -> int:
         """Device bytes the manager counts now: placed weights and running nodes' working memory."""
         with self._cond:
-            return sum(s.nbytes for s in self._resident.values()) + sum(self._working.values())
+            return sum(s.nbytes for s in self._resident.values()) + sum(b for _, b in self._working.values())
 
     def free(self) -> None:
         """Move every idle model back to the CPU and drop its patches (``/free``, and before
@@ -436,7 +439,9 @@ class ModelManager:
         return plan if shortfall() <= 0 else None
 
     def _others_hold(self, me: int) -> bool:
-        return bool(self._working) or any(any(t != me for t in use.threads) for use in self._in_use.values())
+        return any(t != me for t, _ in self._working.values()) or any(
+            any(t != me for t in use.threads) for use in self._in_use.values()
+        )
 
     def _put(self, module: torch.nn.Module, patches: tuple, placement: str) -> None:
         key = id(module)

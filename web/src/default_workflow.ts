@@ -9,7 +9,19 @@ function set(node: LGraphNode, name: string, value: unknown): void {
   if (w) w.value = value as any;
 }
 
+// Loom's own demo model (models/checkpoints/, see the README) draws 128x128 scenes of coloured
+// shapes. When it is the only checkpoint — a fresh install — the first graph is set up for it, so
+// the first Queue draws what the prompt says within seconds on a CPU.
+export const DEMO_CHECKPOINT = "loom-demo-shapes.safetensors";
+
+function onlyDemoModel(info: ObjectInfo): boolean {
+  const spec = info.CheckpointLoaderSimple?.input?.required?.ckpt_name as unknown;
+  const choices = Array.isArray(spec) && Array.isArray(spec[0]) ? (spec[0] as unknown[]) : [];
+  return choices.length === 1 && choices[0] === DEMO_CHECKPOINT;
+}
+
 export function defaultWorkflow(info: ObjectInfo): object {
+  const demo = onlyDemoModel(info);
   const graph = new LGraph();
   const add = (type: string, x: number, y: number): LGraphNode | null => {
     if (!info[type]) return null;
@@ -33,6 +45,16 @@ export function defaultWorkflow(info: ObjectInfo): object {
   if (neg) {
     neg.title = "Negative prompt";
     set(neg, "text", "blurry, low quality, watermark");
+  }
+  if (demo) {
+    if (ckpt) set(ckpt, "ckpt_name", DEMO_CHECKPOINT);
+    if (pos) set(pos, "text", "a large red circle at the top left and a blue star at the bottom right on a white background");
+    if (neg) set(neg, "text", "");
+    if (latent) {
+      set(latent, "width", 128);
+      set(latent, "height", 128);
+    }
+    if (sampler) set(sampler, "cfg", 5);
   }
   if (save) save.size = [360, 400];
   if (ckpt && sampler && pos && neg && latent && decode && save) {

@@ -130,7 +130,7 @@ def main(argv=None) -> None:
 
     p = argparse.ArgumentParser(description="Acceptance figures of the demo model through Loom's graph.")
     p.add_argument("checkpoint", nargs="?", default=str(SHIPPED))
-    p.add_argument("--cfg", type=float, nargs="+", default=[5.0, 1.0])
+    p.add_argument("--cfg", type=float, nargs="*", default=[5.0, 1.0], help="none: only img2img and --grid")
     p.add_argument("--prompts", type=int, default=60)
     p.add_argument("--steps", type=int, default=STEPS)
     p.add_argument("--grid", help="also write the README grid figure here")

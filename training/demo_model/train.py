@@ -26,6 +26,7 @@ import argparse
 import copy
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -44,12 +45,19 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _progress(total: int, start: int, desc: str):
+def _progress(total: int, start: int, desc: str, disable: bool = False):
     from tqdm import tqdm
 
     # Not a terminal (nohup log): one line every 30 s instead of carriage-return spam.
     tty = sys.stderr.isatty()
-    return tqdm(total=total, initial=start, desc=desc, mininterval=0.5 if tty else 30, dynamic_ncols=tty)
+    return tqdm(
+        total=total,
+        initial=start,
+        desc=desc,
+        mininterval=0.5 if tty else 30,
+        dynamic_ncols=tty,
+        disable=disable,
+    )
 
 
 def _images(batch: list[scenes.Scene], device) -> torch.Tensor:
@@ -114,6 +122,11 @@ class Run:
             [*self.unet.parameters(), *self.text.parameters()], lr=args.lr, weight_decay=0.01
         )
         self.stage, self.step = "vae", 0
+        # Data-parallel UNet stage (``torchrun --nproc-per-node N``): each process draws its own
+        # batch and gradients are averaged; on a shared CPU more processes also get more CPU time.
+        dist = torch.distributed
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+        self.world = dist.get_world_size() if dist.is_initialized() else 1
         self.latents: torch.Tensor | None = None
         self.state_path = self.dir / "state.pt"
         if self.state_path.exists():
@@ -157,7 +170,7 @@ class Run:
         }
 
     def _rng(self, step: int) -> tuple[random.Random, torch.Generator]:
-        k = self.args.seed * 1_000_003 + step * 7 + STAGES.index(self.stage)
+        k = self.args.seed * 1_000_003 + step * 7 + STAGES.index(self.stage) + self.rank * 100_000_007
         return random.Random(k), torch.Generator(self.device).manual_seed(k)
 
     # -- stage 1: VAE ------------------------------------------------------------------------
@@ -268,7 +281,8 @@ class Run:
         self.unet.train()
         self.text.train()
         params = [*self.unet.parameters(), *self.text.parameters()]
-        bar = _progress(a.unet_steps, self.step, "unet")
+        desc = "unet" if self.world == 1 else f"unet x{self.world}"
+        bar = _progress(a.unet_steps, self.step, desc, disable=self.rank != 0)
         while self.step < a.unet_steps:
             rng, gen = self._rng(self.step)
             idx = [rng.randrange(len(all_scenes)) for _ in range(a.batch)]
@@ -288,18 +302,32 @@ class Run:
                 g["lr"] = lr
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
+            if self.world > 1:
+                self._average_gradients(params)
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             self.opt.step()
-            self._update_ema()
+            if self.rank == 0:
+                self._update_ema()
             self.step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.1e}", refresh=False)
-            if self.step % a.save_every == 0:
+            if self.step % a.save_every == 0 and self.rank == 0:
                 self.save()
                 self.export()
         bar.close()
         self.stage = "done"
-        self.save()
+        if self.rank == 0:
+            self.save()
+
+    def _average_gradients(self, params) -> None:
+        grads = [p.grad for p in params if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.distributed.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -324,13 +352,15 @@ class Run:
 
     def run(self) -> None:
         t0 = time.time()
+        if self.world > 1 and self.stage in ("vae", "encode"):
+            raise SystemExit("run the vae and encode stages in one process; torchrun only for the unet stage")
         if self.stage == "vae":
             self.train_vae()
         if self.stage == "encode":
             self.encode()
         if self.stage == "unet":
             self.train_unet()
-        if self.args.export_only or self.stage == "done":
+        if (self.args.export_only or self.stage == "done") and self.rank == 0:
             self.export()
         _log(f"finished in {time.time() - t0:.0f} s")
 
@@ -434,6 +464,8 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     _log("settings: " + json.dumps(vars(args)))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        torch.distributed.init_process_group("gloo")
     if args.finetune_decoder:
         finetune_decoder(args)
         return

@@ -131,6 +131,8 @@ class Run:
         self.state_path = self.dir / "state.pt"
         if self.state_path.exists():
             self._load()
+        elif args.init_from:
+            self._init_from(args.init_from)
 
     # -- state ----------------------------------------------------------------------------
     def save(self) -> None:
@@ -162,6 +164,19 @@ class Run:
             for k, m in self.ema.items():
                 m.load_state_dict(state["ema"][k])
         _log(f"resumed from {self.state_path}: stage {self.stage}, step {self.step}")
+
+    def _init_from(self, path: str) -> None:
+        """Start from a written checkpoint (e.g. the shipped one) instead of from scratch: its VAE
+        and latent space are kept, so the run begins at the encode stage and trains on."""
+        from loom.runtime.sd.loader import load_checkpoint
+
+        model, clip, vae = load_checkpoint(path)
+        self.unet.load_state_dict(model.unet.state_dict())
+        self.text.load_state_dict(clip.encoders[0].state_dict())
+        self.vae.load_state_dict(vae.vae.state_dict())
+        self.vae.eval().requires_grad_(False)
+        self.stage, self.step = "encode", 0
+        _log(f"initialised from {path}: the VAE is kept, training goes on from the encode stage")
 
     def _make_ema(self) -> None:
         self.ema = {
@@ -445,6 +460,12 @@ def parse_args(argv=None):
         "several times faster than two that wait for each other",
     )
     p.add_argument("--export-only", action="store_true", help="write the checkpoint from state.pt")
+    p.add_argument(
+        "--init-from",
+        metavar="CHECKPOINT",
+        help="a new run starts from this written checkpoint (its VAE and latent space kept), "
+        "e.g. models/checkpoints/loom-demo-shapes.safetensors, to train it further",
+    )
     p.add_argument(
         "--finetune-decoder",
         type=int,

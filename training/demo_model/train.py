@@ -367,12 +367,16 @@ class Run:
 
     def run(self) -> None:
         t0 = time.time()
-        if self.world > 1 and self.stage in ("vae", "encode"):
-            raise SystemExit("run the vae and encode stages in one process; torchrun only for the unet stage")
+        if self.world > 1 and self.stage == "vae":
+            raise SystemExit("run the vae stage in one process; torchrun only from the encode stage on")
         if self.stage == "vae":
             self.train_vae()
         if self.stage == "encode":
-            self.encode()
+            if self.rank == 0:
+                self.encode()
+            if self.world > 1:  # the others wait for rank 0's latents.pt
+                torch.distributed.barrier()
+                self.stage, self.step = "unet", 0
         if self.stage == "unet":
             self.train_unet()
         if (self.args.export_only or self.stage == "done") and self.rank == 0:

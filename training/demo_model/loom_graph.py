@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from loom.nodeapi import Link, Node, NodeRegistry, Output
+from loom.nodeapi import ALWAYS_RUN, Link, Node, NodeRegistry, Output
 
 
 class _Capture(Node):
@@ -22,6 +22,10 @@ class _Capture(Node):
     inputs = {"image": Link("IMAGE")}
     outputs = ()
     seen: dict = {}
+
+    @classmethod
+    def fingerprint(cls, ctx, **inputs):
+        return ALWAYS_RUN  # a repeated graph is cached upstream, but must still hand its image back
 
     def run(self, image):
         _Capture.seen[self.ctx.prompt_id] = image
@@ -34,6 +38,10 @@ class _Source(Node):
     inputs = {}
     outputs = (Output("IMAGE"),)
     images: dict = {}
+
+    @classmethod
+    def fingerprint(cls, ctx, **inputs):
+        return ALWAYS_RUN  # the image comes from outside the graph: never reuse an old one
 
     def run(self):
         return (_Source.images[self.ctx.prompt_id],)

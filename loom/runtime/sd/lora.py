@@ -104,32 +104,8 @@ def parse(sd: dict, *, unet: torch.nn.Module | None, unet_config: dict | None,
           encoders: tuple = (), family: str = "sd1", strength_model: float = 1.0,
           strength_clip: float = 1.0, name: str = "LoRA") -> LoraPatches:
     """Patches for the UNet and each text encoder from a LoRA state dict."""
-    groups: dict[str, dict[str, torch.Tensor]] = {}
-    other = []
-    for key, value in sd.items():
-        split = _split(key)
-        if split is None:
-            other.append(key)
-            continue
-        module, part = split
-        groups.setdefault(module, {})[part] = value
-    if not groups:
-        from loom.runtime.sd.detect import describe
-
-        raise ModelFileError(f"{name} is not a LoRA: {describe(sd)}.")
-    unsupported = sorted({p for g in groups.values() for p in g if p in ("hada", "lokr", "dora", "mid")})
-    if unsupported:
-        raise ModelFileError(f"{name} is a LoRA variant Loom does not apply yet ({', '.join(unsupported)} "
-                             "weights: LoHa/LoKr/DoRA/Tucker); plain LoRA/LoCon files work.")
-
-    lookup: dict[str, tuple[str, str, torch.Size]] = {}
-    if unet is not None:
-        for k, (param, shape) in unet_names(unet, unet_config or dict(unet.config)).items():
-            lookup[k] = ("unet", param, shape)
-    for i, enc in enumerate(encoders):
-        for k, (param, shape) in text_names(enc, i, family).items():
-            lookup[k] = (f"te{i}", param, shape)
-
+    groups, other = _group(sd, name)
+    lookup = _lookup(unet, unet_config, encoders, family)
     out = LoraPatches(unmatched=list(other))
     for module, parts in groups.items():
         if "up" not in parts or "down" not in parts:
@@ -165,6 +141,42 @@ def parse(sd: dict, *, unet: torch.nn.Module | None, unet_config: dict | None,
                     "(e.g. %s)", name, len(out.unmatched), len(groups), family,
                     ", ".join(out.unmatched[:3]))
     return out
+
+
+def _group(sd: dict, name: str) -> tuple[dict[str, dict[str, torch.Tensor]], list[str]]:
+    """The LoRA's tensors by module (``{module: {"up", "down", "alpha"}}``) and the keys that are
+    not LoRA weights; a file with no LoRA weights, or of a variant Loom cannot apply, is refused."""
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    other = []
+    for key, value in sd.items():
+        split = _split(key)
+        if split is None:
+            other.append(key)
+            continue
+        module, part = split
+        groups.setdefault(module, {})[part] = value
+    if not groups:
+        from loom.runtime.sd.detect import describe
+
+        raise ModelFileError(f"{name} is not a LoRA: {describe(sd)}.")
+    unsupported = sorted({p for g in groups.values() for p in g if p in ("hada", "lokr", "dora", "mid")})
+    if unsupported:
+        raise ModelFileError(f"{name} is a LoRA variant Loom does not apply yet ({', '.join(unsupported)} "
+                             "weights: LoHa/LoKr/DoRA/Tucker); plain LoRA/LoCon files work.")
+    return groups, other
+
+
+def _lookup(unet: torch.nn.Module | None, unet_config: dict | None, encoders: tuple,
+            family: str) -> dict[str, tuple[str, str, torch.Size]]:
+    """Every LoRA module name the model answers to -> (``unet``/``teN``, parameter, shape)."""
+    lookup: dict[str, tuple[str, str, torch.Size]] = {}
+    if unet is not None:
+        for k, (param, shape) in unet_names(unet, unet_config or dict(unet.config)).items():
+            lookup[k] = ("unet", param, shape)
+    for i, enc in enumerate(encoders):
+        for k, (param, shape) in text_names(enc, i, family).items():
+            lookup[k] = (f"te{i}", param, shape)
+    return lookup
 
 
 _KOHYA = re.compile(r"^lora_(unet|te\d?)_")

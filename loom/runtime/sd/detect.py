@@ -231,6 +231,33 @@ def _depth(keys, prefix: str) -> int:
     return len(_indices(keys, prefix + "transformer_blocks."))
 
 
+def _levels(sd: dict, keys: list[str], prefix: str) -> list[list[int]]:
+    """The input blocks' resnets ("N.0.in_layers") grouped into levels by downsamplers
+    ("N.0.op"); every level must have as many."""
+    levels: list[list[int]] = [[]]
+    for i in _indices(keys, prefix + "input_blocks.")[1:]:
+        if f"{prefix}input_blocks.{i}.0.op.weight" in sd:
+            levels.append([])
+        else:
+            levels[-1].append(i)
+    if len({len(lv) for lv in levels}) != 1:
+        raise ModelFileError(f"UNet with uneven blocks per level {[len(lv) for lv in levels]}")
+    return levels
+
+
+def _level_shapes(sd: dict, keys: list[str], prefix: str,
+                  levels: list[list[int]]) -> tuple[list[int], list[bool], list[int]]:
+    """Per level: output channels, whether it has attention, and its transformer depth."""
+    channels, attention, depth = [], [], []
+    for lv in levels:
+        first = lv[0]
+        channels.append(int(sd[f"{prefix}input_blocks.{first}.0.out_layers.3.weight"].shape[0]))
+        has_attn = f"{prefix}input_blocks.{first}.1.norm.weight" in sd
+        attention.append(has_attn)
+        depth.append(_depth(keys, f"{prefix}input_blocks.{first}.1.") if has_attn else 1)
+    return channels, attention, depth
+
+
 def infer_unet_config(sd: dict, prefix: str, family: str) -> dict:
     """A diffusers UNet2DConditionModel config read off an original-layout UNet's shapes."""
     keys = [k for k in sd if k.startswith(prefix)]
@@ -239,26 +266,11 @@ def infer_unet_config(sd: dict, prefix: str, family: str) -> dict:
     cfg["in_channels"] = int(conv_in.shape[1])
     out = sd.get(prefix + "out.2.weight")  # a ControlNet's copy of the encoder has no output
     cfg["out_channels"] = int(out.shape[0]) if out is not None else cfg["in_channels"]
-    # Walk the input blocks: resnets ("N.0.in_layers") grouped into levels by downsamplers ("N.0.op").
-    levels: list[list[int]] = [[]]
-    for i in _indices(keys, prefix + "input_blocks.")[1:]:
-        if f"{prefix}input_blocks.{i}.0.op.weight" in sd:
-            levels.append([])
-        else:
-            levels[-1].append(i)
-    per_level = {len(lv) for lv in levels}
-    if len(per_level) != 1:
-        raise ModelFileError(f"UNet with uneven blocks per level {[len(lv) for lv in levels]}")
-    channels, attention, depth = [], [], []
-    for lv in levels:
-        first = lv[0]
-        channels.append(int(sd[f"{prefix}input_blocks.{first}.0.out_layers.3.weight"].shape[0]))
-        has_attn = f"{prefix}input_blocks.{first}.1.norm.weight" in sd
-        attention.append(has_attn)
-        depth.append(_depth(keys, f"{prefix}input_blocks.{first}.1.") if has_attn else 1)
+    levels = _levels(sd, keys, prefix)
+    channels, attention, depth = _level_shapes(sd, keys, prefix, levels)
     n = len(levels)
     cfg["block_out_channels"] = channels
-    cfg["layers_per_block"] = per_level.pop()
+    cfg["layers_per_block"] = len(levels[0])
     cfg["down_block_types"] = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention]
     cfg["up_block_types"] = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)]
     mid_attn = f"{prefix}middle_block.1.norm.weight" in sd

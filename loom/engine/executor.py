@@ -112,17 +112,11 @@ class Executor:
         extra_data = extra_data or {}
         progress = ProgressLog(prompt_id)
 
+        send = _event_sender(result, prompt_id, emit)
+
         def send_progress_state() -> None:
             if progress.changed:
                 send("progress_state", {"nodes": progress.snapshot()})
-
-        def send(event: str, data: dict) -> None:
-            data = {**data, "prompt_id": prompt_id}
-            if event in STATUS_EVENTS:
-                data["timestamp"] = int(time.time() * 1000)
-                result.messages.append((event, data))
-            if emit is not None:
-                emit(event, data)
 
         send("execution_start", {})
         sigs = self.signatures(prompt, prompt.outputs)
@@ -150,10 +144,9 @@ class Executor:
         except Interrupted:
             result.status = "interrupted"
             send_progress_state()
-            send("execution_interrupted", {
-                "node_id": current.node_id if current else None,
-                "node_type": current.class_type if current else None,
-                "executed": result.executed})
+            send("execution_interrupted", {"node_id": current.node_id if current else None,
+                                           "node_type": current.class_type if current else None,
+                                           "executed": result.executed})
         except NodeExecutionError as e:
             result.status = "error"
             result.error = _error_event(e, current, result)
@@ -257,6 +250,21 @@ def _seal(out: tuple, declared) -> tuple:
     return tuple(freeze(v) if o.type in SEALED_TYPES else v
                  for v, o in zip(out, declared, strict=True))
 
+
+
+def _event_sender(result: ExecutionResult, prompt_id: str, emit: Emit | None) -> Emit:
+    """``send(event, data)`` for one run: stamps the prompt id, keeps status events (with a
+    timestamp) in ``result.messages`` and passes everything to ``emit``."""
+
+    def send(event: str, data: dict) -> None:
+        data = {**data, "prompt_id": prompt_id}
+        if event in STATUS_EVENTS:
+            data["timestamp"] = int(time.time() * 1000)
+            result.messages.append((event, data))
+        if emit is not None:
+            emit(event, data)
+
+    return send
 
 
 def _error_event(e: NodeExecutionError, current: NodeSpec, result: ExecutionResult) -> dict:

@@ -129,6 +129,8 @@ class Run:
         self.world = dist.get_world_size() if dist.is_initialized() else 1
         self.latents: torch.Tensor | None = None
         self.state_path = self.dir / "state.pt"
+        if self.world > 1:  # every process looks at the run folder before rank 0 writes to it
+            dist.barrier()
         if self.state_path.exists():
             self._load()
         elif args.init_from:

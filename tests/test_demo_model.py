@@ -85,6 +85,7 @@ def test_measure_reads_the_generators_ground_truth():
 # -- the checkpoint writer ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_written_checkpoint_loads_as_sd1_with_the_same_modules(tmp_path):
     """The writer's file goes through Loom's detector and loader and gives back modules that
     compute what the trained ones compute (up to the fp16 storage)."""
@@ -138,9 +139,14 @@ def test_written_checkpoint_loads_as_sd1_with_the_same_modules(tmp_path):
 
 # -- acceptance: the shipped weights through Loom's graph --------------------------------------
 
-needs_weights = pytest.mark.skipif(
+_skip_without_weights = pytest.mark.skipif(
     not evaluate.SHIPPED.exists(), reason=f"no shipped demo model at {evaluate.SHIPPED}"
 )
+
+
+def needs_weights(test):
+    """Runs the shipped model through Loom's graph: slow (about a minute for the figures)."""
+    return pytest.mark.slow(_skip_without_weights(test))
 
 
 @pytest.fixture(scope="module")

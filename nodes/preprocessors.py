@@ -65,6 +65,12 @@ class _Preprocessor(Node):
     def on_device(self, modules):
         return manager_of(self.ctx).use(*modules)
 
+    def aux_each(self, key: str, image, resolution, **kwargs) -> torch.Tensor:
+        """The controlnet-aux annotator ``key`` on every picture of the batch, on the device."""
+        detector, modules = self.annotator(key)
+        with self.on_device(modules):
+            return self.each(image, resolution, lambda p: _aux(detector, p, **kwargs))
+
 
 def _aux(detector, picture, **kwargs) -> np.ndarray:
     """A controlnet-aux detector on a picture already at its working size (sides multiples of
@@ -341,9 +347,7 @@ class HEDPreprocessor(_Preprocessor):
     inputs = {"image": Link("IMAGE"), "safe": _switch(), "resolution": _resolution()}
 
     def run(self, image, safe="enable", resolution=512):
-        detector, modules = self.annotator("hed")
-        with self.on_device(modules):
-            return (self.each(image, resolution, lambda p: _aux(detector, p, safe=safe == "enable")),)
+        return (self.aux_each("hed", image, resolution, safe=safe == "enable"),)
 
 
 class FakeScribblePreprocessor(_Preprocessor):
@@ -353,10 +357,7 @@ class FakeScribblePreprocessor(_Preprocessor):
     inputs = {"image": Link("IMAGE"), "safe": _switch(), "resolution": _resolution()}
 
     def run(self, image, safe="enable", resolution=512):
-        detector, modules = self.annotator("hed")
-        with self.on_device(modules):
-            return (self.each(image, resolution, lambda p: _aux(
-                detector, p, safe=safe == "enable", scribble=True)),)
+        return (self.aux_each("hed", image, resolution, safe=safe == "enable", scribble=True),)
 
 
 class PiDiNetPreprocessor(_Preprocessor):
@@ -366,9 +367,7 @@ class PiDiNetPreprocessor(_Preprocessor):
     inputs = {"image": Link("IMAGE"), "safe": _switch(), "resolution": _resolution()}
 
     def run(self, image, safe="enable", resolution=512):
-        detector, modules = self.annotator("pidinet")
-        with self.on_device(modules):
-            return (self.each(image, resolution, lambda p: _aux(detector, p, safe=safe == "enable")),)
+        return (self.aux_each("pidinet", image, resolution, safe=safe == "enable"),)
 
 
 class LineArtPreprocessor(_Preprocessor):
@@ -396,9 +395,7 @@ class AnimeLineArtPreprocessor(_Preprocessor):
     inputs = {"image": Link("IMAGE"), "resolution": _resolution()}
 
     def run(self, image, resolution=512):
-        detector, modules = self.annotator("lineart_anime")
-        with self.on_device(modules):
-            return (self.each(image, resolution, lambda p: _aux(detector, p)),)
+        return (self.aux_each("lineart_anime", image, resolution),)
 
 
 class MLSDPreprocessor(_Preprocessor):
@@ -414,10 +411,7 @@ class MLSDPreprocessor(_Preprocessor):
     }
 
     def run(self, image, score_threshold=0.1, dist_threshold=0.1, resolution=512):
-        detector, modules = self.annotator("mlsd")
-        with self.on_device(modules):
-            return (self.each(image, resolution, lambda p: _aux(
-                detector, p, thr_v=score_threshold, thr_d=dist_threshold)),)
+        return (self.aux_each("mlsd", image, resolution, thr_v=score_threshold, thr_d=dist_threshold),)
 
 
 class _MidasPreprocessor(_Preprocessor):
@@ -463,9 +457,7 @@ class BAENormalMapPreprocessor(_Preprocessor):
     inputs = {"image": Link("IMAGE"), "resolution": _resolution()}
 
     def run(self, image, resolution=512):
-        detector, modules = self.annotator("normal_bae")
-        with self.on_device(modules):
-            return (self.each(image, resolution, lambda p: _aux(detector, p)),)
+        return (self.aux_each("normal_bae", image, resolution),)
 
 
 class DepthAnythingPreprocessor(_Preprocessor):

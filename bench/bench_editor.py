@@ -24,19 +24,17 @@ CPU (--disable-gpu), as on a machine without a GPU; a shared, busy machine adds 
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.browser_fixture import CHROMIUM_ARGS, chromium_executable  # noqa: E402
+from tests.server_fixture import free_port, wait_until_serving  # noqa: E402
 
 BUILD_JS = """(n) => {
   const {LiteGraph} = window.loom;
@@ -91,23 +89,6 @@ PAN_JS = """([frames, scale]) => {
 }"""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_up(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("the server exited")
-        try:
-            urllib.request.urlopen(url + "/object_info", timeout=2).read()
-            return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError("the server did not start")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -146,7 +127,7 @@ def main() -> None:
                                  "--base-dir", base, "--disable-custom-nodes", "--log-level", "WARNING"],
                                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_up(url, proc)
+            wait_until_serving(url, proc)
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": args.width, "height": args.height})

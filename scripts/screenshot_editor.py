@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,6 +26,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from tests.browser_fixture import CHROMIUM_ARGS, chromium_executable  # noqa: E402
+from tests.server_fixture import free_port, wait_until_serving  # noqa: E402
 
 MODEL_SUFFIXES = (".safetensors", ".ckpt")
 
@@ -44,23 +42,6 @@ def pick_checkpoint(explicit: str | None, workdir: Path) -> Path:
     return save_single_file("sd1", workdir / "tiny-sd1.safetensors")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_up(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("the server exited")
-        try:
-            urllib.request.urlopen(url + "/object_info", timeout=2).read()
-            return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError("the server did not start")
 
 
 def main() -> None:
@@ -88,7 +69,7 @@ def main() -> None:
                                  str(base), "--disable-custom-nodes", "--log-level", "WARNING"],
                                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_up(url, proc)
+            wait_until_serving(url, proc)
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
                 context = browser.new_context(viewport={"width": width, "height": height})

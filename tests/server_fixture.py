@@ -65,7 +65,8 @@ FIXTURE_NODES = Path(__file__).resolve().parent / "fixture_nodes"
 RUNS_LOG = "fixture_runs.log"
 
 __all__ = ["FIXTURE_NODES", "LoomClient", "LoomTestServer", "Response", "WsClient", "free_port",
-           "loom_server", "loom_server_factory", "loom_server_shared", "make_settings", "start_main"]
+           "loom_server", "loom_server_factory", "loom_server_shared", "make_settings", "start_main",
+           "wait_until_serving"]
 
 
 # -- a synchronous client ----------------------------------------------------------------------
@@ -367,6 +368,23 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_until_serving(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    """Wait until a server started as ``proc`` answers ``GET url/object_info`` (scripts and
+    benchmarks that run ``main.py`` themselves)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("the server exited")
+        try:
+            urllib.request.urlopen(url + "/object_info", timeout=2).read()
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError("the server did not start")
 
 
 def start_main(base_dir: Path, port: int, *args: str, log_path: Path | None = None,

@@ -82,6 +82,62 @@ def test_measure_reads_the_generators_ground_truth():
     assert measure.read(blank, ("gray",)).shape is None
 
 
+def test_text_targets_tokenize_like_the_tokenizer_and_say_only_what_was_read():
+    from training.demo_model import text_targets as tt
+
+    names = list(tt.ATTRIBUTES)
+    for scene in scenes.training_scenes(2, 40):
+        for rng in (None, random.Random(5)):
+            caption = scene.caption(random.Random(5) if rng else None)
+            ids, rows = tt.encode(scene, rng)
+            assert ids == architecture.tokenize([caption])[0].tolist(), caption
+            assert rows.shape == (77, len(names))
+    scene = scenes.Scene(
+        [
+            scenes.Obj("star", "cyan", "small", "top left", 30, 30),
+            scenes.Obj("circle", "red", "large", "bottom", 64, 96),
+        ],
+        ("white", "black"),
+    )
+    ids, rows = tt.encode(scene)
+    words = [architecture.tokenizer().decode([i]).strip() for i in ids]
+    at = {w: k for k, w in reversed(list(enumerate(words)))}  # first occurrence of each token
+    col = {n: k for k, n in enumerate(names)}
+    assert rows[at["small"], col["size"]] == tt.ATTRIBUTES["size"].index("small")
+    assert rows[at["small"], col["color"]] == tt.IGNORE  # "cyan" not read yet
+    star = at["star"]
+    assert rows[star, col["color"]] == tt.ATTRIBUTES["color"].index("cyan")  # "cyan" is two tokens
+    assert rows[star, col["position"]] == tt.IGNORE
+    left = words.index("left")
+    assert rows[left, col["position"]] == tt.ATTRIBUTES["position"].index("top left")
+    assert rows[words.index("top"), col["position"]] == tt.IGNORE  # "at the top" may go on
+    assert (rows[words.index("and")] == tt.IGNORE).all()
+    assert rows[words.index("circle"), col["color"]] == tt.ATTRIBUTES["color"].index("red")
+    assert rows[words.index("bottom"), col["position"]] == tt.ATTRIBUTES["position"].index("bottom")
+    end = words.index("<|endoftext|>")
+    assert rows[end, col["bg_top"]] == 0 and rows[end, col["bg_bottom"]] == 1  # white, black
+    assert rows[end, col["shape"]] == tt.IGNORE
+
+
+def test_standardized_latents_keep_the_pictures():
+    from training.demo_model.train import standardize_latents
+
+    torch.manual_seed(0)
+    vae = architecture.build_vae().eval()
+    with torch.no_grad():  # a lopsided latent space, as training leaves it
+        vae.quant_conv.weight[:4] *= torch.tensor([0.2, 0.3, 3.0, 1.0]).view(-1, 1, 1, 1)
+        vae.quant_conv.bias[:4] += torch.tensor([1.0, -2.0, 0.5, 0.0])
+    x = torch.rand(6, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        before = vae.decode(vae.encode(x).latent_dist.mean).sample
+        standardize_latents(vae, x)
+        z = vae.encode(x).latent_dist.mean * architecture.LATENT_SCALE
+        after = vae.decode(z / architecture.LATENT_SCALE).sample
+    torch.testing.assert_close(z.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-4, rtol=0)
+    torch.testing.assert_close(z.std(dim=(0, 2, 3)), torch.ones(4), atol=1e-4, rtol=0)
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+
+
 # -- the checkpoint writer ---------------------------------------------------------------------
 
 
@@ -135,6 +191,34 @@ def test_written_checkpoint_loads_as_sd1_with_the_same_modules(tmp_path):
             atol=1e-4,
             rtol=1e-4,
         )
+
+
+def test_written_edge_controlnet_loads_through_loom_and_computes_the_same(tmp_path):
+    """The demo ControlNet's writer: ControlNetLoader's loader reads the file back (diffusers
+    layout, SD 1.x family from the 128-wide context) into a module with the same outputs."""
+    from loom.runtime.control.loader import load_control
+    from training.demo_model import controlnet as cn
+
+    torch.manual_seed(0)
+    unet = architecture.build_unet().eval()
+    net = cn.build_controlnet(unet).eval()
+    with torch.no_grad():  # zero convs would hide a wrong mapping: give them weights
+        for conv in [*net.controlnet_down_blocks, net.controlnet_mid_block]:
+            conv.weight.normal_(0, 0.05)
+        net.load_state_dict({k: v.half().float() for k, v in net.state_dict().items()})
+    path = cn.write_controlnet(tmp_path / "edges.safetensors", net, {"test": 1})
+    loaded = load_control(path)
+    assert (loaded.kind, loaded.family) == ("controlnet", "sd1")
+    scene = scenes.scene_from_words("red", "star", "top left", "large")
+    hint = cn.edge_hint([scene], "cpu")
+    assert hint.shape == (1, 3, 128, 128) and set(hint.unique().tolist()) == {0.0, 1.0}
+    x, t = torch.randn(1, 4, 16, 16), torch.tensor([400])
+    cond = torch.randn(1, 77, 128)
+    with torch.no_grad():
+        want = net(x, t, cond, controlnet_cond=hint, return_dict=False)
+        got = loaded.module.float()(x, t, cond, controlnet_cond=hint, return_dict=False)
+    for a, b in zip([*want[0], want[1]], [*got[0], got[1]], strict=True):
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-3)
 
 
 # -- acceptance: the shipped weights through Loom's graph --------------------------------------

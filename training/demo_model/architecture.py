@@ -19,7 +19,8 @@ LATENT_SCALE = 0.18215  # SD 1.x's; the trained VAE is rescaled to match it (see
 
 def vae_config() -> dict:
     cfg = base_config("sd15_vae")
-    cfg.update(block_out_channels=[32, 32, 64, 64], layers_per_block=1, sample_size=RESOLUTION)
+    # Narrow at full resolution (the costly level), wider below where shapes are encoded.
+    cfg.update(block_out_channels=[32, 64, 128, 128], layers_per_block=1, sample_size=RESOLUTION)
     return cfg
 
 

@@ -86,11 +86,26 @@ class Obj:
     cy: float
 
     def phrase(self, with_size: bool = True, with_position: bool = True) -> str:
-        words = ([self.size] if with_size else []) + [self.color, self.shape]
-        words.insert(0, "an" if words[0][0] in "aeiou" else "a")
+        return join_words(w for w, _ in self.phrase_words(with_size, with_position))
+
+    def phrase_words(
+        self, with_size: bool = True, with_position: bool = True
+    ) -> list[tuple[str, str | None]]:
+        """The phrase as (word, the attribute it completes): "a small red circle at the top left"
+        -> ("a", None), ("small", "size"), ("red", "color"), ("circle", "shape"), ("at", None),
+        ("the", None), ("top", None), ("left", "position"). A position is complete only at its last
+        word ("at the top" may go on with "left")."""
+        words: list[tuple[str, str | None]] = [(self.size, "size")] if with_size else []
+        words += [(self.color, "color"), (self.shape, "shape")]
+        words.insert(0, ("an" if words[0][0][0] in "aeiou" else "a", None))
         if with_position:
-            words.append(POSITION_PHRASE[self.position])
-        return " ".join(words)
+            pos = POSITION_PHRASE[self.position].split()
+            words += [(w, None) for w in pos[:-1]] + [(pos[-1], "position")]
+        return words
+
+
+def join_words(words) -> str:
+    return " ".join(words).replace(" ,", ",")
 
 
 @dataclass
@@ -103,15 +118,26 @@ class Scene:
     def caption(self, rng: random.Random | None = None) -> str:
         """The full caption, or with a random rng a variant that leaves some details out (so short
         prompts like "a red circle" work too)."""
+        return join_words(w for w, _, _ in self.caption_words(rng))
+
+    def caption_words(self, rng: random.Random | None = None) -> list[tuple[str, int, str | None]]:
+        """The caption as (word, what it describes, the attribute it completes): the object's
+        number (1-based), 0 for the background, -1 for joining words ("," and "and")."""
         drop = (lambda p: rng.random() < p) if rng else (lambda p: False)
-        phrases = [o.phrase(with_size=not drop(0.25), with_position=not drop(0.2)) for o in self.objects]
-        if len(phrases) == 1:
-            text = phrases[0]
-        else:
-            text = ", ".join(phrases[:-1]) + " and " + phrases[-1]
+        phrases = [
+            o.phrase_words(with_size=not drop(0.25), with_position=not drop(0.2)) for o in self.objects
+        ]
+        words: list[tuple[str, int, str | None]] = []
+        for i, phrase in enumerate(phrases, start=1):
+            if i > 1:
+                words.append(("and", -1, None) if i == len(phrases) else (",", -1, None))
+            words += [(w, i, attr) for w, attr in phrase]
         if not drop(0.15):
-            text += f" on a {' and '.join(self.background)} background"
-        return text
+            words += [("on", 0, None), ("a", 0, None), (self.background[0], 0, "bg_top")]
+            if len(self.background) == 2:
+                words += [("and", 0, None), (self.background[1], 0, "bg_bottom")]
+            words.append(("background", 0, "bg_bottom" if len(self.background) == 1 else None))
+        return words
 
 
 def _shape_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]] | None:

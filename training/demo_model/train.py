@@ -36,9 +36,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from training.demo_model import architecture, export, scenes
+from training.demo_model import architecture, export, scenes, text_targets
 
-STAGES = ("vae", "encode", "unet", "done")
+STAGES = ("vae", "text", "encode", "unet", "done")
 
 
 def _log(msg: str) -> None:
@@ -104,6 +104,27 @@ def _caption(scene: scenes.Scene, rng: random.Random) -> str:
     return scene.caption(rng if rng.random() < 0.5 else None)
 
 
+@torch.no_grad()
+def standardize_latents(vae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Make every latent channel of ``x``'s encodings, times 0.18215, have mean 0 and unit spread
+    by rescaling the latent space inside the VAE: quant_conv's mean half and log-variance bias on
+    the way in, post_quant_conv on the way out, so decoded pictures do not change. Per channel,
+    because the colour channels come out of training with a quarter of the other's spread: noise
+    would drown the colour long before the layout, and colour is what prompts name first.
+    Returns the channel means and spreads it found."""
+    z = vae.encode(x).latent_dist.mean
+    mean, std = z.mean(dim=(0, 2, 3)), z.std(dim=(0, 2, 3))
+    k = 1.0 / (architecture.LATENT_SCALE * std)
+    c = vae.config.latent_channels
+    q, pq = vae.quant_conv, vae.post_quant_conv
+    q.weight[:c] *= k.view(-1, 1, 1, 1)
+    q.bias[:c] = (q.bias[:c] - mean) * k
+    q.bias[c:] += 2 * torch.log(k)
+    pq.bias += pq.weight[:, :, 0, 0] @ mean
+    pq.weight /= k.view(1, -1, 1, 1)
+    return mean, std
+
+
 class Run:
     def __init__(self, args):
         self.args = args
@@ -118,8 +139,15 @@ class Run:
         self.unet = architecture.build_unet().to(self.device)
         self.ema = None
         self.vae_opt = torch.optim.AdamW(self.vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
+        # The text encoder's group has its own scale of the UNet's learning rate (0: frozen after
+        # its own stage).
         self.opt = torch.optim.AdamW(
-            [*self.unet.parameters(), *self.text.parameters()], lr=args.lr, weight_decay=0.01
+            [
+                {"params": list(self.unet.parameters()), "scale": 1.0},
+                {"params": list(self.text.parameters()), "scale": args.text_lr_scale},
+            ],
+            lr=args.lr,
+            weight_decay=0.01,
         )
         self.stage, self.step = "vae", 0
         # Data-parallel UNet stage (``torchrun --nproc-per-node N``): each process draws its own
@@ -160,7 +188,11 @@ class Run:
         self.text.load_state_dict(state["text"])
         self.unet.load_state_dict(state["unet"])
         self.vae_opt.load_state_dict(state["vae_opt"])
-        self.opt.load_state_dict(state["opt"])
+        if len(state["opt"]["param_groups"]) == len(self.opt.param_groups):
+            self.opt.load_state_dict(state["opt"])
+        elif self.stage == "unet":
+            raise SystemExit(f"{self.state_path} was written by another version of this script")
+        # else: an unused UNet optimizer from an older layout: the new one starts fresh anyway
         if state["ema"] is not None:
             self._make_ema()
             for k, m in self.ema.items():
@@ -236,30 +268,61 @@ class Run:
         bar.close()
         self.vae.eval().requires_grad_(False)
         self._rescale_latents()
-        self.stage, self.step = "encode", 0
+        self.stage, self.step = "text", 0
         self.save()
 
     @torch.no_grad()
     def _rescale_latents(self) -> None:
-        """Make latents x 0.18215 have unit std by rescaling the latent space inside the VAE:
-        quant_conv's mean half and log-variance bias on the way in, post_quant_conv on the way out.
-        The decoded pictures do not change."""
         rng = random.Random(self.args.seed + 99)
         x = _images([scenes.random_scene(rng) for _ in range(64)], self.device)
-        post = self.vae.encode(x).latent_dist
-        std = post.mean.std().item()
-        k = 1.0 / (architecture.LATENT_SCALE * std)
-        c = self.vae.config.latent_channels
-        q, pq = self.vae.quant_conv, self.vae.post_quant_conv
-        q.weight[:c] *= k
-        q.bias[:c] *= k
-        q.bias[c:] += 2 * math.log(k)
-        pq.weight /= k
-        rec = self.vae.decode(self.vae.encode(x).latent_dist.mean).sample
+        mean, std = standardize_latents(self.vae, x)
+        z = self.vae.encode(x).latent_dist.mean * architecture.LATENT_SCALE
+        rec = self.vae.decode(z / architecture.LATENT_SCALE).sample
         psnr = 10 * math.log10(4 / F.mse_loss(rec.clamp(-1, 1), x).item())
-        _log(f"VAE: latent std {std:.3f} -> rescaled by {k:.3f}; reconstruction PSNR {psnr:.1f} dB")
+        _log(
+            f"VAE: latent channel means {[round(v, 3) for v in mean.tolist()]}, spreads "
+            f"{[round(v, 3) for v in std.tolist()]} -> scaled latents now spread "
+            f"{[round(v, 3) for v in z.std(dim=(0, 2, 3)).tolist()]}; reconstruction PSNR {psnr:.1f} dB"
+        )
 
-    # -- stage 2: encode ---------------------------------------------------------------------
+    # -- stage 2: text encoder ---------------------------------------------------------------
+    def train_text(self) -> None:
+        """The text encoder alone learns what each token says about the scene (see
+        :mod:`.text_targets`); the stage is short and restarts from its beginning if stopped."""
+        a = self.args
+        heads = text_targets.Heads(self.text.config.hidden_size).to(self.device)
+        params = [*self.text.parameters(), *heads.parameters()]
+        opt = torch.optim.AdamW(params, lr=a.text_lr, weight_decay=0.01)
+        self.text.train()
+        bar = _progress(a.text_steps, 0, "text")
+        for step in range(a.text_steps):
+            rng, _ = self._rng(step)
+            ids, targets = text_targets.batch([scenes.random_scene(rng) for _ in range(a.text_batch)], rng)
+            loss = heads.loss(self.text(ids.to(self.device)).last_hidden_state, targets.to(self.device))
+            for g in opt.param_groups:
+                g["lr"] = (
+                    a.text_lr
+                    * min(1.0, (step + 1) / 50)
+                    * 0.5
+                    * (1 + math.cos(math.pi * step / a.text_steps))
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        bar.close()
+        # Held-out prompts: does the encoder say the right thing about triples it never read?
+        self.text.eval()
+        with torch.no_grad():
+            ids, targets = text_targets.batch([s for _, s in scenes.test_prompts(60)], random.Random(0))
+            acc = heads.accuracy(self.text(ids.to(self.device)).last_hidden_state, targets.to(self.device))
+        _log(f"text encoder: loss {loss.item():.4f}; token accuracy on held-out prompts {acc}")
+        self.stage, self.step = "encode", 0
+        self.save()
+
+    # -- stage 3: encode ---------------------------------------------------------------------
     @torch.no_grad()
     def encode(self) -> None:
         a = self.args
@@ -282,7 +345,7 @@ class Run:
         self.stage, self.step = "unet", 0
         self.save()
 
-    # -- stage 3: UNet + text encoder --------------------------------------------------------
+    # -- stage 4: UNet (+ text encoder) --------------------------------------------------------
     def train_unet(self) -> None:
         from diffusers import DDPMScheduler
 
@@ -296,8 +359,9 @@ class Run:
         if self.ema is None:
             self._make_ema()
         self.unet.train()
-        self.text.train()
-        params = [*self.unet.parameters(), *self.text.parameters()]
+        frozen_text = self.args.text_lr_scale == 0
+        self.text.train(not frozen_text).requires_grad_(not frozen_text)
+        params = [*self.unet.parameters(), *([] if frozen_text else self.text.parameters())]
         desc = "unet" if self.world == 1 else f"unet x{self.world}"
         bar = _progress(a.unet_steps, self.step, desc, disable=self.rank != 0)
         while self.step < a.unet_steps:
@@ -309,14 +373,15 @@ class Run:
             t = torch.randint(0, 1000, (a.batch,), generator=gen, device=self.device)
             noise = torch.randn(x0.shape, generator=gen, device=self.device)
             xt = sched.add_noise(x0, noise, t)
-            cond = self.text(ids).last_hidden_state
+            with torch.set_grad_enabled(not frozen_text):
+                cond = self.text(ids).last_hidden_state
             pred = self.unet(xt, t, cond).sample
             w = torch.clamp(snr[t], max=5.0) / snr[t]  # min-SNR-5 weighting for epsilon prediction
             loss = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
             lr = a.lr * min(1.0, (self.step + 1) / 200)
             lr *= 0.5 * (1 + math.cos(math.pi * self.step / a.unet_steps)) * 0.9 + 0.1  # cosine to 10%
             for g in self.opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * g["scale"]
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if self.world > 1:
@@ -373,6 +438,10 @@ class Run:
             raise SystemExit("run the vae stage in one process; torchrun only from the encode stage on")
         if self.stage == "vae":
             self.train_vae()
+        if self.stage == "text":
+            if self.world > 1:
+                raise SystemExit("run the text stage in one process; torchrun only from the encode stage on")
+            self.train_text()
         if self.stage == "encode":
             if self.rank == 0:
                 self.encode()
@@ -446,17 +515,26 @@ def parse_args(argv=None):
     p.add_argument("--output", default="runs/demo_model/loom-demo-shapes.safetensors")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda")
-    p.add_argument("--vae-steps", type=int, default=400)
+    p.add_argument("--vae-steps", type=int, default=3000)
     p.add_argument("--vae-batch", type=int, default=32)
-    p.add_argument("--vae-lr", type=float, default=2e-3)
+    p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument(
         "--vae-crop", type=int, default=32, help="crop side (multiple of 8); every 8th step whole scenes"
     )
-    p.add_argument("--scenes", type=int, default=6000, help="training scenes encoded for the UNet")
-    p.add_argument("--unet-steps", type=int, default=2400)
-    p.add_argument("--batch", type=int, default=24)
-    p.add_argument("--lr", type=float, default=6e-4)
-    p.add_argument("--ema", type=float, default=0.995, help="EMA decay of the exported weights")
+    p.add_argument("--text-steps", type=int, default=1500, help="text encoder stage (0: skip it)")
+    p.add_argument("--text-batch", type=int, default=64)
+    p.add_argument("--text-lr", type=float, default=1e-3)
+    p.add_argument(
+        "--text-lr-scale",
+        type=float,
+        default=0.0,
+        help="the text encoder's learning rate in the UNet stage, as a share of --lr (0: frozen)",
+    )
+    p.add_argument("--scenes", type=int, default=8000, help="training scenes encoded for the UNet")
+    p.add_argument("--unet-steps", type=int, default=10000)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the exported weights")
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument(
         "--threads",

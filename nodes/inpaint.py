@@ -15,15 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from loom.nodeapi import Boolean, Combo, Float, Int, Link, Node, Output
+from loom.nodeapi import MAX_RESOLUTION, Boolean, Combo, Float, Int, Link, Node, Output
 from loom.runtime.sampling.resize import IMAGE_METHODS
 from loom.runtime.sd import vae as vae_ops
 from loom.runtime.sd.common import manager_of
 from nodes.image_ops import scale_image
 from nodes.masks import as_mask_batch
 from nodes.sd_vae import _check_vae, _tagged
-
-MAX_RESOLUTION = 16384
 
 
 class SetLatentNoiseMask(Node):

@@ -9,9 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from loom.nodeapi import Boolean, Combo, Float, Int, Link, Node, Output
+from loom.nodeapi import MAX_RESOLUTION, Boolean, Combo, Float, Int, Link, Node, Output
 
-MAX_RESOLUTION = 16384
 CHANNELS = ["red", "green", "blue", "alpha"]
 COMPOSITE_OPERATIONS = ["multiply", "add", "subtract", "and", "or", "xor"]
 

@@ -17,11 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from loom.nodeapi import Allocation, Combo, Float, Int, Link, Node, Output
+from loom.nodeapi import MAX_RESOLUTION, Allocation, Combo, Float, Int, Link, Node, Output
 from loom.runtime.annotators import classic, frames
 from loom.runtime.sd.common import manager_of
 
-MAX_RESOLUTION = 16384
 LINES = "ControlNet Preprocessors/Line Extractors"
 NORMAL_DEPTH = "ControlNet Preprocessors/Normal and Depth Estimators"
 POSES = "ControlNet Preprocessors/Faces and Poses Estimators"
@@ -195,6 +194,12 @@ def gaussian_blur(image: torch.Tensor, radius: int, sigma: float) -> torch.Tenso
     return x.movedim(1, -1).clamp(0, 1).to(image.dtype)
 
 
+def _pose_inputs() -> dict:
+    """The pose preprocessors' inputs: which parts to draw, at which resolution."""
+    return {"image": Link("IMAGE"), "detect_hand": _switch(), "detect_body": _switch(),
+            "detect_face": _switch(), "resolution": _resolution()}
+
+
 # -- MediaPipe (weights ship with the package) ----------------------------------------------------
 
 
@@ -204,13 +209,7 @@ class MediaPipeOpenPosePreprocessor(_Preprocessor):
     description = ("Body, hands and face of the person in the image, drawn as an OpenPose "
                    "skeleton for OpenPose ControlNets, from MediaPipe's landmark models (they "
                    "ship with Loom's set-up). POSE_KEYPOINT holds the OpenPose JSON.")
-    inputs = {
-        "image": Link("IMAGE"),
-        "detect_hand": _switch(),
-        "detect_body": _switch(),
-        "detect_face": _switch(),
-        "resolution": _resolution(),
-    }
+    inputs = _pose_inputs()
     outputs = (Output("IMAGE"), Output("POSE_KEYPOINT"))
 
     def run(self, image, detect_hand="enable", detect_body="enable", detect_face="enable",
@@ -288,13 +287,7 @@ class OpenposePreprocessor(_Preprocessor):
     description = ("OpenPose's body, hand and face networks (models/annotators/: "
                    "body_pose_model.pth, hand_pose_model.pth, facenet.pth). Without these "
                    "files, use OpenPose Pose (MediaPipe).")
-    inputs = {
-        "image": Link("IMAGE"),
-        "detect_hand": _switch(),
-        "detect_body": _switch(),
-        "detect_face": _switch(),
-        "resolution": _resolution(),
-    }
+    inputs = _pose_inputs()
     outputs = (Output("IMAGE"), Output("POSE_KEYPOINT"))
 
     def run(self, image, detect_hand="enable", detect_body="enable", detect_face="enable",

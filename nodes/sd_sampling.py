@@ -63,7 +63,23 @@ def _sampler_use(ctx, model, positive, negative, latent_image, cfg) -> ModelUse:
                     working_bytes=unet_bytes(model.family, shape, cfg=cfg != 1.0, element_size=size))
 
 
-class KSampler(Node):
+class _Sampler(Node):
+    """What both KSamplers share: the sampler/scheduler pair checked before the run, the output
+    latent allocated like the input, the models and memory declared to the model manager."""
+
+    @classmethod
+    def validate_inputs(cls, ctx, **inputs):
+        return _check_pair(inputs)
+
+    @classmethod
+    def allocation(cls, ctx, latent_image=None, **_):
+        return Allocation((latent_image,)) if latent_image else None  # same shape as its input
+
+    def uses(self, model, positive, negative, latent_image, cfg, **_):
+        return _sampler_use(self.ctx, model, positive, negative, latent_image, cfg)
+
+
+class KSampler(_Sampler):
     category = "sampling"
     display_name = "KSampler"
     description = "Denoises a latent with a model, guided by positive and negative conditioning."
@@ -78,17 +94,6 @@ class KSampler(Node):
     }
     outputs = (Output("LATENT"),)
 
-    @classmethod
-    def validate_inputs(cls, ctx, **inputs):
-        return _check_pair(inputs)
-
-    @classmethod
-    def allocation(cls, ctx, latent_image=None, **_):
-        return Allocation((latent_image,)) if latent_image else None  # same shape as its input
-
-    def uses(self, model, positive, negative, latent_image, cfg, **_):
-        return _sampler_use(self.ctx, model, positive, negative, latent_image, cfg)
-
     def run(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
             latent_image, denoise=1.0):
         out = sample(model, positive, negative, latent_image, seed=seed, steps=steps, cfg=cfg,
@@ -98,7 +103,7 @@ class KSampler(Node):
         return (out,)
 
 
-class KSamplerAdvanced(Node):
+class KSamplerAdvanced(_Sampler):
     category = "sampling"
     display_name = "KSampler (Advanced)"
     description = ("KSampler with control over the noise and the part of the schedule that runs "
@@ -113,17 +118,6 @@ class KSamplerAdvanced(Node):
         "return_with_leftover_noise": Combo(["disable", "enable"], default="disable"),
     }
     outputs = (Output("LATENT"),)
-
-    @classmethod
-    def validate_inputs(cls, ctx, **inputs):
-        return _check_pair(inputs)
-
-    @classmethod
-    def allocation(cls, ctx, latent_image=None, **_):
-        return Allocation((latent_image,)) if latent_image else None  # same shape as its input
-
-    def uses(self, model, positive, negative, latent_image, cfg, **_):
-        return _sampler_use(self.ctx, model, positive, negative, latent_image, cfg)
 
     def run(self, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive,
             negative, latent_image, start_at_step=0, end_at_step=10000,

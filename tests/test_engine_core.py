@@ -191,6 +191,25 @@ def test_interrupt_between_nodes(registry):
     assert result.status == "interrupted" and result.executed == ["1"]
 
 
+def test_a_runs_own_interrupt_flag_set_before_it_starts_is_kept(registry):
+    """A worker hands each prompt its own stop flag: set before the run starts (an interrupt
+    between claim and start), the run stops before its first node; the executor's own flag and
+    the next run are untouched."""
+    import threading
+
+    ex = Executor()
+    flag = threading.Event()
+    flag.set()
+    seen = []
+    result = ex.execute(validate_prompt(diamond(), registry), "p", lambda e, d: seen.append(e),
+                        interrupt=flag)
+    assert result.status == "interrupted" and result.executed == []
+    assert flag.is_set() and not ex.interrupt.is_set()
+    assert seen[0] == "execution_start" and "execution_interrupted" in seen
+    again = ex.execute(validate_prompt(diamond(), registry), "q", interrupt=threading.Event())
+    assert again.status == "success"
+
+
 @pytest.mark.parametrize("inputs,kind,name", [
     ({"value": 101}, "value_bigger_than_max", "value"),
     ({"value": -101}, "value_smaller_than_min", "value"),

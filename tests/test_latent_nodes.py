@@ -77,6 +77,11 @@ def test_latent_upscale_methods(method):
     assert torch.isfinite(out["samples"]).all()
     (by,) = LatentUpscaleBy().run(src, method, 1.5)
     assert by["samples"].shape == (2, 4, 12, 12)
+    if method != "bislerp":  # the others are torch's own resampling, value for value
+        for got, size in ((out, (12, 16)), (by, (12, 12))):
+            kw = {"align_corners": False} if method in ("bilinear", "bicubic") else {}
+            want = torch.nn.functional.interpolate(src["samples"], size=size, mode=method, **kw)
+            torch.testing.assert_close(got["samples"], want)
 
 
 def test_latent_upscale_zero_keeps_aspect_and_crop_center():

@@ -432,9 +432,19 @@ def test_sdxl_combine_and_areas_run():
     negative = [[neg, {"pooled_output": neg_pooled}]]
     area = ConditioningSetArea().run(positive, width=32, height=32, x=32, y=32, strength=0.8)[0]
     both = ConditioningCombine().run(positive, area)[0]
-    out = sample(model, both, negative, empty(batch=2), seed=3, steps=2, cfg=6.0,
-                 sampler_name="dpmpp_2m", scheduler="karras")["samples"]
+    settings = dict(seed=3, steps=2, cfg=6.0, sampler_name="dpmpp_2m", scheduler="karras")
+    out = sample(model, both, negative, empty(batch=2), **settings)["samples"]
     assert out.shape == (2, 4, 8, 8) and torch.isfinite(out).all()
+    # The area covers the bottom-right 4x4 latent pixels (32 px from 32 px): after one step,
+    # outside it the latent is the run's without the area (later steps see across the border);
+    # inside it differs.
+    settings["steps"] = 1
+    out = sample(model, both, negative, empty(batch=2), **settings)["samples"]
+    plain = sample(model, positive, negative, empty(batch=2), **settings)["samples"]
+    outside = torch.ones(8, 8, dtype=torch.bool)
+    outside[4:, 4:] = False
+    torch.testing.assert_close(out[..., outside], plain[..., outside], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(out[..., 4:, 4:], plain[..., 4:, 4:], atol=1e-3)
     with pytest.raises(ValueError, match="pooled"):
         sample(model, [[pos, {"pooled_output": None}]], negative, empty(), seed=3, steps=1, cfg=6.0,
                sampler_name="euler", scheduler="normal")

@@ -66,6 +66,24 @@ class ExecutionResult:
     seconds: float = 0.0
 
 
+@dataclass
+class _Run:
+    """What the nodes of one prompt's run share."""
+
+    prompt: ValidatedPrompt
+    prompt_id: str
+    extra_data: dict
+    send: Emit
+    progress: ProgressLog
+    previews: bool
+    on_file_saved: Callable[[str], None] | None
+    interrupt: threading.Event
+
+    def send_progress_state(self) -> None:
+        if self.progress.changed:
+            self.send("progress_state", {"nodes": self.progress.snapshot()})
+
+
 class Executor:
     def __init__(self, cache: OutputCache | None = None, *, paths: Any = None,
                  models: Any = None, settings: Any = None):
@@ -102,62 +120,59 @@ class Executor:
 
     def execute(self, prompt: ValidatedPrompt, prompt_id: str, emit: Emit | None = None,
                 extra_data: dict | None = None, *, previews: bool = False,
-                on_file_saved: Callable[[str], None] | None = None) -> ExecutionResult:
+                on_file_saved: Callable[[str], None] | None = None,
+                interrupt: threading.Event | None = None) -> ExecutionResult:
         """Run ``prompt``. ``previews``: someone will see step previews, so nodes may make them
         (``ctx.previews``) and they are passed on as ``preview_image`` events.
-        ``on_file_saved(path)`` hears of every file a node wrote."""
+        ``on_file_saved(path)`` hears of every file a node wrote. ``interrupt``: the run's stop
+        flag, owned by the caller (a worker makes one per prompt, so an interrupt that comes
+        before the run starts is kept); without it the executor's own ``interrupt`` is cleared
+        and used."""
         start = time.perf_counter()
-        self.interrupt.clear()
+        if interrupt is None:
+            interrupt = self.interrupt
+            interrupt.clear()
         result = ExecutionResult(status="success")
-        extra_data = extra_data or {}
-        progress = ProgressLog(prompt_id)
-
-        send = _event_sender(result, prompt_id, emit)
-
-        def send_progress_state() -> None:
-            if progress.changed:
-                send("progress_state", {"nodes": progress.snapshot()})
-
-        send("execution_start", {})
+        run = _Run(prompt, prompt_id, extra_data or {}, _event_sender(result, prompt_id, emit),
+                   ProgressLog(prompt_id), previews, on_file_saved, interrupt)
+        run.send("execution_start", {})
         sigs = self.signatures(prompt, prompt.outputs)
-        hits = self._cache_hits(prompt, sigs, result, send, progress)
+        hits = self._cache_hits(prompt, sigs, result, run.send, run.progress)
         values: dict[str, tuple] = {n: e.outputs for n, e in hits.items()}
-        order = postorder(prompt.nodes, prompt.outputs, stop=hits)
         current = None
         try:
-            for node_id in order:
-                if self.interrupt.is_set():
+            for node_id in postorder(prompt.nodes, prompt.outputs, stop=hits):
+                if interrupt.is_set():
                     raise Interrupted()
                 current = prompt.nodes[node_id]
-                progress.start(node_id)
-                send_progress_state()
-                send("executing", {"node": node_id, "display_node": node_id})
-                outputs, ui = self._run_node(current, prompt, values, prompt_id, extra_data, send,
-                                             progress, previews, on_file_saved)
+                run.progress.start(node_id)
+                run.send_progress_state()
+                run.send("executing", {"node": node_id, "display_node": node_id})
+                outputs, ui = self._run_node(current, values, run)
                 values[node_id] = outputs
                 result.executed.append(node_id)
                 self.cache.put(sigs[node_id], outputs, ui)
                 if ui:
                     result.outputs[node_id] = ui
-                    send("executed", {"node": node_id, "display_node": node_id, "output": ui})
-                progress.finish(node_id)
+                    run.send("executed", {"node": node_id, "display_node": node_id, "output": ui})
+                run.progress.finish(node_id)
         except Interrupted:
             result.status = "interrupted"
-            send_progress_state()
-            send("execution_interrupted", {"node_id": current.node_id if current else None,
-                                           "node_type": current.class_type if current else None,
-                                           "executed": result.executed})
+            run.send_progress_state()
+            run.send("execution_interrupted", {"node_id": current.node_id if current else None,
+                                               "node_type": current.class_type if current else None,
+                                               "executed": result.executed})
         except NodeExecutionError as e:
             result.status = "error"
             result.error = _error_event(e, current, result)
             log.error("Error in %s (node %s) of prompt %s:\n%s", e.class_type, e.node_id,
                       prompt_id, "".join(result.error["traceback"]))
-            progress.error(e.node_id)
-            send_progress_state()
-            send("execution_error", result.error)
+            run.progress.error(e.node_id)
+            run.send_progress_state()
+            run.send("execution_error", result.error)
         else:
-            send_progress_state()
-            send("execution_success", {})
+            run.send_progress_state()
+            run.send("execution_success", {})
         finally:
             result.seconds = time.perf_counter() - start
             if emit is not None:
@@ -184,26 +199,24 @@ class Executor:
                 progress.finish(node_id)
         return hits
 
-    def _run_node(self, spec: NodeSpec, prompt: ValidatedPrompt, values: dict[str, tuple],
-                  prompt_id: str, extra_data: dict, send: Emit, progress: ProgressLog,
-                  previews: bool,
-                  on_file_saved: Callable[[str], None] | None = None) -> tuple[tuple, dict | None]:
+    def _run_node(self, spec: NodeSpec, values: dict[str, tuple], run: _Run,
+                  ) -> tuple[tuple, dict | None]:
         kwargs = dict(spec.consts)
         for name, link in spec.links.items():
             kwargs[name] = values[link.node_id][link.slot]
         for name, inp in spec.cls.inputs.items():
             if isinstance(inp, Hidden):
-                kwargs[name] = {"PROMPT": prompt.raw, "UNIQUE_ID": spec.node_id,
-                                "EXTRA_PNGINFO": extra_data.get("extra_pnginfo"),
-                                "PROMPT_ID": prompt_id}.get(inp.type)
+                kwargs[name] = {"PROMPT": run.prompt.raw, "UNIQUE_ID": spec.node_id,
+                                "EXTRA_PNGINFO": run.extra_data.get("extra_pnginfo"),
+                                "PROMPT_ID": run.prompt_id}.get(inp.type)
 
-        node_id = spec.node_id
+        node_id, send = spec.node_id, run.send
 
         def on_progress(value: int, total: int, preview: Any = None) -> None:
-            progress.update(node_id, value, total)
-            send("progress_state", {"nodes": progress.snapshot()})
+            run.progress.update(node_id, value, total)
+            send("progress_state", {"nodes": run.progress.snapshot()})
             send("progress", {"value": int(value), "max": int(total), "node": node_id})
-            if preview is not None and previews:
+            if preview is not None and run.previews:
                 # An image of the work in progress (e.g. a decoded latent); the server encodes
                 # it for the client. The engine does not care what it is.
                 send("preview_image", {"node": node_id, "image": preview})
@@ -211,10 +224,10 @@ class Executor:
         def on_image(image: Any) -> None:
             send("output_image", {"node": node_id, "image": image})
 
-        ctx = RunContext(node_id=node_id, prompt_id=prompt_id, paths=self.paths,
-                         models=self.models, settings=self.settings, interrupt=self.interrupt,
-                         on_progress=on_progress, on_image=on_image, previews=previews,
-                         on_file_saved=on_file_saved)
+        ctx = RunContext(node_id=node_id, prompt_id=run.prompt_id, paths=self.paths,
+                         models=self.models, settings=self.settings, interrupt=run.interrupt,
+                         on_progress=on_progress, on_image=on_image, previews=run.previews,
+                         on_file_saved=run.on_file_saved)
         try:
             node = spec.cls(ctx)
             # The model manager (when there is one) places what the node declares, makes room

@@ -101,23 +101,8 @@ class ModelManager:
             )
         self.memory = memory
         self.reserve_bytes = DEFAULT_RESERVE_BYTES if reserve_bytes is None else reserve_bytes
-        simulated = isinstance(memory, SimulatedMemory)
-        if device_budget is None and self.policy.device.type != "cpu":
-            info = memory.info()
-            device_budget = max(0, info.free - self.reserve_bytes)
-        elif device_budget is not None and simulated and reserve_bytes is not None:
-            device_budget = max(0, device_budget - self.reserve_bytes)
-        self.device_budget = device_budget
-        if self.policy.device.type == "cpu" and not simulated:
-            mode = VramMode.CPU  # nothing to move weights to
-        elif mode is None:
-            # A simulated device's tests set the budget they mean: LRU placement in it.
-            mode = VramMode.NORMAL if simulated else choose_mode(self.device, device_budget)
-        elif mode == "auto":
-            mode = choose_mode(torch.device("cuda") if simulated else self.device, device_budget)
-        else:
-            mode = VramMode(mode)
-        self.mode = mode
+        self.device_budget = self._budget(device_budget, reserve_bytes is not None)
+        self.mode = self._mode(mode)
         self._cond = threading.Condition(threading.RLock())
         # id(module) -> slot, least recently used first, for modules placed on the device.
         self._resident: OrderedDict[int, _Slot] = OrderedDict()
@@ -146,6 +131,29 @@ class ModelManager:
     @property
     def device(self) -> torch.device:
         return self.policy.device
+
+    def _budget(self, device_budget: int | None, reserve_given: bool) -> int | None:
+        """The device bytes the manager may account: the free memory at start less the reserve,
+        or a simulated device's budget (less the reserve only when one was given)."""
+        if device_budget is None and self.policy.device.type != "cpu":
+            return max(0, self.memory.info().free - self.reserve_bytes)
+        if device_budget is not None and self._simulated and reserve_given:
+            return max(0, device_budget - self.reserve_bytes)
+        return device_budget
+
+    def _mode(self, mode: str | VramMode | None) -> VramMode:
+        if self.policy.device.type == "cpu" and not self._simulated:
+            return VramMode.CPU  # nothing to move weights to
+        if mode is None:
+            # A simulated device's tests set the budget they mean: LRU placement in it.
+            return VramMode.NORMAL if self._simulated else choose_mode(self.device, self.device_budget)
+        if mode == "auto":
+            return choose_mode(torch.device("cuda") if self._simulated else self.device, self.device_budget)
+        return VramMode(mode)
+
+    @property
+    def _simulated(self) -> bool:
+        return isinstance(self.memory, SimulatedMemory)
 
     # -- the contract nodes use ---------------------------------------------------------------
 
@@ -377,23 +385,9 @@ class ModelManager:
         not fit even in an empty device."""
         budget = self.device_budget if self.device_budget is not None else 1 << 62
         full = {id(m): module_bytes(m) for m, _ in pairs}
-        if self.mode == VramMode.NONE:
-            plan = {id(m): LEAF for m, _ in pairs}
-        elif self.mode == VramMode.LOW:
-            # Big models never become resident: room stays for activations and the smaller
-            # models (text encoders, VAE, ControlNets) that can stay warm.
-            plan = {id(m): BLOCK if full[id(m)] > budget // 2 else DEVICE for m, _ in pairs}
-        else:
-            plan = {id(m): DEVICE for m, _ in pairs}
+        plan, fixed = self._first_plan(pairs, full, budget)
         if self.mode == VramMode.HIGH:
             working = 0  # high: activations are the user's bet, not reserved
-        # A module another use is computing with keeps its placement.
-        fixed = set()
-        for module, _ in pairs:
-            slot = self._resident.get(id(module))
-            if id(module) in self._in_use and slot is not None and slot.ref() is module:
-                plan[id(module)] = slot.placement
-                fixed.add(id(module))
 
         def cost(module, placement) -> int:
             if placement == DEVICE:
@@ -408,17 +402,7 @@ class ModelManager:
             need = sum(cost(m, plan[id(m)]) for m, _ in pairs) + working
             return need - (budget - held)
 
-        # 1. evict idle models, least recently used first
-        for key in list(self._resident):
-            if shortfall() <= 0:
-                break
-            if key in needed or key in self._in_use:
-                continue
-            slot = self._resident.pop(key)
-            module = slot.ref()
-            if module is not None:
-                self._evict(module, slot, f"making room for {self._why()}")
-                self.offloads += 1
+        self._evict_idle(needed, shortfall)  # 1. idle models, least recently used first
         if shortfall() > 0 and self.mode == VramMode.HIGH:
             log.warning(
                 "high VRAM mode: %s needs %.2f GB more than the budget; trying anyway",
@@ -437,6 +421,39 @@ class ModelManager:
                 if id(module) not in fixed and plan[id(module)] in (DEVICE, BLOCK):
                     plan[id(module)] = level
         return plan if shortfall() <= 0 else None
+
+    def _first_plan(self, pairs, full: dict[int, int], budget: int) -> tuple[dict[int, str], set[int]]:
+        """The mode's placement of each module before anything is evicted or streamed, and the
+        modules whose placement is fixed because another use is computing with them."""
+        if self.mode == VramMode.NONE:
+            plan = {id(m): LEAF for m, _ in pairs}
+        elif self.mode == VramMode.LOW:
+            # Big models never become resident: room stays for activations and the smaller
+            # models (text encoders, VAE, ControlNets) that can stay warm.
+            plan = {id(m): BLOCK if full[id(m)] > budget // 2 else DEVICE for m, _ in pairs}
+        else:
+            plan = {id(m): DEVICE for m, _ in pairs}
+        fixed = set()
+        for module, _ in pairs:
+            slot = self._resident.get(id(module))
+            if id(module) in self._in_use and slot is not None and slot.ref() is module:
+                plan[id(module)] = slot.placement
+                fixed.add(id(module))
+        return plan, fixed
+
+    def _evict_idle(self, needed: set[int], shortfall) -> None:
+        """Move idle resident models back to the CPU, least recently used first, until
+        ``shortfall()`` is no longer positive."""
+        for key in list(self._resident):
+            if shortfall() <= 0:
+                break
+            if key in needed or key in self._in_use:
+                continue
+            slot = self._resident.pop(key)
+            module = slot.ref()
+            if module is not None:
+                self._evict(module, slot, f"making room for {self._why()}")
+                self.offloads += 1
 
     def _others_hold(self, me: int) -> bool:
         return any(t != me for t, _ in self._working.values()) or any(

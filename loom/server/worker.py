@@ -60,6 +60,35 @@ class Prevalidated:
     classes: dict[str, type]
 
 
+class _PromptEvents:
+    """The executor's events of one prompt, on their way to the clients: step previews and
+    output images encoded as binary frames; the terminal events held back (``deferred``) until
+    the history entry is written, so a client that fetches /history/{id} on them finds it."""
+
+    def __init__(self, worker: Worker, item: QueueItem, explicit_previews: bool):
+        self.worker, self.item, self.explicit = worker, item, explicit_previews
+        self.deferred: list[tuple[str, dict]] = []
+
+    def __call__(self, event: str, data: dict) -> None:
+        w, client_id, prompt_id = self.worker, self.item.client_id, self.item.prompt_id
+        if event == "execution_start":
+            w._started = True
+        elif event == "executing":
+            w.current_node = data.get("node")
+        if event in TERMINAL_EVENTS or (event == "executing" and data.get("node") is None):
+            self.deferred.append((event, data))
+        elif event == "preview_image":
+            frame = encode_preview(data.get("image"), data["node"], prompt_id, self.explicit)
+            if frame is not None:
+                w.sink(event, frame, client_id)
+        elif event == "output_image":
+            frame = encode_output_image(data.get("image"), data["node"], prompt_id)
+            if frame is not None:
+                w.sink(event, frame, client_id)
+        else:
+            w.sink(event, data, client_id)
+
+
 class Worker:
     def __init__(self, worker_id: str, queue: PromptQueue, registry: NodeRegistry, *,
                  sink: EventSink, cache: OutputCache | None = None, folders: Any = None,
@@ -78,8 +107,11 @@ class Worker:
         self.current_client: str | None = None  # and who queued it
         self.current_node: str | None = None  # the node it is running
         self._lock = threading.Lock()
+        # The running prompt's stop flag: made per prompt, set by interrupt() and stop(), read by
+        # the executor and the nodes. Made before the run starts, so an early interrupt holds.
+        self._run_interrupt = threading.Event()
         self._interrupt_requested = False
-        self._started = False
+        self._started = False  # whether execution_start went out for the current prompt
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_result: ExecutionResult | None = None
@@ -94,7 +126,7 @@ class Worker:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop after the current node; an unfinished prompt goes back to the queue."""
         self._stopping.set()
-        self.executor.interrupt.set()
+        self._run_interrupt.set()
         self.queue.wake_all()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -112,7 +144,7 @@ class Worker:
             if self.current is None or (prompt_id is not None and prompt_id != self.current):
                 return False
             self._interrupt_requested = True
-            self.executor.interrupt.set()
+            self._run_interrupt.set()
             return True
 
     # -- the loop ---------------------------------------------------------------------------
@@ -146,57 +178,23 @@ class Worker:
             self.current_client = item.client_id
             self.current_node = None
             self._interrupt_requested = False
-        self._started = False  # whether execution_start went out for this prompt
-        client_id = item.client_id
-        deferred: list[tuple[str, dict]] = []
+            self._run_interrupt = interrupt = threading.Event()
+            if self._stopping.is_set():
+                interrupt.set()
+        self._started = False
         request = preview_request(item.extra_data,
                                   getattr(self.settings, "preview_method", "latent2rgb"))
-        previews = request.enabled and self.preview_audience(client_id, request.explicit)
-
-        def emit(event: str, data: dict) -> None:
-            if event == "execution_start":
-                self._started = True
-            elif event == "executing":
-                self.current_node = data.get("node")
-            if event == "execution_start" and (self._interrupt_requested
-                                               or self._stopping.is_set()):
-                # The executor clears its interrupt flag as it starts; an interrupt (or a
-                # shutdown) that came between the claim and now must not be lost.
-                self.executor.interrupt.set()
-            # Terminal events wait until history is written: a client that fetches
-            # /history/{id} on "executing null" must find the entry.
-            if event in TERMINAL_EVENTS or (event == "executing" and data.get("node") is None):
-                deferred.append((event, data))
-                return
-            if event == "preview_image":
-                frame = encode_preview(data.get("image"), data["node"], item.prompt_id,
-                                       request.explicit)
-                if frame is not None:
-                    self.sink(event, frame, client_id)
-                return
-            if event == "output_image":
-                frame = encode_output_image(data.get("image"), data["node"], item.prompt_id)
-                if frame is not None:
-                    self.sink(event, frame, client_id)
-                return
-            self.sink(event, data, client_id)
-
+        events = _PromptEvents(self, item, request.explicit)
         try:
-            try:
-                pre = item.payload
-                if isinstance(pre, Prevalidated) and pre.classes == self.registry.classes:
-                    validated = pre.prompt
-                else:
-                    validated = validate_prompt(item.prompt, self.registry, self.validation_ctx,
-                                                partial_outputs=item.outputs or None)
-            except PromptError as e:
-                self._finish_with_error(item, f"{e.message}: {e.details}" if e.details else e.message,
-                                        [], [], error_type="loom.graph.errors.PromptError",
-                                        node_errors=e.node_errors)
+            validated = self._validated(item)
+            if validated is None:
                 return
             result = self.executor.execute(
-                validated, item.prompt_id, emit, item.extra_data, previews=previews,
-                on_file_saved=lambda path: self.queue.note_file(item.prompt_id, path))
+                validated, item.prompt_id, events, item.extra_data,
+                previews=request.enabled and self.preview_audience(item.client_id,
+                                                                   request.explicit),
+                on_file_saved=lambda path: self.queue.note_file(item.prompt_id, path),
+                interrupt=interrupt)
             self.last_result = result
             if result.status == "interrupted" and self._stopping.is_set() \
                     and not self._interrupt_requested:
@@ -208,11 +206,26 @@ class Worker:
             self.queue.finish(item, self.history_entry(item, result),
                               "success" if result.status == "success" else result.status,
                               notify=False)
-            self._send_end(deferred, client_id)
+            self._send_end(events.deferred, item.client_id)
         finally:
             with self._lock:
                 self.current = self.current_client = self.current_node = None
                 self._interrupt_requested = False
+
+    def _validated(self, item: QueueItem) -> ValidatedPrompt | None:
+        """The prompt as validated by ``POST /prompt`` when the node classes are the same, else
+        validated again; None (after an error entry and events) when it no longer validates."""
+        pre = item.payload
+        if isinstance(pre, Prevalidated) and pre.classes == self.registry.classes:
+            return pre.prompt
+        try:
+            return validate_prompt(item.prompt, self.registry, self.validation_ctx,
+                                   partial_outputs=item.outputs or None)
+        except PromptError as e:
+            self._finish_with_error(item, f"{e.message}: {e.details}" if e.details else e.message,
+                                    [], [], error_type="loom.graph.errors.PromptError",
+                                    node_errors=e.node_errors)
+            return None
 
     def _send_end(self, deferred: list[tuple[str, dict]], client_id: str | None) -> None:
         """The end of a prompt, in ComfyUI's order: the terminal event, the queue's status,
@@ -288,7 +301,7 @@ class WorkerPool:
     def stop(self, timeout: float = 10.0) -> None:
         for w in self.workers:
             w._stopping.set()
-            w.executor.interrupt.set()
+            w._run_interrupt.set()
         for w in self.workers:
             w.stop(timeout)
 

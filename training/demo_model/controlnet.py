@@ -4,8 +4,9 @@ The ControlNet starts as a copy of the demo UNet's encoder (diffusers' ``Control
 zero-initialised output convolutions) and learns, with the UNet and text encoder frozen, to steer
 the picture toward the scene generator's own edge maps: white one-pixel lines on black where an
 object or the background's tone ends — what Loom's Canny preprocessor draws from a picture of this
-world. Data, captions and loss are the UNet stage's (:mod:`.train`); a third of the captions are
-empty, so the edges alone decide the layout when the prompt says little.
+world (half of the training hints are OpenCV's Canny of the picture itself). Data, captions
+and loss are the UNet stage's (:mod:`.train`); a third of the captions are empty, so the edges
+alone decide the layout when the prompt says little.
 
 The result is written in diffusers' ControlNet layout as one ``.safetensors`` file (fp16), which
 ControlNetLoader reads from ``models/controlnet/``. Resumable from ``<run>/state.pt``.
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from training.demo_model import architecture, scenes
-from training.demo_model.train import _caption, _images, _log, _progress
+from training.demo_model.train import _caption, _images, _log, _progress, pick_device
 
 EMPTY_SHARE = 0.33  # captions left empty: edges alone must be enough
 
@@ -35,9 +36,17 @@ def build_controlnet(unet):
     return ControlNetModel.from_unet(unet, conditioning_channels=3)
 
 
-def edge_hint(batch: list[scenes.Scene], device) -> torch.Tensor:
-    """Edge maps ``[B, 3, H, W]`` in 0..1, as a control IMAGE reaches the ControlNet."""
-    edges = np.stack([scenes.render(s).edges for s in batch]).astype(np.float32) / 255
+def edge_hint(batch: list[scenes.Scene], device, rng: random.Random | None = None) -> torch.Tensor:
+    """Edge maps ``[B, 3, H, W]`` in 0..1, as a control IMAGE reaches the ControlNet: the
+    generator's own edge map, or (with ``rng``, half the time) OpenCV's Canny of the picture at
+    the Canny node's default thresholds — what a user's graph feeds it."""
+    import cv2
+
+    maps = []
+    for scene in batch:
+        r = scenes.render(scene)
+        maps.append(cv2.Canny(r.image, 100, 200) if rng is not None and rng.random() < 0.5 else r.edges)
+    edges = np.stack(maps).astype(np.float32) / 255
     return torch.from_numpy(edges).to(device)[:, None].repeat(1, 3, 1, 1)
 
 
@@ -67,9 +76,7 @@ class ControlRun:
         self.args = args
         self.dir = Path(args.run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.device = torch.device(
-            args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        )
+        self.device = pick_device(args.device)
         model, clip, vae = load_checkpoint(args.checkpoint)
         self.unet = model.unet.float().to(self.device).eval().requires_grad_(False)
         self.text = clip.encoders[0].float().to(self.device).eval().requires_grad_(False)
@@ -139,7 +146,7 @@ class ControlRun:
             noise = torch.randn(x0.shape, generator=gen, device=self.device)
             xt = sched.add_noise(x0, noise, t)
             down, mid = self.controlnet(
-                xt, t, cond, controlnet_cond=edge_hint(batch, self.device), return_dict=False
+                xt, t, cond, controlnet_cond=edge_hint(batch, self.device, rng), return_dict=False
             )
             pred = self.unet(
                 xt, t, cond, down_block_additional_residuals=down, mid_block_additional_residual=mid

@@ -92,15 +92,15 @@ class LoomGraph:
     def _graph(
         self,
         text: str,
-        negative: str,
         *,
-        seed: int,
-        steps: int,
-        cfg: float,
-        sampler: str,
-        scheduler: str,
-        denoise: float,
         latent: dict,
+        negative: str = "",
+        seed: int = 0,
+        steps: int = 20,
+        cfg: float = 5.0,
+        sampler: str = "euler",
+        scheduler: str = "normal",
+        denoise: float = 1.0,
     ) -> dict:
         return {
             "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": self.ckpt}},
@@ -126,60 +126,16 @@ class LoomGraph:
             "7": {"class_type": "DemoCapture", "inputs": {"image": ["6", 0]}},
         }
 
-    def txt2img(
-        self,
-        text: str,
-        *,
-        negative: str = "",
-        seed: int = 0,
-        steps: int = 20,
-        cfg: float = 5.0,
-        sampler: str = "euler",
-        scheduler: str = "normal",
-        size: int = 128,
-    ) -> np.ndarray:
-        latent = {
-            "class_type": "EmptyLatentImage",
-            "inputs": {"width": size, "height": size, "batch_size": 1},
-        }
-        return self._run(
-            self._graph(
-                text,
-                negative,
-                seed=seed,
-                steps=steps,
-                cfg=cfg,
-                sampler=sampler,
-                scheduler=scheduler,
-                denoise=1.0,
-                latent=latent,
-            )
-        )
+    def txt2img(self, text: str, *, size: int = 128, **settings) -> np.ndarray:
+        """One picture; ``settings``: negative, seed, steps, cfg, sampler, scheduler."""
+        size_ = {"width": size, "height": size, "batch_size": 1}
+        latent = {"class_type": "EmptyLatentImage", "inputs": size_}
+        return self._run(self._graph(text, latent=latent, **settings))
 
-    def img2img(
-        self,
-        image: np.ndarray,
-        text: str,
-        *,
-        denoise: float = 0.6,
-        negative: str = "",
-        seed: int = 0,
-        steps: int = 20,
-        cfg: float = 5.0,
-        sampler: str = "euler",
-        scheduler: str = "normal",
-    ) -> np.ndarray:
-        graph = self._graph(
-            text,
-            negative,
-            seed=seed,
-            steps=steps,
-            cfg=cfg,
-            sampler=sampler,
-            scheduler=scheduler,
-            denoise=denoise,
-            latent={"class_type": "VAEEncode", "inputs": {"pixels": ["8", 0], "vae": ["1", 2]}},
-        )
+    def img2img(self, image: np.ndarray, text: str, *, denoise: float = 0.6, **settings) -> np.ndarray:
+        """``image`` (uint8 ``[H, W, 3]``) redrawn; ``settings`` as for :meth:`txt2img`."""
+        encode = {"class_type": "VAEEncode", "inputs": {"pixels": ["8", 0], "vae": ["1", 2]}}
+        graph = self._graph(text, latent=encode, denoise=denoise, **settings)
         graph["8"] = {"class_type": "DemoSource", "inputs": {}}
         source = torch.from_numpy(image.astype(np.float32) / 255)[None]
         return self._run(graph, source)

@@ -60,6 +60,11 @@ def _progress(total: int, start: int, desc: str, disable: bool = False):
     )
 
 
+def pick_device(name: str) -> torch.device:
+    """``--device``: auto is CUDA when there is one, else the CPU."""
+    return torch.device(name if name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def _images(batch: list[scenes.Scene], device) -> torch.Tensor:
     arr = np.stack([scenes.render(s).image for s in batch])
     return torch.from_numpy(arr).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -130,9 +135,7 @@ class Run:
         self.args = args
         self.dir = Path(args.run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.device = torch.device(
-            args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        )
+        self.device = pick_device(args.device)
         torch.manual_seed(args.seed)
         self.vae = architecture.build_vae().to(self.device)
         self.text = architecture.build_text_encoder().to(self.device)
@@ -460,9 +463,7 @@ def finetune_decoder(args) -> None:
     process): the encoder and the latent space stay as they are, so the UNet's latents keep their
     meaning. Resumable from ``<run>/decoder.pt``; the UNet stage's exports pick it up."""
     run_dir = Path(args.run_dir)
-    device = torch.device(
-        args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    device = pick_device(args.device)
     state = torch.load(run_dir / "state.pt", map_location=device, weights_only=True)
     if state["stage"] == "vae":
         raise SystemExit("the VAE stage has not finished yet")

@@ -170,7 +170,7 @@ def prepare_entries(conditioning: list, *, is_uncond: bool, batch: int, height: 
                 h, w, y, x = area
                 full = full[:, :, y:y + h, x:x + w]
             full = full * float(d.get("mask_strength", 1.0))
-            weight = full * weight if isinstance(weight, torch.Tensor) else full * weight
+            weight = full * weight  # a number or an area weight map: both broadcast
         entries.append(Entry(context, pooled, time_ids, weight, area, d.get("control"),
                              is_uncond, d, side, sigma_range(d) if sigma_range else None))
     return entries

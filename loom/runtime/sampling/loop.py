@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -127,113 +128,146 @@ def sample(model: Any, positive: list, negative: list, latent: dict, *, seed: in
     # The UNet and everything the hooks and controls run, loaded together: nothing is loaded
     # (or evicts another) mid-run.
     with models.use((model.unet, model.patches), *models_of([*all_hooks, *controls])):
-        samples = _run(model, guider, latent, seed=seed, total=total, start=start,
-                       end=end, sampler_name=sampler_name, scheduler_name=scheduler,
-                       add_noise=add_noise, force_full_denoise=force_full_denoise,
-                       callback=callback, hooks=all_hooks, controls=controls,
-                       device=models.device,
-                       preview_family=model.family if previews else None)
-    out["samples"] = samples
+        run = DiffusersRun(model=model, guider=guider, latent=latent, seed=seed, total=total,
+                           start=start, end=end, sampler_name=sampler_name,
+                           scheduler_name=scheduler, add_noise=add_noise,
+                           force_full_denoise=force_full_denoise, callback=callback,
+                           hooks=all_hooks, controls=controls, device=models.device,
+                           preview_family=model.family if previews else None)
+        out["samples"] = _run(run)
     return out
 
 
-def _run(model, guider, latent, *, seed, total, start, end, sampler_name, scheduler_name,
-         add_noise, force_full_denoise, callback, hooks, controls, device,
-         preview_family=None) -> torch.Tensor:
-    unet = model.unet
-    unet_dtype = next(unet.parameters()).dtype
+@dataclass
+class DiffusersRun:
+    """One KSampler run on a diffusers scheduler, as :func:`sample` settled it: run steps
+    ``start..end-1`` of a ``total``-step schedule."""
+
+    model: Any
+    guider: CFG
+    latent: dict
+    seed: int
+    total: int
+    start: int
+    end: int
+    sampler_name: str
+    scheduler_name: str
+    add_noise: bool
+    force_full_denoise: bool
+    callback: ProgressCallback | None
+    hooks: list
+    controls: list
+    device: torch.device
+    preview_family: str | None = None  # set: previews of the first image, in this latent space
+
+
+@dataclass
+class _Steps:
+    """Which of the scheduler's timesteps run, and how the run ends."""
+
+    timesteps: torch.Tensor  # the ones that run
+    first: int  # index of the first one in the whole schedule
+    count: int  # length of the whole schedule (solver iterations, not user steps)
+    levels: list[float]  # sigma at each index of the whole schedule, and one past its end
+    early_stop: bool  # ends before the schedule does
+    clean_at_end: bool  # ... and returns the clean prediction there
+
+
+def _run(run: DiffusersRun) -> torch.Tensor:
+    model = run.model
     sched, spec, step_kwargs = make_scheduler(model.scheduler_config, model.prediction_type,
-                                              sampler_name, scheduler_name, seed)
+                                              run.sampler_name, run.scheduler_name, run.seed)
     scale = float(model.latent_scaling_factor)
-    order = int(getattr(sched, "order", 1))
-
-    # -- schedule --------------------------------------------------------------------------
-    sched.set_timesteps(total, device=device)
-    all_timesteps = sched.timesteps
-    levels = _noise_levels(sched)
-    first = start * order
-    stop = len(all_timesteps) if end == total else end * order
-    early_stop = end < total
-    clean_at_end = early_stop and force_full_denoise
-    if clean_at_end:
-        stop = (end - 1) * order + 1  # the last step ends on the clean prediction
-    timesteps = all_timesteps[first:stop]
-    if first > 0 and hasattr(sched, "set_begin_index"):
-        sched.set_begin_index(first)
-
-    # -- latents and noise ------------------------------------------------------------------
-    image = latent["samples"].to(device=device, dtype=torch.float32) * scale
+    steps = _steps(sched, run)
+    image = run.latent["samples"].to(device=run.device, dtype=torch.float32) * scale
     batch, _, height, width = image.shape
-    generator = seeded_generator(seed)
-    if add_noise:
-        noise = initial_noise(image.shape, generator, latent.get("batch_index")).to(device)
+    generator = seeded_generator(run.seed)
+    if run.add_noise:
+        noise = initial_noise(image.shape, generator, run.latent.get("batch_index")).to(run.device)
     else:
         noise = torch.zeros_like(image)
-    state = SamplingState(scheduler=sched, timesteps=timesteps, levels=levels[first:],
-                          noise=noise, latent_image=image, space=spec.space, device=device,
-                          model=model)
-    hooks = latent_hooks(latent, unet, image, hooks, device, guider=guider, scale=scale)
-
-    if add_noise and first == 0:
-        # txt2img: exactly what a diffusers pipeline starts from (randn * init_noise_sigma); a
-        # non-empty input latent is added at the first noise level (ComfyUI's behaviour).
-        x = noise * sched.init_noise_sigma + image * state.alpha(0)
-    elif add_noise:
-        # img2img / a later start: diffusers' Img2Img pipeline noises the image this way.
-        x = sched.add_noise(image, noise, timesteps[:1].repeat(batch))
-    else:
-        x = image * state.alpha(0)  # already noisy (a KSamplerAdvanced hand-over)
-
-    # -- conditioning -----------------------------------------------------------------------
-    predict = GuidedPrediction(guider, batch=batch, height=height, width=width, device=device,
-                               dtype=unet_dtype, unet=unet, hooks=hooks,
+    state = SamplingState(scheduler=sched, timesteps=steps.timesteps,
+                          levels=steps.levels[steps.first:], noise=noise, latent_image=image,
+                          space=spec.space, device=run.device, model=model)
+    hooks = latent_hooks(run.latent, model.unet, image, run.hooks, run.device, guider=run.guider,
+                         scale=scale)
+    x = _starting_point(sched, state, steps, image, noise, run.add_noise)
+    predict = GuidedPrediction(run.guider, batch=batch, height=height, width=width,
+                               device=run.device, dtype=next(model.unet.parameters()).dtype,
+                               unet=model.unet, hooks=hooks,
                                sigma_range=timestep_range(model_sampling(model)))
-
-    accepts = inspect.signature(sched.step).parameters
-    if "generator" in accepts:
-        step_kwargs = {**step_kwargs, "generator": generator}
     predict.state = state
-    with hook_session([*hooks, *controls], state):
-        step_hooks = [h for h in hooks if type(h).after_step is not SamplingHooks.after_step]
-        two_stage = hasattr(sched, "state_in_first_order")
-
-        # -- the loop ---------------------------------------------------------------------------
-        n_iter = len(timesteps)
-        for i, t in enumerate(timesteps):
-            last = i == n_iter - 1
-            model_in = sched.scale_model_input(x, t)
-            sigma = levels[first + i]
-            fraction = (first + i) / len(all_timesteps)
-            pred, _ = predict(model_in, t, sigma, i, fraction, (first + i + 1) / len(all_timesteps))
-
-            if last and clean_at_end:
-                x = _predict_clean(x, pred, sigma, spec.space, model.prediction_type)
-                break
-            preview = None
-            if preview_family is not None and callback is not None:
-                clean = _predict_clean(x[:1], pred[:1], sigma, spec.space, model.prediction_type)
-                preview = latent_to_rgb(clean[0], preview_family)
-            x = sched.step(pred, t, x, **step_kwargs, return_dict=False)[0]
-            if step_hooks and not last and (not two_stage or sched.state_in_first_order):
-                for h in step_hooks:
-                    x = h.after_step(i, i + 1, x, state)
-            if callback is not None:
-                if preview is not None:
-                    callback(i + 1, n_iter, preview)
-                else:
-                    callback(i + 1, n_iter)
-
-        if callback is not None and clean_at_end:
-            callback(n_iter, n_iter)
-        # Back to x0 + sigma * eps: at the end of a full run sigma is ~0; after an early stop the
-        # leftover noise is at the level of the next step.
+    if "generator" in inspect.signature(sched.step).parameters:
+        step_kwargs = {**step_kwargs, "generator": generator}
+    with hook_session([*hooks, *run.controls], state):
+        x = _loop(run, sched, spec.space, steps, predict, state, hooks, x, step_kwargs)
+        # Back to x0 + sigma * eps: at the end of a full run sigma is ~0; after an early stop
+        # the leftover noise is at the level of the next step.
         end_sigma = 0.0
-        if early_stop and not clean_at_end:
-            x = x / state.alpha(len(timesteps))
-            end_sigma = state.levels[len(timesteps)]
+        if steps.early_stop and not steps.clean_at_end:
+            x = x / state.alpha(len(steps.timesteps))
+            end_sigma = state.levels[len(steps.timesteps)]
         for h in hooks:
             x = h.on_end(x, state, end_sigma)
     return (x / scale).to("cpu", torch.float32)
+
+
+def _steps(sched, run: DiffusersRun) -> _Steps:
+    order = int(getattr(sched, "order", 1))
+    sched.set_timesteps(run.total, device=run.device)
+    all_timesteps = sched.timesteps
+    first = run.start * order
+    stop = len(all_timesteps) if run.end == run.total else run.end * order
+    early_stop = run.end < run.total
+    clean_at_end = early_stop and run.force_full_denoise
+    if clean_at_end:
+        stop = (run.end - 1) * order + 1  # the last step ends on the clean prediction
+    if first > 0 and hasattr(sched, "set_begin_index"):
+        sched.set_begin_index(first)
+    return _Steps(all_timesteps[first:stop], first, len(all_timesteps), _noise_levels(sched),
+                  early_stop, clean_at_end)
+
+
+def _starting_point(sched, state: SamplingState, steps: _Steps, image, noise, add_noise: bool):
+    if add_noise and steps.first == 0:
+        # txt2img: exactly what a diffusers pipeline starts from (randn * init_noise_sigma); a
+        # non-empty input latent is added at the first noise level (ComfyUI's behaviour).
+        return noise * sched.init_noise_sigma + image * state.alpha(0)
+    if add_noise:
+        # img2img / a later start: diffusers' Img2Img pipeline noises the image this way.
+        return sched.add_noise(image, noise, steps.timesteps[:1].repeat(image.shape[0]))
+    return image * state.alpha(0)  # already noisy (a KSamplerAdvanced hand-over)
+
+
+def _loop(run: DiffusersRun, sched, space: str, steps: _Steps, predict, state, hooks, x,
+          step_kwargs) -> torch.Tensor:
+    """The solver iterations; returns the last sample (or the clean prediction)."""
+    prediction_type, callback = run.model.prediction_type, run.callback
+    step_hooks = [h for h in hooks if type(h).after_step is not SamplingHooks.after_step]
+    two_stage = hasattr(sched, "state_in_first_order")
+    n_iter = len(steps.timesteps)
+    for i, t in enumerate(steps.timesteps):
+        last = i == n_iter - 1
+        k = steps.first + i
+        sigma = steps.levels[k]
+        pred, _ = predict(sched.scale_model_input(x, t), t, sigma, i, k / steps.count,
+                          (k + 1) / steps.count)
+        if last and steps.clean_at_end:
+            x = _predict_clean(x, pred, sigma, space, prediction_type)
+            break
+        preview = None
+        if run.preview_family is not None and callback is not None:
+            clean = _predict_clean(x[:1], pred[:1], sigma, space, prediction_type)
+            preview = latent_to_rgb(clean[0], run.preview_family)
+        x = sched.step(pred, t, x, **step_kwargs, return_dict=False)[0]
+        if step_hooks and not last and (not two_stage or sched.state_in_first_order):
+            for h in step_hooks:
+                x = h.after_step(i, i + 1, x, state)
+        if callback is not None:
+            callback(i + 1, n_iter, *([preview] if preview is not None else []))
+    if callback is not None and steps.clean_at_end:
+        callback(n_iter, n_iter)
+    return x
 
 
 def _predict_clean(x, pred, sigma, space, prediction_type) -> torch.Tensor:

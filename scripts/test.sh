@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the tests need, lint, then run the whole suite. Arguments go to pytest, e.g.
 #   scripts/test.sh tests/test_nodes_image.py -k save -x
-# LOOM_SKIP_LINT=1 skips `ruff check .` (handy while iterating on one test).
+# LOOM_SKIP_LINT=1 skips `ruff check .` (handy while iterating on one test); LOOM_TEST_WORKERS=N
+# sets the parallel pytest workers (default: one per CPU; 0: none).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -36,6 +37,10 @@ if [[ "${LOOM_SKIP_LINT:-0}" != 1 ]]; then
     .venv/bin/ruff check .
 fi
 args=(-ra)
+# Parallel workers, one test file each (module-scoped servers and browsers stay in one worker);
+# LOOM_TEST_WORKERS=0 runs in this process (e.g. for pdb).
+workers="${LOOM_TEST_WORKERS:-auto}"
+if [[ "$workers" != 0 ]]; then args+=(-n "$workers" --dist loadfile); fi
 if [[ -n "${CI:-}" ]]; then args+=(--durations=15); fi
 echo "[test] pytest ${args[*]} $*" >&2
 exec .venv/bin/python -m pytest "${args[@]}" "$@"

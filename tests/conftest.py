@@ -16,6 +16,12 @@ from loom.runtime import torchvision_fix  # noqa: E402
 
 torchvision_fix.install()
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Several test workers already share the cores: one torch thread each, not one per core each.
+    import torch  # noqa: E402
+
+    torch.set_num_threads(1)
+
 _real_connect = socket.socket.connect
 
 

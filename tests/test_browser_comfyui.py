@@ -20,7 +20,7 @@ from loom.config import REPO_ROOT
 
 pytestmark = pytest.mark.slow  # a browser: tens of seconds
 
-CKPT = "v1-5-pruned-emaonly.safetensors"
+CKPT = "loom-demo-shapes.safetensors"  # the name the txt2img template loads
 # What the app asks for and may not find: stylesheets the user never wrote (a text/css 404),
 # and the legacy user-templates file.
 EXPECTED_404 = ("/user.css", "/api/userdata/user.css", "/api/userdata/comfy.templates.json")

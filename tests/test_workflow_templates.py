@@ -23,6 +23,7 @@ from tests.test_upscale import compact_sd
 
 TEMPLATES = REPO_ROOT / "workflow_templates"
 CKPT = "v1-5-pruned-emaonly.safetensors"
+DEMO = "loom-demo-shapes.safetensors"
 LORA = "example_lora.safetensors"
 
 
@@ -95,12 +96,13 @@ def test_thumbnail_escapes_titles(tmp_path, loom_server_factory):
 def test_serving_a_template_copies_its_sample_inputs_once(loom_server: LoomTestServer):
     input_dir = loom_server.settings.folders.input_dir
     samples = sorted(p.name for p in (TEMPLATES / "input").iterdir())
-    assert {"example.png", "inpaint_example.png"} <= set(samples)
-    assert not (input_dir / "example.png").exists()  # nothing is copied at start-up
+    assert {"shapes_example.png", "inpaint_example.png"} <= set(samples)
+    assert not (input_dir / "shapes_example.png").exists()  # nothing is copied at start-up
     loom_server.get("/templates/txt2img.json")
-    assert not (input_dir / "example.png").exists()  # txt2img loads no image
+    assert not (input_dir / "shapes_example.png").exists()  # txt2img loads no image
     loom_server.get("/templates/img2img.json")
-    assert (input_dir / "example.png").read_bytes() == (TEMPLATES / "input/example.png").read_bytes()
+    assert ((input_dir / "shapes_example.png").read_bytes()
+            == (TEMPLATES / "input/shapes_example.png").read_bytes())
     assert not (input_dir / "inpaint_example.png").exists()
     loom_server.get("/api/templates/inpaint.json")
     with Image.open(input_dir / "inpaint_example.png") as im:
@@ -108,9 +110,9 @@ def test_serving_a_template_copies_its_sample_inputs_once(loom_server: LoomTestS
     # The user's own file of that name is never overwritten.
     mine = io.BytesIO()
     Image.new("RGB", (8, 8), (1, 2, 3)).save(mine, format="PNG")
-    (input_dir / "example.png").write_bytes(mine.getvalue())
+    (input_dir / "shapes_example.png").write_bytes(mine.getvalue())
     loom_server.get("/templates/img2img.json")
-    assert (input_dir / "example.png").read_bytes() == mine.getvalue()
+    assert (input_dir / "shapes_example.png").read_bytes() == mine.getvalue()
 
 
 def _pack(root: Path, folder: str = "example_workflows") -> Path:
@@ -152,7 +154,8 @@ def test_without_packs_the_pack_list_is_empty(loom_server_shared):
 def sd_server(loom_server_factory, sd_files, tmp_path) -> LoomTestServer:  # noqa: F811
     server = loom_server_factory(builtin=True)
     folders = server.settings.folders
-    (folders.model_folder("checkpoints") / CKPT).write_bytes(sd_files("sd1").read_bytes())
+    for name in (CKPT, DEMO):  # the templates set up for the demo model run on the tiny one too
+        (folders.model_folder("checkpoints") / name).write_bytes(sd_files("sd1").read_bytes())
     save_file(make_lora(tiny_pipeline("sd1"), "sd1", "kohya"), folders.model_folder("loras") / LORA)
     # The upscale templates: a small random Compact ×4 under the bundled model's name, and a
     # random GFPGAN under the usual face model name (the tiny model draws no face: restoring
@@ -164,10 +167,11 @@ def sd_server(loom_server_factory, sd_files, tmp_path) -> LoomTestServer:  # noq
     # The ControlNet templates: tiny random ControlNets (they fit the tiny UNet) under the usual
     # Canny and OpenPose file names, in the original single-file layout.
     for i, name in enumerate(("control_v11p_sd15_canny_fp16.safetensors",
-                              "control_v11p_sd15_openpose_fp16.safetensors")):
+                              "control_v11p_sd15_openpose_fp16.safetensors",
+                              "loom-demo-shapes-edges.safetensors")):
         save_controlnet(tiny_controlnet("sd1", seed=i + 1), folders.model_folder("controlnet") / name,
                         "original")
-    for sample in ("example.png", "inpaint_example.png", "pose_example.jpg"):  # smaller: quicker
+    for sample in ("example.png", "inpaint_example.png", "pose_example.jpg", "shapes_example.png"):
         with Image.open(TEMPLATES / "input" / sample) as im:
             im.resize((64, 64)).save(folders.input_dir / sample)
     return server

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from training.demo_model import architecture, scenes
-from training.demo_model.train import _caption, _images, _log, _progress, pick_device
+from training.demo_model.train import _caption, _images, _log, _progress, noise_weight, pick_device
 
 EMPTY_SHARE = 0.33  # captions left empty: edges alone must be enough
 
@@ -151,7 +151,7 @@ class ControlRun:
             pred = self.unet(
                 xt, t, cond, down_block_additional_residuals=down, mid_block_additional_residual=mid
             ).sample
-            w = torch.clamp(snr[t], max=5.0) / snr[t]
+            w = noise_weight(snr[t], a.high_noise_weight)
             loss = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
             lr = (
                 a.lr
@@ -197,6 +197,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--high-noise-weight", type=float, default=10.0, help="as in training.demo_model.train")
     p.add_argument("--save-every", type=int, default=500)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     return p.parse_args(argv)

@@ -11,6 +11,7 @@ and does the object stay where it was (IoU of the foreground masks)?
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import random
 import time
@@ -83,6 +84,44 @@ def img2img_figures(graph, cases, denoise: float = 0.6, cfg: float = 5.0, steps:
     return rows
 
 
+def control_cases(count: int = 6, seed: int = 21) -> list[tuple[scenes.Scene, str]]:
+    """(source scene, a prompt that names other colours and the shapes but not where they are or
+    how big): one or two medium or large objects on a plain background. Only the source picture's
+    edges, through the ControlNet, can put them in the source's places."""
+    rng = random.Random(seed)
+    out = []
+    while len(out) < count:
+        scene = scenes.random_scene(rng, n_objects=rng.choice((1, 2)))
+        scene.background = scene.background[:1]
+        phrases = []
+        for o in scene.objects:
+            o.size = rng.choice(("medium", "large"))
+            other = copy.copy(o)
+            other.color = rng.choice([c for c in scenes.COLORS if c != o.color])
+            phrases.append(other.phrase(with_size=False, with_position=False))
+        out.append((scene, f"{' and '.join(phrases)} on a {scene.background[0]} background"))
+    return out
+
+
+def controlnet_figures(graph, cases, cfg: float = 5.0, steps: int = STEPS) -> list[dict]:
+    """Each case with and without the edge ControlNet (same seed): IoU of the picture's
+    foreground with the source scene's objects."""
+    rows = []
+    for i, (scene, caption) in enumerate(cases):
+        src = scenes.render(scene)
+        objects = src.masks.any(axis=0)
+        guided = graph.txt2img(caption, seed=i, steps=steps, cfg=cfg, control=src.image)
+        plain = graph.txt2img(caption, seed=i, steps=steps, cfg=cfg)
+        rows.append(
+            {
+                "prompt": caption,
+                "iou": round(measure.iou(measure.foreground(guided, scene.background), objects), 3),
+                "iou_without": round(measure.iou(measure.foreground(plain, scene.background), objects), 3),
+            }
+        )
+    return rows
+
+
 SHOWCASE = [
     "a large red circle in the center on a white background",
     "a small blue square at the top left on a white background",
@@ -134,6 +173,9 @@ def main(argv=None) -> None:
     p.add_argument("--prompts", type=int, default=60)
     p.add_argument("--steps", type=int, default=STEPS)
     p.add_argument("--grid", help="also write the README grid figure here")
+    p.add_argument(
+        "--controlnet", help="also measure this edge ControlNet (training/demo_model/controlnet.py)"
+    )
     p.add_argument("--json", help="write all figures and per-prompt readings here")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args(argv)
@@ -141,7 +183,7 @@ def main(argv=None) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    graph = LoomGraph(args.checkpoint)
+    graph = LoomGraph(args.checkpoint, args.controlnet)
     report = {"checkpoint": args.checkpoint, "steps": args.steps, "sampler": SAMPLER}
     prompts = scenes.test_prompts(args.prompts)
     for cfg in args.cfg:
@@ -158,6 +200,10 @@ def main(argv=None) -> None:
     report["img2img"] = rows
     for r in rows:
         print(f"img2img 0.6: {r}")
+    if args.controlnet:
+        report["controlnet"] = controlnet_figures(graph, control_cases(), steps=args.steps)
+        for r in report["controlnet"]:
+            print(f"edge ControlNet: {r}")
     if args.grid:
         print("grid:", grid(graph, args.grid))
     if args.json:

@@ -45,6 +45,17 @@ def foreground(image: np.ndarray, background: tuple[str, ...]) -> np.ndarray:
     return ndimage.binary_opening(dist > FG_DISTANCE, structure=np.ones((3, 3)))
 
 
+def colour_mask(image: np.ndarray, colour: str) -> np.ndarray:
+    """Pixels nearer to the named colour than to any other named colour or background, and
+    close to it (speckles removed): where a picture of several objects shows that colour."""
+    names = [*_NAMES, *scenes.BACKGROUNDS]
+    refs = np.concatenate([_PALETTE, np.array(list(scenes.BACKGROUNDS.values()), np.float32)])
+    dist = np.linalg.norm(image.astype(np.float32)[..., None, :] - refs, axis=-1)
+    k = names.index(colour)
+    mask = (dist.argmin(-1) == k) & (dist[..., k] < FG_DISTANCE)
+    return ndimage.binary_opening(mask, structure=np.ones((3, 3)))
+
+
 def dominant_color(image: np.ndarray, mask: np.ndarray) -> tuple[str | None, float]:
     pix = image[mask].astype(np.float32)
     if len(pix) == 0:

@@ -60,6 +60,18 @@ def _progress(total: int, start: int, desc: str, disable: bool = False):
     )
 
 
+def noise_weight(snr: torch.Tensor, high_noise: float) -> torch.Tensor:
+    """Per-sample weight of the epsilon loss: min-SNR-5 (low noise levels count no more than
+    SNR 5), and below SNR 1 up to ``high_noise`` times more, as 1/SNR. An epsilon loss hardly
+    sees the picture at high noise (its error there is SNR times the error of the predicted
+    picture), yet that is where the prompt decides colour and layout: without this the model
+    learned to denoise but not to follow the words."""
+    w = torch.clamp(snr, max=5.0) / snr
+    if high_noise > 1:
+        w = w * torch.clamp(1.0 / snr, min=1.0, max=high_noise)
+    return w
+
+
 def pick_device(name: str) -> torch.device:
     """``--device``: auto is CUDA when there is one, else the CPU."""
     return torch.device(name if name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -379,7 +391,7 @@ class Run:
             with torch.set_grad_enabled(not frozen_text):
                 cond = self.text(ids).last_hidden_state
             pred = self.unet(xt, t, cond).sample
-            w = torch.clamp(snr[t], max=5.0) / snr[t]  # min-SNR-5 weighting for epsilon prediction
+            w = noise_weight(snr[t], a.high_noise_weight)
             loss = (w * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
             lr = a.lr * min(1.0, (self.step + 1) / 200)
             lr *= 0.5 * (1 + math.cos(math.pi * self.step / a.unet_steps)) * 0.9 + 0.1  # cosine to 10%
@@ -459,9 +471,10 @@ class Run:
 
 
 def finetune_decoder(args) -> None:
-    """Improve the VAE's decoder alone, on whole 128x128 scenes, while the UNet trains (a second
-    process): the encoder and the latent space stay as they are, so the UNet's latents keep their
-    meaning. Resumable from ``<run>/decoder.pt``; the UNet stage's exports pick it up."""
+    """Improve the VAE's decoder alone, on windows of twice ``--vae-crop`` (whole 128x128 scenes
+    with a crop of 64 or more), after or while the UNet trains: the encoder and the latent space
+    stay as they are, so the UNet's latents keep their meaning. Resumable from
+    ``<run>/decoder.pt``; the UNet stage's exports pick it up."""
     run_dir = Path(args.run_dir)
     device = pick_device(args.device)
     state = torch.load(run_dir / "state.pt", map_location=device, weights_only=True)
@@ -488,8 +501,17 @@ def finetune_decoder(args) -> None:
         k = args.seed * 1_000_003 + step * 7 + 5
         rng, gen = random.Random(k), torch.Generator(device).manual_seed(k)
         x = _images([scenes.random_scene(rng) for _ in range(args.vae_batch // 2)], device)
+        if args.vae_crop * 2 < scenes.SIZE:  # 2x --vae-crop windows on the latent grid: cheaper
+            c = args.vae_crop * 2
+            ox, oy = rng.randrange(0, scenes.SIZE - c + 1, 8), rng.randrange(0, scenes.SIZE - c + 1, 8)
+            x = x[:, :, oy : oy + c, ox : ox + c]
         with torch.no_grad():
             z = vae.encode(x).latent_dist.sample(generator=gen)
+            # Latents a sampler makes are never exactly the encoder's: a decoder trained only on
+            # those draws speckles from small errors. Noise up to --decoder-latent-noise (in
+            # scaled-latent units) teaches it to draw the clean picture from them.
+            sigma = torch.rand(len(z), 1, 1, 1, generator=gen, device=device) * args.decoder_latent_noise
+            z = z + sigma / architecture.LATENT_SCALE * torch.randn(z.shape, generator=gen, device=device)
         rec = vae.decode(z).sample
         loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
         opt.zero_grad(set_to_none=True)
@@ -535,6 +557,12 @@ def parse_args(argv=None):
     p.add_argument("--unet-steps", type=int, default=10000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--high-noise-weight",
+        type=float,
+        default=10.0,
+        help="extra weight of the loss at high noise levels (1: plain min-SNR-5); see noise_weight",
+    )
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the exported weights")
     p.add_argument("--save-every", type=int, default=200)
     p.add_argument(
@@ -558,6 +586,12 @@ def parse_args(argv=None):
         metavar="STEPS",
         help="instead of training: fine-tune the VAE decoder for STEPS steps (run it as a "
         "second process once the encode stage is done)",
+    )
+    p.add_argument(
+        "--decoder-latent-noise",
+        type=float,
+        default=0.3,
+        help="--finetune-decoder: the most noise added to its latents (scaled-latent units)",
     )
     return p.parse_args(argv)
 

@@ -50,7 +50,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "docs" / "editor.png"))
     parser.add_argument("--theme", choices=("dark", "light"), default="dark")
     parser.add_argument("--size", default="1440x900")
-    parser.add_argument("--image-size", type=int, default=512)
+    parser.add_argument("--image-size", type=int, default=128,
+                        help="EmptyLatentImage width and height (128: the demo model's size)")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
     exe = chromium_executable()

@@ -401,3 +401,37 @@ def make_lora(pipe, family: str, fmt: str, seed: int = 1) -> dict[str, torch.Ten
                     pre = ("lora_te1_", "lora_te2_")[i] if family == "sdxl" else "lora_te_"
                     add(pre + full.replace(".", "_"), mod.weight)
     return sd
+
+
+# -- helpers of the sampling tests -------------------------------------------------------------
+
+def sd1_setup():
+    """The tiny SD 1.x pipeline, a MODEL over its UNet and three encoded prompts (positive "a
+    photo of a cat", negative "blurry", another positive), as the sampling tests use them."""
+    from types import SimpleNamespace
+
+    from loom.runtime.sd.types import DiffusionModel
+
+    pipe = tiny_pipeline("sd1")
+    model = DiffusionModel(unet=pipe.unet, family="sd1", prediction_type="epsilon",
+                           scheduler_config=dict(pipe.scheduler.config),
+                           latent_scaling_factor=pipe.vae.config.scaling_factor)
+    with torch.no_grad():
+        pos, neg = pipe.encode_prompt("a photo of a cat", "cpu", 1, True, "blurry")
+        other, _ = pipe.encode_prompt("a red house by the sea", "cpu", 1, False)
+    return SimpleNamespace(pipe=pipe, model=model, pos=[[pos, {"pooled_output": None}]],
+                           neg=[[neg, {"pooled_output": None}]],
+                           other=[[other, {"pooled_output": None}]])
+
+
+def close(a, b, rel=1e-5):
+    """Equal up to float rounding, relative to the magnitude (the random tiny UNet's latents are
+    large)."""
+    return bool((a - b).abs().max() <= rel * max(1.0, b.abs().max().item()))
+
+
+def empty(batch=1, size=64):
+    """An empty LATENT (EmptyLatentImage)."""
+    from nodes.latent import EmptyLatentImage
+
+    return EmptyLatentImage().run(width=size, height=size, batch_size=batch)[0]

@@ -5,11 +5,10 @@ offered sampler/scheduler pair."""
 from __future__ import annotations
 
 import threading
-from types import SimpleNamespace
 
 import pytest
 import torch
-from sd_fixtures import sd_cpu_only, tiny_pipeline  # noqa: F401  (autouse: CPU/fp32)
+from sd_fixtures import close, empty, sd1_setup, sd_cpu_only, tiny_pipeline  # noqa: F401  (autouse: CPU/fp32)
 
 from loom.nodeapi import Interrupted, RunContext
 from loom.runtime.sampling import (
@@ -24,7 +23,7 @@ from loom.runtime.sampling import (
 from loom.runtime.sampling.noise import initial_noise, seeded_generator
 from loom.runtime.sd.types import DiffusionModel
 from nodes.conditioning import ConditioningCombine, ConditioningSetArea
-from nodes.latent import EmptyLatentImage, LatentFromBatch, RepeatLatentBatch
+from nodes.latent import LatentFromBatch, RepeatLatentBatch
 from nodes.sd_sampling import KSampler, KSamplerAdvanced
 
 
@@ -50,26 +49,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def sd1(one_thread):
-    pipe = tiny_pipeline("sd1")
-    model = DiffusionModel(unet=pipe.unet, family="sd1", prediction_type="epsilon",
-                           scheduler_config=dict(pipe.scheduler.config),
-                           latent_scaling_factor=pipe.vae.config.scaling_factor)
-    with torch.no_grad():
-        pos, neg = pipe.encode_prompt("a photo of a cat", "cpu", 1, True, "blurry")
-        other, _ = pipe.encode_prompt("a red house by the sea", "cpu", 1, False)
-    return SimpleNamespace(pipe=pipe, model=model, pos=[[pos, {"pooled_output": None}]],
-                           neg=[[neg, {"pooled_output": None}]],
-                           other=[[other, {"pooled_output": None}]])
-
-
-def close(a, b, rel=1e-5):
-    """Equal up to float rounding, relative to the magnitude (the random tiny UNet's latents are
-    large)."""
-    return bool((a - b).abs().max() <= rel * max(1.0, b.abs().max().item()))
-
-
-def empty(batch=1, size=64):
-    return EmptyLatentImage().run(width=size, height=size, batch_size=batch)[0]
+    return sd1_setup()
 
 
 def ksample(m, latent=None, **kw):

@@ -405,15 +405,16 @@ def make_lora(pipe, family: str, fmt: str, seed: int = 1) -> dict[str, torch.Ten
 
 # -- helpers of the sampling tests -------------------------------------------------------------
 
-def sd1_setup():
-    """The tiny SD 1.x pipeline, a MODEL over its UNet and three encoded prompts (positive "a
-    photo of a cat", negative "blurry", another positive), as the sampling tests use them."""
+def sd1_setup(kind: str = "sd1", family: str = "sd1", prediction_type: str = "epsilon"):
+    """A tiny pipeline (SD 1.x unless ``kind`` says another), a MODEL over its UNet and three
+    encoded prompts (positive "a photo of a cat", negative "blurry", another positive), as the
+    sampling tests use them."""
     from types import SimpleNamespace
 
     from loom.runtime.sd.types import DiffusionModel
 
-    pipe = tiny_pipeline("sd1")
-    model = DiffusionModel(unet=pipe.unet, family="sd1", prediction_type="epsilon",
+    pipe = tiny_pipeline(kind)
+    model = DiffusionModel(unet=pipe.unet, family=family, prediction_type=prediction_type,
                            scheduler_config=dict(pipe.scheduler.config),
                            latent_scaling_factor=pipe.vae.config.scaling_factor)
     with torch.no_grad():

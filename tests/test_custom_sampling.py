@@ -361,14 +361,7 @@ def test_entries_out_of_range_everywhere_give_a_clear_error(sd1):
 
 
 def test_v_prediction_model_equals_ksampler():
-    pipe = tiny_pipeline("sd2v")
-    model = DiffusionModel(unet=pipe.unet, family="sd2", prediction_type="v_prediction",
-                           scheduler_config=dict(pipe.scheduler.config),
-                           latent_scaling_factor=pipe.vae.config.scaling_factor)
-    with torch.no_grad():
-        pos, neg = pipe.encode_prompt("a photo of a cat", "cpu", 1, True, "blurry")
-    m = SimpleNamespace(model=model, pos=[[pos, {"pooled_output": None}]],
-                        neg=[[neg, {"pooled_output": None}]])
+    m = sd1_setup("sd2v", family="sd2", prediction_type="v_prediction")
     for sampler, scheduler in [("euler", "normal"), ("heun", "karras")]:
         expected = ksample(m, sampler_name=sampler, scheduler=scheduler, steps=3)
         out, _ = custom(m, sampler, scheduler, steps=3)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
-from sd_fixtures import sd_cpu_only, tiny_pipeline  # noqa: F401  (autouse: CPU/fp32)
+from sd_fixtures import sd1_setup, sd_cpu_only, tiny_pipeline  # noqa: F401  (autouse: CPU/fp32)
 
 from loom.runtime.sd.types import DiffusionModel, Vae
 from nodes.inpaint import (
@@ -157,15 +157,10 @@ def test_stitch_refuses_other_inputs():
 def sd1():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    pipe = tiny_pipeline("sd1")
-    model = DiffusionModel(unet=pipe.unet, family="sd1", prediction_type="epsilon",
-                           scheduler_config=dict(pipe.scheduler.config),
-                           latent_scaling_factor=pipe.vae.config.scaling_factor)
-    vae = Vae(vae=pipe.vae, family="sd1", scaling_factor=pipe.vae.config.scaling_factor,
+    m = sd1_setup()
+    vae = Vae(vae=m.pipe.vae, family="sd1", scaling_factor=m.pipe.vae.config.scaling_factor,
               latent_channels=4, source="tiny")
-    with torch.no_grad():
-        pos, neg = pipe.encode_prompt("a photo of a cat", "cpu", 1, True, "blurry")
-    yield pipe, model, vae, [[pos, {}]], [[neg, {}]]
+    yield m.pipe, m.model, vae, m.pos, m.neg
     torch.set_num_threads(before)
 
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from control_fixtures import tiny_controlnet
-from sd_fixtures import sd_cpu_only, tiny_pipeline  # noqa: F401  (autouse: CPU/fp32)
+from sd_fixtures import sd1_setup, sd_cpu_only, tiny_pipeline  # noqa: F401  (autouse: CPU/fp32)
 
 from loom.nodeapi import Interrupted
 from loom.runtime.control import Control, ControlModel, apply_control
@@ -29,17 +29,10 @@ LOOPS = ["euler", "res_multistep"]
 def sd1():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    pipe = tiny_pipeline("sd1")
-    model = DiffusionModel(unet=pipe.unet, family="sd1", prediction_type="epsilon",
-                           scheduler_config=dict(pipe.scheduler.config),
-                           latent_scaling_factor=pipe.vae.config.scaling_factor)
-    with torch.no_grad():
-        pos, neg = pipe.encode_prompt("a photo of a cat", "cpu", 1, True, "blurry")
-    net = ControlModel(module=tiny_controlnet("sd1", seed=5), kind="controlnet", family="sd1")
-    g = torch.Generator().manual_seed(0)
-    image = torch.rand(1, 64, 64, 3, generator=g)
-    yield SimpleNamespace(pipe=pipe, model=model, pos=[[pos, {"pooled_output": None}]],
-                          neg=[[neg, {"pooled_output": None}]], net=net, image=image)
+    m = sd1_setup()
+    m.net = ControlModel(module=tiny_controlnet("sd1", seed=5), kind="controlnet", family="sd1")
+    m.image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(0))
+    yield m
     torch.set_num_threads(before)
 
 

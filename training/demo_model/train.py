@@ -429,7 +429,8 @@ class Run:
     @torch.no_grad()
     def _update_ema(self) -> None:
         decay = min(self.args.ema, (1 + self.step) / (10 + self.step))
-        for name, model in (("unet", self.unet), ("text", self.text)):
+        frozen_text = self.args.text_lr_scale == 0  # its average is itself: skip 7 M lerps a step
+        for name, model in (("unet", self.unet), *(() if frozen_text else (("text", self.text),))):
             for e, p in zip(self.ema[name].parameters(), model.parameters(), strict=True):
                 e.lerp_(p, 1 - decay)
 

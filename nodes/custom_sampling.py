@@ -28,12 +28,7 @@ from loom.runtime.sampling import (
     sample_sigmas,
     schedule_window,
 )
-from loom.runtime.sampling.sigmas import (
-    exponential_sigmas,
-    karras_sigmas,
-    schedule_sigmas,
-    sd_turbo_sigmas,
-)
+from loom.runtime.sampling.sigmas import exponential_sigmas, karras_sigmas, schedule_sigmas, sd_turbo_sigmas
 from loom.runtime.sampling.solvers import SOLVERS
 from nodes.sd_sampling import SEED_MAX, _models, _previews
 

@@ -13,6 +13,8 @@ Three kinds (see loom.runtime.annotators):
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -203,14 +205,17 @@ def _pose_inputs() -> dict:
 # -- MediaPipe (weights ship with the package) ----------------------------------------------------
 
 
-class MediaPipeOpenPosePreprocessor(_Preprocessor):
+class _PosePreprocessor(_Preprocessor):
+    """Poses drawn as an OpenPose skeleton, with their OpenPose JSON (POSE_KEYPOINT); a subclass
+    says how poses are found (``pose_finder``)."""
+
     category = POSES
-    display_name = "OpenPose Pose (MediaPipe, no downloads)"
-    description = ("Body, hands and face of the person in the image, drawn as an OpenPose "
-                   "skeleton for OpenPose ControlNets, from MediaPipe's landmark models (they "
-                   "ship with Loom's set-up). POSE_KEYPOINT holds the OpenPose JSON.")
     inputs = _pose_inputs()
     outputs = (Output("IMAGE"), Output("POSE_KEYPOINT"))
+
+    def pose_finder(self, hands: bool, face: bool):
+        """A context manager giving ``find(picture) -> list[Pose]``, its models ready."""
+        raise NotImplementedError
 
     def run(self, image, detect_hand="enable", detect_body="enable", detect_face="enable",
             resolution=512):
@@ -218,14 +223,29 @@ class MediaPipeOpenPosePreprocessor(_Preprocessor):
 
         hands, body, face = (v == "enable" for v in (detect_hand, detect_body, detect_face))
         keypoints = []
+        with self.pose_finder(hands, face) as find:
 
-        def detect(picture):
-            h, w = picture.shape[:2]
-            poses = mp.detect_pose(picture, hands=hands, face=face)
-            keypoints.append(mp.openpose_json(poses, h, w))
-            return mp.draw_poses(poses, h, w, body=body, hands=hands, face=face)
+            def detect(picture):
+                h, w = picture.shape[:2]
+                poses = find(picture)
+                keypoints.append(mp.openpose_json(poses, h, w))
+                return mp.draw_poses(poses, h, w, body=body, hands=hands, face=face)
 
-        return (self.each(image, resolution, detect, pad=False), keypoints)
+            # Both take any size (OpenPose pads to its own stride): no padding here.
+            out = self.each(image, resolution, detect, pad=False)
+        return (out, keypoints)
+
+
+class MediaPipeOpenPosePreprocessor(_PosePreprocessor):
+    display_name = "OpenPose Pose (MediaPipe, no downloads)"
+    description = ("Body, hands and face of the person in the image, drawn as an OpenPose "
+                   "skeleton for OpenPose ControlNets, from MediaPipe's landmark models (they "
+                   "ship with Loom's set-up). POSE_KEYPOINT holds the OpenPose JSON.")
+
+    def pose_finder(self, hands, face):
+        from loom.runtime.annotators import mediapipe_pose as mp
+
+        return contextlib.nullcontext(lambda picture: mp.detect_pose(picture, hands=hands, face=face))
 
 
 class MediaPipeFaceMeshPreprocessor(_Preprocessor):
@@ -281,22 +301,16 @@ class MediaPipeMask(Node):
 # -- network annotators (weights in models/annotators/) -------------------------------------------
 
 
-class OpenposePreprocessor(_Preprocessor):
-    category = POSES
+class OpenposePreprocessor(_PosePreprocessor):
     display_name = "OpenPose Pose"
     description = ("OpenPose's body, hand and face networks (models/annotators/: "
                    "body_pose_model.pth, hand_pose_model.pth, facenet.pth). Without these "
                    "files, use OpenPose Pose (MediaPipe).")
-    inputs = _pose_inputs()
-    outputs = (Output("IMAGE"), Output("POSE_KEYPOINT"))
 
-    def run(self, image, detect_hand="enable", detect_body="enable", detect_face="enable",
-            resolution=512):
+    @contextlib.contextmanager
+    def pose_finder(self, hands, face):
         from controlnet_aux.open_pose import OpenposeDetector
 
-        from loom.runtime.annotators import mediapipe_pose as mp
-
-        hands, body, face = (v == "enable" for v in (detect_hand, detect_body, detect_face))
         body_net, modules = self.annotator("openpose_body")
         hand_net = face_net = None
         if hands:
@@ -306,19 +320,14 @@ class OpenposePreprocessor(_Preprocessor):
             face_net, more = self.annotator("openpose_face")
             modules = modules + more
         detector = OpenposeDetector(body_net, hand_net, face_net)
-        keypoints = []
 
-        def detect(picture):
-            h, w = picture.shape[:2]
+        def find(picture):
             with torch.no_grad():
                 found = detector.detect_poses(picture, include_hand=hands, include_face=face)
-            poses = [_as_pose(p) for p in found]
-            keypoints.append(mp.openpose_json(poses, h, w))
-            return mp.draw_poses(poses, h, w, body=body, hands=hands, face=face)
+            return [_as_pose(p) for p in found]
 
-        with self.on_device(modules):  # OpenPose pads to its stride itself: no padding here
-            out = self.each(image, resolution, detect, pad=False)
-        return (out, keypoints)
+        with self.on_device(modules):
+            yield find
 
 
 def _as_pose(result):
@@ -333,34 +342,44 @@ def _as_pose(result):
                 points(result.face))
 
 
-class HEDPreprocessor(_Preprocessor):
+class _AuxNetwork(_Preprocessor):
+    """A controlnet-aux network annotator (``aux_key``) with no options but the resolution."""
+
+    aux_key = ""
+    inputs = {"image": Link("IMAGE"), "resolution": _resolution()}
+
+    def run(self, image, resolution=512):
+        return (self.aux_each(self.aux_key, image, resolution),)
+
+
+class _SafeAuxNetwork(_AuxNetwork):
+    """A soft-edge annotator with the pack's ``safe`` switch (quantised, cleaner edges)."""
+
+    inputs = {"image": Link("IMAGE"), "safe": _switch(), "resolution": _resolution()}
+    options: dict = {}
+
+    def run(self, image, safe="enable", resolution=512):
+        return (self.aux_each(self.aux_key, image, resolution, safe=safe == "enable", **self.options),)
+
+
+class HEDPreprocessor(_SafeAuxNetwork):
     category = LINES
     display_name = "HED Soft-Edge Lines"
     description = "Soft edges by the HED network (models/annotators/ControlNetHED.pth)."
-    inputs = {"image": Link("IMAGE"), "safe": _switch(), "resolution": _resolution()}
-
-    def run(self, image, safe="enable", resolution=512):
-        return (self.aux_each("hed", image, resolution, safe=safe == "enable"),)
+    aux_key = "hed"
 
 
-class FakeScribblePreprocessor(_Preprocessor):
-    category = LINES
+class FakeScribblePreprocessor(HEDPreprocessor):
     display_name = "Fake Scribble Lines (aka scribble_hed)"
     description = "HED edges thinned and thresholded into scribbles (ControlNetHED.pth)."
-    inputs = {"image": Link("IMAGE"), "safe": _switch(), "resolution": _resolution()}
-
-    def run(self, image, safe="enable", resolution=512):
-        return (self.aux_each("hed", image, resolution, safe=safe == "enable", scribble=True),)
+    options = {"scribble": True}
 
 
-class PiDiNetPreprocessor(_Preprocessor):
+class PiDiNetPreprocessor(_SafeAuxNetwork):
     category = LINES
     display_name = "PiDiNet Soft-Edge Lines"
     description = "Soft edges by PiDiNet (models/annotators/table5_pidinet.pth)."
-    inputs = {"image": Link("IMAGE"), "safe": _switch(), "resolution": _resolution()}
-
-    def run(self, image, safe="enable", resolution=512):
-        return (self.aux_each("pidinet", image, resolution, safe=safe == "enable"),)
+    aux_key = "pidinet"
 
 
 class LineArtPreprocessor(_Preprocessor):
@@ -381,14 +400,11 @@ class LineArtPreprocessor(_Preprocessor):
                 detector, p, coarse=coarse == "enable")),)
 
 
-class AnimeLineArtPreprocessor(_Preprocessor):
+class AnimeLineArtPreprocessor(_AuxNetwork):
     category = LINES
     display_name = "Anime Lineart"
     description = "Line art for anime pictures (models/annotators/netG.pth)."
-    inputs = {"image": Link("IMAGE"), "resolution": _resolution()}
-
-    def run(self, image, resolution=512):
-        return (self.aux_each("lineart_anime", image, resolution),)
+    aux_key = "lineart_anime"
 
 
 class MLSDPreprocessor(_Preprocessor):
@@ -442,30 +458,28 @@ class MiDaSNormalMapPreprocessor(_MidasPreprocessor):
     want_normal = True
 
 
-class BAENormalMapPreprocessor(_Preprocessor):
+class BAENormalMapPreprocessor(_AuxNetwork):
     class_type = "BAE-NormalMapPreprocessor"
     category = NORMAL_DEPTH
     display_name = "BAE Normal Map"
     description = "Surface normals by NormalBae (models/annotators/scannet.pt)."
-    inputs = {"image": Link("IMAGE"), "resolution": _resolution()}
+    aux_key = "normal_bae"
 
-    def run(self, image, resolution=512):
-        return (self.aux_each("normal_bae", image, resolution),)
+
+def _depth_anything_inputs(files: tuple[str, ...]) -> dict:
+    return {"image": Link("IMAGE"), "ckpt_name": Combo(list(files), default=files[0]),
+            "resolution": _resolution()}
 
 
 class DepthAnythingPreprocessor(_Preprocessor):
     category = NORMAL_DEPTH
     display_name = "Depth Anything"
     description = "Relative depth (near = bright) by Depth Anything (models/annotators/<ckpt_name>)."
-    inputs = {
-        "image": Link("IMAGE"),
-        "ckpt_name": Combo(["depth_anything_vitl14.pth", "depth_anything_vitb14.pth",
-                            "depth_anything_vits14.pth"], default="depth_anything_vitl14.pth"),
-        "resolution": _resolution(),
-    }
+    files = ("depth_anything_vitl14.pth", "depth_anything_vitb14.pth", "depth_anything_vits14.pth")
+    inputs = _depth_anything_inputs(files)
 
-    def run(self, image, ckpt_name="depth_anything_vitl14.pth", resolution=512):
-        detector, modules = self.annotator(ckpt_name)
+    def run(self, image, ckpt_name=None, resolution=512):
+        detector, modules = self.annotator(ckpt_name or self.files[0])
         with self.on_device(modules):
             return (self.each(image, resolution, detector, pad=False),)
 
@@ -474,15 +488,8 @@ class DepthAnythingV2Preprocessor(DepthAnythingPreprocessor):
     display_name = "Depth Anything V2"
     description = ("Relative depth (near = bright) by Depth Anything V2 "
                    "(models/annotators/<ckpt_name>).")
-    inputs = {
-        "image": Link("IMAGE"),
-        "ckpt_name": Combo(["depth_anything_v2_vitl.pth", "depth_anything_v2_vitb.pth",
-                            "depth_anything_v2_vits.pth"], default="depth_anything_v2_vitl.pth"),
-        "resolution": _resolution(),
-    }
-
-    def run(self, image, ckpt_name="depth_anything_v2_vitl.pth", resolution=512):
-        return super().run(image, ckpt_name, resolution)
+    files = ("depth_anything_v2_vitl.pth", "depth_anything_v2_vitb.pth", "depth_anything_v2_vits.pth")
+    inputs = _depth_anything_inputs(files)
 
 
 NODES = [Canny, CannyEdgePreprocessor, ShufflePreprocessor, LineartStandardPreprocessor,

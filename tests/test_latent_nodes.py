@@ -10,13 +10,7 @@ from loom.nodeapi import NodeRegistry
 from loom.runtime.sampling.resize import bislerp, center_crop_to_aspect, resize
 from nodes.conditioning import ConditioningCombine, ConditioningSetArea
 from nodes.image_ops import ImageScale, ImageScaleBy
-from nodes.latent import (
-    EmptyLatentImage,
-    LatentFromBatch,
-    LatentUpscale,
-    LatentUpscaleBy,
-    RepeatLatentBatch,
-)
+from nodes.latent import EmptyLatentImage, LatentFromBatch, LatentUpscale, LatentUpscaleBy, RepeatLatentBatch
 from nodes.sd_sampling import KSampler, KSamplerAdvanced
 
 

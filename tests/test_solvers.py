@@ -18,10 +18,7 @@ import pytest
 import torch
 from scipy import integrate
 
-from loom.runtime.sampling.sigmas import (
-    kl_optimal_sigmas,
-    linear_quadratic_sigmas,
-)
+from loom.runtime.sampling.sigmas import kl_optimal_sigmas, linear_quadratic_sigmas
 from loom.runtime.sampling.solvers import SOLVERS, SolverRun
 
 S = 0.5  # data standard deviation

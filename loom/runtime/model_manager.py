@@ -45,13 +45,7 @@ import torch
 from loom.runtime import offload
 from loom.runtime.devices import DevicePolicy
 from loom.runtime.loaded_models import LoadedModels
-from loom.runtime.vram import (
-    DEFAULT_RESERVE_BYTES,
-    DeviceMemory,
-    SimulatedMemory,
-    VramMode,
-    choose_mode,
-)
+from loom.runtime.vram import DEFAULT_RESERVE_BYTES, DeviceMemory, SimulatedMemory, VramMode, choose_mode
 
 log = logging.getLogger("loom.models")
 

@@ -142,6 +142,25 @@ def standardize_latents(vae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return mean, std
 
 
+def scene_weights(scene_list: list[scenes.Scene], oversample: list[str]) -> list[float] | None:
+    """Cumulative draw weights for the UNet stage: ``oversample`` holds ``SHAPE=W`` terms, and a
+    scene with that shape in it is drawn W times as often (the largest W of its shapes). None:
+    every scene equally (the plain, documented stream of draws)."""
+    if not oversample:
+        return None
+    factor = {}
+    for term in oversample:
+        shape, _, w = term.partition("=")
+        if shape not in scenes.SHAPES or not w:
+            raise SystemExit(f"--oversample {term!r}: expected SHAPE=WEIGHT, SHAPE one of {scenes.SHAPES}")
+        factor[shape] = float(w)
+    out, total = [], 0.0
+    for s in scene_list:
+        total += max([factor.get(o.shape, 1.0) for o in s.objects], default=1.0)
+        out.append(total)
+    return out
+
+
 class Run:
     def __init__(self, args):
         self.args = args
@@ -379,9 +398,13 @@ class Run:
         params = [*self.unet.parameters(), *([] if frozen_text else self.text.parameters())]
         desc = "unet" if self.world == 1 else f"unet x{self.world}"
         bar = _progress(a.unet_steps, self.step, desc, disable=self.rank != 0)
+        weights = scene_weights(all_scenes, a.oversample)
         while self.step < a.unet_steps:
             rng, gen = self._rng(self.step)
-            idx = [rng.randrange(len(all_scenes)) for _ in range(a.batch)]
+            if weights is None:
+                idx = [rng.randrange(len(all_scenes)) for _ in range(a.batch)]
+            else:
+                idx = rng.choices(range(len(all_scenes)), cum_weights=weights, k=a.batch)
             caps = [_caption(all_scenes[i], rng) for i in idx]
             ids = architecture.tokenize(caps).to(self.device)
             x0 = lat[idx].to(self.device)
@@ -563,6 +586,14 @@ def parse_args(argv=None):
         type=float,
         default=10.0,
         help="extra weight of the loss at high noise levels (1: plain min-SNR-5); see noise_weight",
+    )
+    p.add_argument(
+        "--oversample",
+        action="append",
+        default=[],
+        metavar="SHAPE=WEIGHT",
+        help="UNet stage: draw scenes with this shape WEIGHT times as often (repeatable), "
+        "e.g. star=2 for the hardest shape",
     )
     p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the exported weights")
     p.add_argument("--save-every", type=int, default=200)

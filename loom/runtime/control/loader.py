@@ -14,11 +14,7 @@ from pathlib import Path
 
 import torch
 
-from loom.runtime.control.detect import (
-    ControlInfo,
-    detect_control,
-    original_adapter_to_diffusers,
-)
+from loom.runtime.control.detect import ControlInfo, detect_control, original_adapter_to_diffusers
 from loom.runtime.control.types import ControlModel
 from loom.runtime.devices import DevicePolicy
 from loom.runtime.sd.loader import _empty, _folder_weights, _materialise, _read_json, _serialised

@@ -37,22 +37,12 @@ import torch
 
 from loom.runtime.sampling.catalog import unsupported_reason, uses_diffusers
 from loom.runtime.sampling.guidance import CFG
-from loom.runtime.sampling.hooks import (
-    SamplingHooks,
-    SamplingState,
-    controls_of,
-    hook_session,
-    models_of,
-)
+from loom.runtime.sampling.hooks import SamplingHooks, SamplingState, controls_of, hook_session, models_of
 from loom.runtime.sampling.model_sampling import model_sampling
 from loom.runtime.sampling.noise import Noise, initial_noise, seeded_generator
 from loom.runtime.sampling.prediction import GuidedPrediction, timestep_range
 from loom.runtime.sampling.preview import latent_to_rgb
-from loom.runtime.sampling.run_inputs import (
-    check_latent_family,
-    default_model_manager,
-    latent_hooks,
-)
+from loom.runtime.sampling.run_inputs import check_latent_family, default_model_manager, latent_hooks
 from loom.runtime.sampling.schedulers import make_scheduler
 from loom.runtime.sampling.sigma_loop import SamplingRequest, sample_sigmas
 from loom.runtime.sampling.sigmas import schedule_sigmas, window

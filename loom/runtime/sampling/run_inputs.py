@@ -6,12 +6,7 @@ from typing import Any
 
 import torch
 
-from loom.runtime.sampling.hooks import (
-    InpaintConcatHook,
-    NoiseMaskHook,
-    SamplingHooks,
-    prepare_mask,
-)
+from loom.runtime.sampling.hooks import InpaintConcatHook, NoiseMaskHook, SamplingHooks, prepare_mask
 from loom.runtime.sd.detect import latent_space
 
 

@@ -27,22 +27,12 @@ from typing import Any
 import torch
 
 from loom.runtime.sampling.guidance import Guider
-from loom.runtime.sampling.hooks import (
-    SamplingHooks,
-    SamplingState,
-    controls_of,
-    hook_session,
-    models_of,
-)
+from loom.runtime.sampling.hooks import SamplingHooks, SamplingState, controls_of, hook_session, models_of
 from loom.runtime.sampling.model_sampling import model_sampling
 from loom.runtime.sampling.noise import Noise
 from loom.runtime.sampling.prediction import GuidedPrediction, timestep_range
 from loom.runtime.sampling.preview import latent_to_rgb
-from loom.runtime.sampling.run_inputs import (
-    check_latent_family,
-    default_model_manager,
-    latent_hooks,
-)
+from loom.runtime.sampling.run_inputs import check_latent_family, default_model_manager, latent_hooks
 from loom.runtime.sampling.solvers import SOLVERS, Solver, SolverRun
 
 

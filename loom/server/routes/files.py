@@ -21,14 +21,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from loom import imageio, jsonsafe
 from loom.paths import UnsafePathError, safe_join
-from loom.server.routes._common import (
-    ApiError,
-    bad_request,
-    is_yes,
-    not_found,
-    read_timeout,
-    timed_out,
-)
+from loom.server.routes._common import ApiError, bad_request, is_yes, not_found, read_timeout, timed_out
 from loom.server.security.headers import INLINE_SAFE_TYPES
 from loom.server.state import get_state
 from loom.store.files import atomic_open

@@ -17,12 +17,7 @@ from aiohttp import web
 
 from loom.server.routes._common import not_found
 from loom.server.state import get_state
-from loom.server.template_catalog import (
-    FILE_TYPES,
-    TemplateCatalog,
-    pack_file,
-    pack_templates,
-)
+from loom.server.template_catalog import FILE_TYPES, TemplateCatalog, pack_file, pack_templates
 
 routes = web.RouteTableDef()
 

@@ -26,19 +26,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.server_fixture import free_port  # noqa: E402
-
-
-def prompt(i: int, size: int) -> dict:
-    return {
-        "1": {"class_type": "EmptyImage", "inputs": {"width": size, "height": size,
-                                                     "batch_size": 1, "color": i * 7919 % 0xFFFFFF}},
-        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
-        "3": {"class_type": "ImageScale", "inputs": {"image": ["2", 0], "upscale_method":
-                                                     "bilinear", "width": size * 3 // 2,
-                                                     "height": size * 3 // 2, "crop": "disabled"}},
-        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
-    }
+from tests.server_fixture import free_port, image_prompt  # noqa: E402
 
 
 def call(url: str, path: str, body: dict | None = None) -> dict:
@@ -88,7 +76,7 @@ def main() -> int:
             print(f"start: RSS {rss.memory_info().rss / 2**20:.0f} MB")
             t0 = time.perf_counter()
             for i in range(1, args.prompts + 1):
-                pid = call(url, "/prompt", {"prompt": prompt(i, args.size)})["prompt_id"]
+                pid = call(url, "/prompt", {"prompt": image_prompt(i, args.size)})["prompt_id"]
                 entry = wait_done(url, pid)
                 assert entry["status"]["status_str"] == "success", entry["status"]
                 if i % args.every == 0:

@@ -59,3 +59,22 @@ def folders(tmp_path):
     return f
 from tests.browser_fixture import *  # noqa: E402,F401,F403  (browser, page, editor_server)
 from tests.server_fixture import *  # noqa: E402,F401,F403  (loom_server fixtures, see its docstring)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """The tiny models run faster on one thread, and much faster when the machine is busy."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def sd1(one_thread):
+    """:func:`sd1_setup`'s SD 1.x set-up, once a module."""
+    from sd_fixtures import sd1_setup
+
+    return sd1_setup()

@@ -412,3 +412,16 @@ def start_main(base_dir: Path, port: int, *args: str, log_path: Path | None = No
             time.sleep(0.05)
     proc.kill()
     raise TimeoutError(f"main.py did not start within {timeout} s:\n{log_path.read_text()}")
+
+
+def image_prompt(i: int, size: int) -> dict:
+    """A model-free prompt whose outputs differ with ``i`` (cache and memory runs)."""
+    return {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": size, "height": size,
+                                                     "batch_size": 1, "color": i * 7919 % 0xFFFFFF}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "ImageScale", "inputs": {"image": ["2", 0], "upscale_method":
+                                                     "bilinear", "width": size * 3 // 2,
+                                                     "height": size * 3 // 2, "crop": "disabled"}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+    }

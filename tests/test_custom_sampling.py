@@ -38,19 +38,6 @@ from nodes.custom_sampling import (
 from nodes.sd_sampling import KSampler, KSamplerAdvanced
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def sd1(one_thread):
-    return sd1_setup()
-
-
 def image_latent(seed=3):
     return {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(seed))}
 

@@ -15,7 +15,7 @@ from PIL import Image
 from loom.engine.cache import OutputCache
 from loom.engine.sizeof import modules_of, sizeof
 from loom.server import ws as wsmod
-from tests.server_fixture import LoomClient, free_port, start_main
+from tests.server_fixture import LoomClient, free_port, image_prompt, start_main
 
 MB = 2**20
 
@@ -79,18 +79,6 @@ def test_a_slow_websocket_client_cannot_hold_the_servers_ram():
 
 
 # -- a long run ------------------------------------------------------------------------------------
-
-def image_prompt(i: int, size: int) -> dict:
-    return {
-        "1": {"class_type": "EmptyImage", "inputs": {"width": size, "height": size,
-                                                     "batch_size": 1, "color": i * 7919 % 0xFFFFFF}},
-        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
-        "3": {"class_type": "ImageScale", "inputs": {"image": ["2", 0], "upscale_method":
-                                                     "bilinear", "width": size * 3 // 2,
-                                                     "height": size * 3 // 2, "crop": "disabled"}},
-        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
-    }
-
 
 @pytest.mark.timeout(300)
 def test_rss_plateaus_over_many_distinct_prompts_and_free_gives_it_back(tmp_path):

@@ -38,19 +38,6 @@ class CountingUNet:
         self.calls.append(args[0].shape[0])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny models run faster on one thread, and much faster when the machine is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def sd1(one_thread):
-    return sd1_setup()
-
 
 def ksample(m, latent=None, **kw):
     args = dict(seed=1, steps=3, cfg=7.0, sampler_name="euler", scheduler="normal",

@@ -37,12 +37,15 @@ import torch
 
 from loom.runtime.sampling.catalog import unsupported_reason, uses_diffusers
 from loom.runtime.sampling.guidance import CFG
-from loom.runtime.sampling.hooks import SamplingHooks, SamplingState, controls_of, hook_session, models_of
-from loom.runtime.sampling.model_sampling import model_sampling
+from loom.runtime.sampling.hooks import SamplingHooks, SamplingState, hook_session
 from loom.runtime.sampling.noise import Noise, initial_noise, seeded_generator
-from loom.runtime.sampling.prediction import GuidedPrediction, timestep_range
 from loom.runtime.sampling.preview import latent_to_rgb
-from loom.runtime.sampling.run_inputs import check_latent_family, default_model_manager, latent_hooks
+from loom.runtime.sampling.run_inputs import (
+    check_latent_family,
+    default_model_manager,
+    guided_prediction,
+    load_for_run,
+)
 from loom.runtime.sampling.schedulers import make_scheduler
 from loom.runtime.sampling.sigma_loop import SamplingRequest, sample_sigmas
 from loom.runtime.sampling.sigmas import schedule_sigmas, window
@@ -113,11 +116,8 @@ def sample(model: Any, positive: list, negative: list, latent: dict, *, seed: in
                                   sigmas=sigmas, noise=Noise(seed, add_noise), callback=callback,
                                   hooks=hooks, previews=previews)
         return sample_sigmas(request, models)[0]
-    all_hooks = [*model.options.get("sampling_hooks", ()), *hooks]
-    controls = controls_of(cond for _, cond in guider.sides)
-    # The UNet and everything the hooks and controls run, loaded together: nothing is loaded
-    # (or evicts another) mid-run.
-    with models.use((model.unet, model.patches), *models_of([*all_hooks, *controls])):
+    all_hooks, controls, loading = load_for_run(models, model, guider, list(hooks))
+    with loading:
         run = DiffusersRun(model=model, guider=guider, latent=latent, seed=seed, total=total,
                            start=start, end=end, sampler_name=sampler_name,
                            scheduler_name=scheduler, add_noise=add_noise,
@@ -170,7 +170,6 @@ def _run(run: DiffusersRun) -> torch.Tensor:
     scale = float(model.latent_scaling_factor)
     steps = _steps(sched, run)
     image = run.latent["samples"].to(device=run.device, dtype=torch.float32) * scale
-    batch, _, height, width = image.shape
     generator = seeded_generator(run.seed)
     if run.add_noise:
         noise = initial_noise(image.shape, generator, run.latent.get("batch_index")).to(run.device)
@@ -179,14 +178,9 @@ def _run(run: DiffusersRun) -> torch.Tensor:
     state = SamplingState(scheduler=sched, timesteps=steps.timesteps,
                           levels=steps.levels[steps.first:], noise=noise, latent_image=image,
                           space=spec.space, device=run.device, model=model)
-    hooks = latent_hooks(run.latent, model.unet, image, run.hooks, run.device, guider=run.guider,
-                         scale=scale)
+    hooks, predict = guided_prediction(run.latent, model, image, run.hooks, run.device, run.guider,
+                                       state)
     x = _starting_point(sched, state, steps, image, noise, run.add_noise)
-    predict = GuidedPrediction(run.guider, batch=batch, height=height, width=width,
-                               device=run.device, dtype=next(model.unet.parameters()).dtype,
-                               unet=model.unet, hooks=hooks,
-                               sigma_range=timestep_range(model_sampling(model)))
-    predict.state = state
     if "generator" in inspect.signature(sched.step).parameters:
         step_kwargs = {**step_kwargs, "generator": generator}
     with hook_session([*hooks, *run.controls], state):

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 
-from loom.runtime.sampling.hooks import InpaintConcatHook, NoiseMaskHook, SamplingHooks, prepare_mask
+from loom.runtime.sampling.hooks import (
+    InpaintConcatHook,
+    NoiseMaskHook,
+    SamplingHooks,
+    controls_of,
+    models_of,
+    prepare_mask,
+)
+from loom.runtime.sampling.model_sampling import model_sampling
+from loom.runtime.sampling.prediction import GuidedPrediction, timestep_range
 from loom.runtime.sd.detect import latent_space
 
 
@@ -26,6 +36,30 @@ def default_model_manager():
     from loom.runtime.sd.common import default_manager
 
     return default_manager()
+
+
+def load_for_run(models: Any, model: Any, guider: Any,
+                 hooks: list) -> tuple[list, list, AbstractContextManager]:
+    """``(hooks, controls, loading)`` for a run of ``model``: the model's own sampling hooks
+    before ``hooks``, the guider's ControlNets, and the context that loads the UNet with
+    everything those run together, so nothing is loaded (or evicts another) mid-run."""
+    hooks = [*model.options.get("sampling_hooks", ()), *hooks]
+    controls = controls_of(cond for _, cond in guider.sides)
+    return hooks, controls, models.use((model.unet, model.patches), *models_of([*hooks, *controls]))
+
+
+def guided_prediction(latent: dict, model: Any, image: torch.Tensor, hooks: list, device,
+                      guider: Any, state: Any) -> tuple[list, GuidedPrediction]:
+    """``(hooks, predict)``: ``hooks`` plus those the LATENT and UNet ask for (latent_hooks),
+    and the guided UNet prediction over them, tied to the run's sampling ``state``."""
+    scale = float(model.latent_scaling_factor)
+    hooks = latent_hooks(latent, model.unet, image, hooks, device, guider=guider, scale=scale)
+    batch, _, height, width = image.shape
+    predict = GuidedPrediction(guider, batch=batch, height=height, width=width, device=device,
+                               dtype=next(model.unet.parameters()).dtype, unet=model.unet,
+                               hooks=hooks, sigma_range=timestep_range(model_sampling(model)))
+    predict.state = state
+    return hooks, predict
 
 
 def latent_hooks(latent: dict, unet: Any, image: torch.Tensor, hooks: list,

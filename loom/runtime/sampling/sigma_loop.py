@@ -27,12 +27,16 @@ from typing import Any
 import torch
 
 from loom.runtime.sampling.guidance import Guider
-from loom.runtime.sampling.hooks import SamplingHooks, SamplingState, controls_of, hook_session, models_of
+from loom.runtime.sampling.hooks import SamplingHooks, SamplingState, hook_session
 from loom.runtime.sampling.model_sampling import model_sampling
 from loom.runtime.sampling.noise import Noise
-from loom.runtime.sampling.prediction import GuidedPrediction, timestep_range
 from loom.runtime.sampling.preview import latent_to_rgb
-from loom.runtime.sampling.run_inputs import check_latent_family, default_model_manager, latent_hooks
+from loom.runtime.sampling.run_inputs import (
+    check_latent_family,
+    default_model_manager,
+    guided_prediction,
+    load_for_run,
+)
 from loom.runtime.sampling.solvers import SOLVERS, Solver, SolverRun
 
 
@@ -74,10 +78,8 @@ def sample_sigmas(req: SamplingRequest, models: Any = None) -> tuple[dict, dict]
     if len(sigmas) < 2:
         return out, dict(out)
     models = models if models is not None else default_model_manager()
-    hooks = [*model.options.get("sampling_hooks", ()), *req.hooks]
-    controls = controls_of(cond for _, cond in req.guider.sides)
-    # The UNet and what the hooks and controls run, loaded together before the loop.
-    with models.use((model.unet, model.patches), *models_of([*hooks, *controls])):
+    hooks, controls, loading = load_for_run(models, model, req.guider, list(req.hooks))
+    with loading:
         x, denoised = _run(req, solver, model, sigmas, hooks, controls, models.device)
     denoised_out = dict(out)
     out["samples"], denoised_out["samples"] = x, denoised
@@ -131,24 +133,16 @@ class _Run(SolverRun):
 
 def _run(req: SamplingRequest, solver: Solver, model, sigmas, hooks, controls,
          device) -> tuple[torch.Tensor, torch.Tensor]:
-    unet = model.unet
-    dtype = next(unet.parameters()).dtype
     scale = float(model.latent_scaling_factor)
     ms = model_sampling(model)
     image = req.latent["samples"].to(device=device, dtype=torch.float32) * scale
-    batch, _, height, width = image.shape
     generator = req.noise.generator()
     noise = req.noise.initial(image.shape, generator, req.latent.get("batch_index")).to(device)
     levels = sigmas.tolist()
     timesteps = torch.tensor([ms.timestep(s) for s in levels[:-1]], dtype=torch.float32)
     state = SamplingState(scheduler=None, timesteps=timesteps, levels=levels, noise=noise,
                           latent_image=image, space="ve", device=device, model=model)
-    hooks = latent_hooks(req.latent, unet, image, hooks, device, guider=req.guider,
-                         scale=scale)
-    predict = GuidedPrediction(req.guider, batch=batch, height=height, width=width,
-                               device=device, dtype=dtype, unet=unet, hooks=hooks,
-                               sigma_range=timestep_range(ms))
-    predict.state = state
+    hooks, predict = guided_prediction(req.latent, model, image, hooks, device, req.guider, state)
     step_hooks = [h for h in hooks if type(h).after_step is not SamplingHooks.after_step]
     run = _Run(predict, ms, generator, req.noise.seed, sigmas, req.callback, step_hooks, state,
                model.family if req.previews else None)

@@ -53,6 +53,7 @@ import importlib.util
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -119,8 +120,7 @@ def _uncond(run, den):
 
 
 def euler(run, x, sigmas):
-    for i in range(len(sigmas) - 1):
-        s, s_next = sigmas[i], sigmas[i + 1]
+    for i, (s, s_next) in enumerate(pairwise(sigmas)):
         den = run.denoise(x, s, i)
         d = (x - den) / s
         x = run.done(i, x + d * (s_next - s), den)
@@ -128,8 +128,7 @@ def euler(run, x, sigmas):
 
 
 def euler_cfg_pp(run, x, sigmas):
-    for i in range(len(sigmas) - 1):
-        s, s_next = sigmas[i], sigmas[i + 1]
+    for i, (s, s_next) in enumerate(pairwise(sigmas)):
         den = run.denoise(x, s, i)
         x = run.done(i, _renoise(x, den, _uncond(run, den), s, s_next), den)
     return x
@@ -137,8 +136,7 @@ def euler_cfg_pp(run, x, sigmas):
 
 def euler_ancestral(run, x, sigmas, eta: float = 1.0, s_noise: float = 1.0,
                     cfg_pp: bool = False):
-    for i in range(len(sigmas) - 1):
-        s, s_next = sigmas[i], sigmas[i + 1]
+    for i, (s, s_next) in enumerate(pairwise(sigmas)):
         den = run.denoise(x, s, i)
         down, up = _ancestral(s, s_next, eta)
         if cfg_pp:
@@ -156,8 +154,7 @@ def euler_ancestral_cfg_pp(run, x, sigmas, eta: float = 1.0, s_noise: float = 1.
 
 
 def heun(run, x, sigmas):
-    for i in range(len(sigmas) - 1):
-        s, s_next = sigmas[i], sigmas[i + 1]
+    for i, (s, s_next) in enumerate(pairwise(sigmas)):
         den = run.denoise(x, s, i)
         d = (x - den) / s
         dt = s_next - s
@@ -189,8 +186,7 @@ def dpm_2(run, x, sigmas):
 
 
 def dpm_2_ancestral(run, x, sigmas, eta: float = 1.0):
-    for i in range(len(sigmas) - 1):
-        s, s_next = sigmas[i], sigmas[i + 1]
+    for i, (s, s_next) in enumerate(pairwise(sigmas)):
         den = run.denoise(x, s, i)
         down, up = _ancestral(s, s_next, eta)
         x = _dpm2_step(run, x, den, s, down, i)
@@ -203,8 +199,7 @@ def dpm_2_ancestral(run, x, sigmas, eta: float = 1.0):
 def dpmpp_2m(run, x, sigmas, cfg_pp: bool = False):
     prev = prev_u = None
     h_prev = None
-    for i in range(len(sigmas) - 1):
-        s, s_next = sigmas[i], sigmas[i + 1]
+    for i, (s, s_next) in enumerate(pairwise(sigmas)):
         den = run.denoise(x, s, i)
         den_u = _uncond(run, den) if cfg_pp else den
         est, est_u = den, den_u
@@ -226,8 +221,7 @@ def dpmpp_2m_cfg_pp(run, x, sigmas):
 def dpmpp_2m_sde(run, x, sigmas, eta: float = 1.0, s_noise: float = 1.0,
                  solver_type: str = "midpoint"):
     prev = h_prev = None
-    for i in range(len(sigmas) - 1):
-        s, s_next = sigmas[i], sigmas[i + 1]
+    for i, (s, s_next) in enumerate(pairwise(sigmas)):
         den = run.denoise(x, s, i)
         if float(s_next) == 0:
             x = run.done(i, den, den)
@@ -283,8 +277,7 @@ def lms(run, x, sigmas, max_order: int = 4):
 
 def dpmpp_2s_ancestral(run, x, sigmas, eta: float = 1.0, s_noise: float = 1.0,
                        cfg_pp: bool = False):
-    for i in range(len(sigmas) - 1):
-        s, s_next = sigmas[i], sigmas[i + 1]
+    for i, (s, s_next) in enumerate(pairwise(sigmas)):
         den = run.denoise(x, s, i)
         den_u = _uncond(run, den) if cfg_pp else den
         down, up = _ancestral(s, s_next, eta)
@@ -312,8 +305,7 @@ def dpmpp_sde(run, x, sigmas, eta: float = 1.0, s_noise: float = 1.0, r: float =
         return x
     brownian = run.brownian(x, float(positive.min()), float(sigmas.max()))
     fac = 1 / (2 * r)
-    for i in range(len(sigmas) - 1):
-        s, s_next = sigmas[i], sigmas[i + 1]
+    for i, (s, s_next) in enumerate(pairwise(sigmas)):
         den = run.denoise(x, s, i)
         if float(s_next) == 0:
             x = run.done(i, x + (x - den) / s * (s_next - s), den)
@@ -342,8 +334,7 @@ def _phi2(h):
 
 def res_multistep(run, x, sigmas, cfg_pp: bool = False):
     prev = prev_u = None
-    for i in range(len(sigmas) - 1):
-        s, s_next = sigmas[i], sigmas[i + 1]
+    for i, (s, s_next) in enumerate(pairwise(sigmas)):
         den = run.denoise(x, s, i)
         den_u = _uncond(run, den) if cfg_pp else den
         est, est_u = den, den_u
@@ -384,8 +375,7 @@ def er_sde_weights(sigma: float, sigma_next: float) -> tuple[float, float]:
 
 def er_sde(run, x, sigmas, max_stage: int = 3, s_noise: float = 1.0):
     prev = d1_prev = None
-    for i in range(len(sigmas) - 1):
-        s, s_next = sigmas[i], sigmas[i + 1]
+    for i, (s, s_next) in enumerate(pairwise(sigmas)):
         den = run.denoise(x, s, i)
         fs, fn = float(s), float(s_next)
         if fn == 0:
@@ -417,8 +407,7 @@ _ADAMS_BASHFORTH = {1: (1.0,), 2: (3 / 2, -1 / 2), 3: (23 / 12, -16 / 12, 5 / 12
 
 def ipndm(run, x, sigmas, max_order: int = 4):
     history: list[torch.Tensor] = []
-    for i in range(len(sigmas) - 1):
-        s, s_next = sigmas[i], sigmas[i + 1]
+    for i, (s, s_next) in enumerate(pairwise(sigmas)):
         den = run.denoise(x, s, i)
         history.insert(0, (x - den) / s)
         del history[max_order:]
@@ -431,8 +420,7 @@ def ipndm(run, x, sigmas, max_order: int = 4):
 def ddpm(run, x, sigmas):
     """Ancestral DDPM (Ho et al. 2020, eq. 6-7): the posterior q(x_prev | x, x0 = D) of a
     variance-preserving model, sampled, written for levels sigma (alpha_bar = 1 / (1 + s^2))."""
-    for i in range(len(sigmas) - 1):
-        s, s_next = sigmas[i], sigmas[i + 1]
+    for i, (s, s_next) in enumerate(pairwise(sigmas)):
         den = run.denoise(x, s, i)
         a, a_prev = 1 / (1 + s**2), 1 / (1 + s_next**2)
         alpha = a / a_prev
@@ -449,8 +437,7 @@ def gradient_estimation(run, x, sigmas, gamma: float = 2.0):
     """Permenter & Yvinec 2024: Euler with the direction extrapolated from the last two,
     ``gamma * d + (1 - gamma) * d_prev`` (the first step is plain Euler)."""
     d_prev = None
-    for i in range(len(sigmas) - 1):
-        s, s_next = sigmas[i], sigmas[i + 1]
+    for i, (s, s_next) in enumerate(pairwise(sigmas)):
         den = run.denoise(x, s, i)
         d = (x - den) / s
         step = d if d_prev is None else gamma * d + (1 - gamma) * d_prev

@@ -57,6 +57,35 @@ def input_path(ctx: Any, name: str) -> Path:
     return safe_join(paths.input_dir, name)
 
 
+def input_fingerprint(ctx: Any, name: Any) -> str | None:
+    """A loader's cache fingerprint for a file of the input folder: its content hash, or None
+    when it cannot be read (validation then says why)."""
+    from loom.paths import UnsafePathError
+
+    try:
+        return file_fingerprint(input_path(ctx, name))
+    except (OSError, UnsafePathError, RuntimeError, TypeError):
+        return None
+
+
+def missing_input_message(ctx: Any, name: Any, noun: str, file_noun: str, advice: str = "") -> str | None:
+    """Why ``name`` cannot be read from the input folder ("Invalid {noun} name …", "{file_noun}
+    … was not found …"), or None when it is there (or there is no input folder to look in)."""
+    from loom.paths import UnsafePathError
+
+    if not isinstance(name, str):
+        return None
+    try:
+        path = input_path(ctx, name)
+    except UnsafePathError as e:
+        return f"Invalid {noun} name {name!r}: {e}"
+    except RuntimeError:
+        return None
+    if not path.is_file():
+        return f"{file_noun} {name!r} was not found in the input folder ({ctx.paths.input_dir}).{advice}"
+    return None
+
+
 # Hashing a big file on every queue is wasteful: remember the hash per (path, size, mtime).
 _hash_cache: dict[tuple[str, int, int], str] = {}
 _hash_lock = threading.Lock()

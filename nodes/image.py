@@ -22,9 +22,10 @@ from PIL.PngImagePlugin import PngInfo
 from loom import imageio
 from loom.files import (
     expand_prefix,
-    file_fingerprint,
+    input_fingerprint,
     input_path,
     list_input_files,
+    missing_input_message,
     next_counter,
     split_prefix,
     write_atomic,
@@ -107,18 +108,8 @@ def load_image_file(path: str | os.PathLike, max_pixels: int = imageio.DEFAULT_M
 
 
 def _missing_image_message(ctx: Any, name: Any) -> str | None:
-    if not isinstance(name, str):
-        return None
-    try:
-        path = input_path(ctx, name)
-    except UnsafePathError as e:
-        return f"Invalid image name {name!r}: {e}"
-    except RuntimeError:
-        return None
-    if not path.is_file():
-        return (f"Image file {name!r} was not found in the input folder "
-                f"({ctx.paths.input_dir}). Upload it again or put the file there.")
-    return None
+    return missing_input_message(ctx, name, "image", "Image file",
+                                 " Upload it again or put the file there.")
 
 
 def _probe(ctx: Any, name: Any, first_frame_only: bool = False
@@ -179,10 +170,7 @@ class LoadImage(Node):
 
     @classmethod
     def fingerprint(cls, ctx, image=None, **_):
-        try:
-            return file_fingerprint(input_path(ctx, image))
-        except (OSError, UnsafePathError, RuntimeError, TypeError):
-            return None
+        return input_fingerprint(ctx, image)
 
     @classmethod
     def validate_inputs(cls, ctx, image=None, **_):

@@ -16,9 +16,10 @@ import safetensors.torch
 import torch
 
 from loom.files import (
-    file_fingerprint,
+    input_fingerprint,
     input_path,
     list_input_files,
+    missing_input_message,
     next_counter,
     split_prefix,
     write_atomic,
@@ -36,7 +37,6 @@ from loom.nodeapi import (
     Output,
     String,
 )
-from loom.paths import UnsafePathError
 from loom.runtime.sampling.resize import CROP_METHODS, LATENT_METHODS, fill_aspect, resize
 
 LATENT_CHANNELS = 4
@@ -244,20 +244,6 @@ class SaveLatent(Node):
             {"filename": name, "subfolder": "" if subfolder == "." else subfolder, "type": "output"}]})
 
 
-def _missing_latent_message(ctx: Any, name: Any) -> str | None:
-    if not isinstance(name, str):
-        return None
-    try:
-        path = input_path(ctx, name)
-    except UnsafePathError as e:
-        return f"Invalid latent file name {name!r}: {e}"
-    except RuntimeError:
-        return None
-    if not path.is_file():
-        return f"Latent file {name!r} was not found in the input folder ({ctx.paths.input_dir})."
-    return None
-
-
 class LoadLatent(Node):
     category = "_for_testing"
     display_name = "Load Latent"
@@ -267,14 +253,11 @@ class LoadLatent(Node):
 
     @classmethod
     def fingerprint(cls, ctx, latent=None, **_):
-        try:
-            return file_fingerprint(input_path(ctx, latent))
-        except (OSError, UnsafePathError, RuntimeError, TypeError):
-            return None
+        return input_fingerprint(ctx, latent)
 
     @classmethod
     def validate_inputs(cls, ctx, latent=None, **_):
-        return _missing_latent_message(ctx, latent)
+        return missing_input_message(ctx, latent, "latent file", "Latent file")
 
     def run(self, latent):
         path = input_path(self.ctx, latent)

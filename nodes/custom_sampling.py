@@ -68,37 +68,35 @@ def _s_noise(max_: float = 100.0) -> Float:
                  tooltip="Scale of the fresh noise.")
 
 
-class SamplerEulerAncestral(Node):
+class _AncestralSampler(Node):
+    """A SAMPLER node for the ancestral solver ``solver``, with its noise settings."""
+
     category = "sampling/custom_sampling/samplers"
+    solver = ""
+    inputs = {"eta": _eta(), "s_noise": _s_noise()}
+    outputs = (Output("SAMPLER"),)
+
+    def run(self, eta, s_noise):
+        return (SOLVERS[self.solver].with_options(eta=eta, s_noise=s_noise),)
+
+
+class SamplerEulerAncestral(_AncestralSampler):
     display_name = "SamplerEulerAncestral"
     description = "euler_ancestral with its noise settings."
-    inputs = {"eta": _eta(), "s_noise": _s_noise()}
-    outputs = (Output("SAMPLER"),)
-
-    def run(self, eta, s_noise):
-        return (SOLVERS["euler_ancestral"].with_options(eta=eta, s_noise=s_noise),)
+    solver = "euler_ancestral"
 
 
-class SamplerEulerAncestralCFGPP(Node):
-    category = "sampling/custom_sampling/samplers"
+class SamplerEulerAncestralCFGPP(_AncestralSampler):
     display_name = "SamplerEulerAncestralCFG++"
     description = "euler_ancestral_cfg_pp with its noise settings."
+    solver = "euler_ancestral_cfg_pp"
     inputs = {"eta": _eta(1.0), "s_noise": _s_noise(10.0)}
-    outputs = (Output("SAMPLER"),)
-
-    def run(self, eta, s_noise):
-        return (SOLVERS["euler_ancestral_cfg_pp"].with_options(eta=eta, s_noise=s_noise),)
 
 
-class SamplerDPMPP_2S_Ancestral(Node):  # noqa: N801  (ComfyUI's class name)
-    category = "sampling/custom_sampling/samplers"
+class SamplerDPMPP_2S_Ancestral(_AncestralSampler):  # noqa: N801  (ComfyUI's class name)
     display_name = "SamplerDPMPP_2S_Ancestral"
     description = "dpmpp_2s_ancestral with its noise settings."
-    inputs = {"eta": _eta(), "s_noise": _s_noise()}
-    outputs = (Output("SAMPLER"),)
-
-    def run(self, eta, s_noise):
-        return (SOLVERS["dpmpp_2s_ancestral"].with_options(eta=eta, s_noise=s_noise),)
+    solver = "dpmpp_2s_ancestral"
 
 
 class SamplerDPMPP_2M_SDE(Node):  # noqa: N801  (ComfyUI's class name)
@@ -151,16 +149,19 @@ class BasicScheduler(Node):
         return (schedule_sigmas(model, scheduler, total)[start:],)
 
 
+def _sigma_range_inputs() -> dict:
+    return {
+        "steps": Int(20, min=1, max=10000),
+        "sigma_max": Float(SIGMA_MAX_DEFAULT, min=0.0, max=5000.0, step=0.01, round=False),
+        "sigma_min": Float(SIGMA_MIN_DEFAULT, min=0.0, max=5000.0, step=0.01, round=False),
+    }
+
+
 class KarrasScheduler(Node):
     category = "sampling/custom_sampling/schedulers"
     display_name = "KarrasScheduler"
     description = "Karras et al.'s schedule: evenly spaced in sigma^(1/rho), then 0."
-    inputs = {
-        "steps": Int(20, min=1, max=10000),
-        "sigma_max": Float(SIGMA_MAX_DEFAULT, min=0.0, max=5000.0, step=0.01, round=False),
-        "sigma_min": Float(SIGMA_MIN_DEFAULT, min=0.0, max=5000.0, step=0.01, round=False),
-        "rho": Float(7.0, min=0.0, max=100.0, step=0.01, round=False),
-    }
+    inputs = {**_sigma_range_inputs(), "rho": Float(7.0, min=0.0, max=100.0, step=0.01, round=False)}
     outputs = (Output("SIGMAS"),)
 
     def run(self, steps, sigma_max, sigma_min, rho):
@@ -174,11 +175,7 @@ class ExponentialScheduler(Node):
     category = "sampling/custom_sampling/schedulers"
     display_name = "ExponentialScheduler"
     description = "Noise levels evenly spaced in log sigma, then 0."
-    inputs = {
-        "steps": Int(20, min=1, max=10000),
-        "sigma_max": Float(SIGMA_MAX_DEFAULT, min=0.0, max=5000.0, step=0.01, round=False),
-        "sigma_min": Float(SIGMA_MIN_DEFAULT, min=0.0, max=5000.0, step=0.01, round=False),
-    }
+    inputs = _sigma_range_inputs()
     outputs = (Output("SIGMAS"),)
 
     def run(self, steps, sigma_max, sigma_min):

@@ -408,7 +408,7 @@ def make_lora(pipe, family: str, fmt: str, seed: int = 1) -> dict[str, torch.Ten
 def sd1_setup(kind: str = "sd1", family: str = "sd1", prediction_type: str = "epsilon"):
     """A tiny pipeline (SD 1.x unless ``kind`` says another), a MODEL over its UNet and three
     encoded prompts (positive "a photo of a cat", negative "blurry", another positive), as the
-    sampling tests use them."""
+    sampling tests use them; for SDXL two, "a cat" and "blurry", with their pooled outputs."""
     from types import SimpleNamespace
 
     from loom.runtime.sd.types import DiffusionModel
@@ -418,6 +418,11 @@ def sd1_setup(kind: str = "sd1", family: str = "sd1", prediction_type: str = "ep
                            scheduler_config=dict(pipe.scheduler.config),
                            latent_scaling_factor=pipe.vae.config.scaling_factor)
     with torch.no_grad():
+        if family == "sdxl":  # two text encoders and pooled outputs; no "other" prompt
+            pos, neg, pooled, neg_pooled = pipe.encode_prompt("a cat", "a cat", device="cpu",
+                                                              negative_prompt="blurry")
+            return SimpleNamespace(pipe=pipe, model=model, pos=[[pos, {"pooled_output": pooled}]],
+                                   neg=[[neg, {"pooled_output": neg_pooled}]])
         pos, neg = pipe.encode_prompt("a photo of a cat", "cpu", 1, True, "blurry")
         other, _ = pipe.encode_prompt("a red house by the sea", "cpu", 1, False)
     return SimpleNamespace(pipe=pipe, model=model, pos=[[pos, {"pooled_output": None}]],

@@ -9,7 +9,6 @@ computed here for the scheduler nodes; a KSamplerAdvanced hand-over for timestep
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,7 +17,6 @@ from sd_fixtures import close, empty, sd1_setup, sd_cpu_only, tiny_pipeline  # n
 
 from loom.runtime.sampling.noise import initial_noise, seeded_generator
 from loom.runtime.sampling.schedulers import make_scheduler
-from loom.runtime.sd.types import DiffusionModel
 from nodes.conditioning import ConditioningCombine, ConditioningSetTimestepRange
 from nodes.custom_sampling import (
     BasicGuider,
@@ -398,15 +396,7 @@ def test_noise_mask_keeps_the_unmasked_part(sd1, sampler):
 
 
 def test_sdxl_sampler_custom_equals_ksampler():
-    pipe = tiny_pipeline("sdxl")
-    model = DiffusionModel(unet=pipe.unet, family="sdxl", prediction_type="epsilon",
-                           scheduler_config=dict(pipe.scheduler.config),
-                           latent_scaling_factor=pipe.vae.config.scaling_factor)
-    with torch.no_grad():
-        pos, neg, pooled, neg_pooled = pipe.encode_prompt("a cat", "a cat", device="cpu",
-                                                          negative_prompt="blurry")
-    m = SimpleNamespace(model=model, pos=[[pos, {"pooled_output": pooled}]],
-                        neg=[[neg, {"pooled_output": neg_pooled}]])
+    m = sd1_setup("sdxl", family="sdxl")
     expected = ksample(m, sampler_name="euler", scheduler="karras", steps=2)
     out, _ = custom(m, "euler", "karras", steps=2)
     assert close(out, expected), (out - expected).abs().max()

@@ -388,15 +388,9 @@ def test_reduced_precision_unet(sd1):
 
 
 def test_sdxl_combine_and_areas_run():
-    pipe = tiny_pipeline("sdxl")
-    model = DiffusionModel(unet=pipe.unet, family="sdxl", prediction_type="epsilon",
-                           scheduler_config=dict(pipe.scheduler.config),
-                           latent_scaling_factor=pipe.vae.config.scaling_factor)
-    with torch.no_grad():
-        pos, neg, pooled, neg_pooled = pipe.encode_prompt("a cat", "a cat", device="cpu",
-                                                          negative_prompt="blurry")
-    positive = [[pos, {"pooled_output": pooled}]]
-    negative = [[neg, {"pooled_output": neg_pooled}]]
+    xl = sd1_setup("sdxl", family="sdxl")
+    model, positive, negative = xl.model, xl.pos, xl.neg
+    pos = positive[0][0]
     area = ConditioningSetArea().run(positive, width=32, height=32, x=32, y=32, strength=0.8)[0]
     both = ConditioningCombine().run(positive, area)[0]
     settings = dict(seed=3, steps=2, cfg=6.0, sampler_name="dpmpp_2m", scheduler="karras")

@@ -11,6 +11,7 @@ Adams-Bashforth weights derived from the interpolating polynomial, …) with the
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -152,8 +153,7 @@ def test_er_sde_matches_the_paper_solution_with_the_same_noise():
     got = solve("er_sde", sigmas, ToyRun(seed=7), x=x)
     gen = torch.Generator().manual_seed(7)
     ref, history = x.clone(), []
-    for i in range(len(sigmas) - 1):
-        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+    for s, s_next in pairs(sigmas):
         den = gaussian_denoiser(ref, s, MU_C)
         history.insert(0, (s, den))
         del history[3:]
@@ -210,13 +210,17 @@ def test_ipndm_is_adams_bashforth_on_the_derivative():
     x = start(float(sigmas[0]))
     got = solve("ipndm", sigmas, x=x)
     ref, slopes = x.clone(), []
-    for i in range(len(sigmas) - 1):
-        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+    for s, s_next in pairs(sigmas):
         slopes.insert(0, (ref - gaussian_denoiser(ref, s, MU_C)) / s)
         del slopes[4:]
         weights = _adams_bashforth(len(slopes))
         ref = ref + (s_next - s) * sum(w * d for w, d in zip(weights, slopes, strict=True))
     assert torch.allclose(got, ref, rtol=1e-12, atol=1e-12)
+
+
+def pairs(sigmas):
+    """Each step's (sigma, next sigma), as floats."""
+    return [(float(a), float(b)) for a, b in itertools.pairwise(sigmas)]
 
 
 def _ancestral(s, s_next, eta=1.0):
@@ -232,8 +236,7 @@ def test_dpmpp_2s_ancestral_matches_dpm_solver_pp_2s():
     got = solve("dpmpp_2s_ancestral", sigmas, ToyRun(seed=4), x=x)
     gen = torch.Generator().manual_seed(4)
     ref = x.clone()
-    for i in range(len(sigmas) - 1):
-        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+    for s, s_next in pairs(sigmas):
         den = gaussian_denoiser(ref, s, MU_C)
         if s_next == 0:
             ref = den
@@ -260,8 +263,7 @@ def test_dpmpp_sde_matches_dpm_solver_pp_2s_with_brownian_noise():
     got = solve("dpmpp_sde", sigmas, ToyRun(seed=9), x=x)
     path = BrownianTreeNoiseSampler(x, float(sigmas[-2]), float(sigmas[0]), 9)
     ref = x.clone()
-    for i in range(len(sigmas) - 1):
-        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+    for s, s_next in pairs(sigmas):
         den = gaussian_denoiser(ref, s, MU_C)
         if s_next == 0:
             ref = den
@@ -286,8 +288,7 @@ def test_euler_cfg_pp_is_cfg_pp_ddim():
     cfg = 0.8
     got = solve("euler_cfg_pp", sigmas, ToyRun(cfg=cfg), x=x)
     ref = x.clone()
-    for i in range(len(sigmas) - 1):
-        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+    for s, s_next in pairs(sigmas):
         d_c, d_u = gaussian_denoiser(ref, s, MU_C), gaussian_denoiser(ref, s, MU_U)
         guided = d_u + cfg * (d_c - d_u)
         eps_u = (ref - d_u) / s
@@ -304,8 +305,7 @@ def test_euler_ancestral_cfg_pp_step():
     got = solve("euler_ancestral_cfg_pp", sigmas, ToyRun(cfg=cfg, seed=8), x=x)
     gen = torch.Generator().manual_seed(8)
     ref = x.clone()
-    for i in range(len(sigmas) - 1):
-        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+    for s, s_next in pairs(sigmas):
         d_c, d_u = gaussian_denoiser(ref, s, MU_C), gaussian_denoiser(ref, s, MU_U)
         guided = d_u + cfg * (d_c - d_u)
         if s_next == 0:
@@ -344,8 +344,7 @@ def test_gradient_estimation_steps():
     x = start(float(sigmas[0]))
     got = solve("gradient_estimation", sigmas, x=x)
     ref, d_prev = x.clone(), None
-    for i in range(len(sigmas) - 1):
-        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+    for s, s_next in pairs(sigmas):
         d = (ref - gaussian_denoiser(ref, s, MU_C)) / s
         direction = d if d_prev is None else 2 * d - d_prev
         ref, d_prev = ref + (s_next - s) * direction, d
@@ -430,8 +429,7 @@ def test_eta_zero_makes_the_ancestral_solvers_deterministic():
     # s_noise 0: the deterministic part of the ancestral step only
     got = SOLVERS["euler_ancestral"].with_options(s_noise=0.0)(ToyRun(seed=1), x.clone(), sigmas)
     ref = x.clone()
-    for i in range(len(sigmas) - 1):
-        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+    for s, s_next in pairs(sigmas):
         down, _ = _ancestral(s, s_next)
         ref = ref + (ref - gaussian_denoiser(ref, s, MU_C)) / s * (down - s)
     assert torch.allclose(got, ref, rtol=1e-12, atol=1e-12)

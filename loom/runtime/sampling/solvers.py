@@ -134,6 +134,13 @@ def euler_cfg_pp(run, x, sigmas):
     return x
 
 
+def _ancestral_noise(run, x, s_next, up, s_noise):
+    """An ancestral step's fresh noise (none on the last step, down to sigma 0)."""
+    if float(s_next) > 0 and s_noise:
+        return x + run.noise(x) * (up * s_noise)
+    return x
+
+
 def euler_ancestral(run, x, sigmas, eta: float = 1.0, s_noise: float = 1.0,
                     cfg_pp: bool = False):
     for i, (s, s_next) in enumerate(pairwise(sigmas)):
@@ -143,9 +150,7 @@ def euler_ancestral(run, x, sigmas, eta: float = 1.0, s_noise: float = 1.0,
             x = _renoise(x, den, _uncond(run, den), s, down)
         else:
             x = x + (x - den) / s * (down - s)
-        if float(s_next) > 0 and s_noise:
-            x = x + run.noise(x) * (up * s_noise)
-        x = run.done(i, x, den)
+        x = run.done(i, _ancestral_noise(run, x, s_next, up, s_noise), den)
     return x
 
 
@@ -289,9 +294,7 @@ def dpmpp_2s_ancestral(run, x, sigmas, eta: float = 1.0, s_noise: float = 1.0,
             den2 = run.denoise(x2, mid, i)
             den2_u = _uncond(run, den2) if cfg_pp else den2
             x = _renoise(x, den2, den2_u, s, down)
-        if float(s_next) > 0 and s_noise:
-            x = x + run.noise(x) * (up * s_noise)
-        x = run.done(i, x, den)
+        x = run.done(i, _ancestral_noise(run, x, s_next, up, s_noise), den)
     return x
 
 

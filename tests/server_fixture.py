@@ -246,6 +246,28 @@ class LoomClient:
     def run_prompt(self, prompt: dict, timeout: float = 30, **extra) -> dict:
         return self.wait_history(self.queue_prompt(prompt, **extra), timeout)
 
+    def run_workflow(self, workflow: dict, timeout: float = 240) -> dict:
+        """Queue an editor-format workflow (POST /workflow/queue); its history entry, which must
+        be a success."""
+        r = self.post("/workflow/queue", json={"workflow": workflow})
+        assert r.status == 200, r.text
+        entry = self.wait_history(r.json()["prompt_id"], timeout=timeout)
+        assert entry["status"]["status_str"] == "success", entry["status"]
+        return entry
+
+    def saved_image(self, entry: dict, node_id: str):
+        """The one image node ``node_id`` saved in history ``entry``, as RGB uint8 (via /view)."""
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        [image] = entry["outputs"][node_id]["images"]
+        view = self.get("/view", params=image)
+        assert view.status == 200
+        with Image.open(io.BytesIO(view.body)) as png:
+            return np.asarray(png.convert("RGB"))
+
     def close(self) -> None:
         for sock in self._sockets:
             sock.close()
@@ -318,6 +340,13 @@ class LoomTestServer(LoomClient):
     def ran(self, prompt_id: str) -> list[str]:
         """Node ids of the recorded test nodes that ran for ``prompt_id``."""
         return [node for pid, node, _ in self.runs() if pid == prompt_id]
+
+    def put_model(self, folder: str, name: str, data: bytes | Path) -> Path:
+        """Write a model file (its bytes, or a copy of a file) into models folder ``folder``."""
+        target = self.settings.folders.model_folder(folder) / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data if isinstance(data, bytes) else Path(data).read_bytes())
+        return target
 
     def stop(self) -> None:
         """Stop the server (as on Ctrl+C: a running prompt goes back to the queue)."""

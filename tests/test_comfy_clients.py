@@ -27,9 +27,7 @@ WORKFLOWS = Path(__file__).resolve().parent / "data" / "workflows"
 def default_graph(server, sd_files, steps: int = 12) -> dict:  # noqa: F811
     prompt = json.loads((WORKFLOWS / "default_txt2img.prompt.json").read_text())
     ckpt = prompt["4"]["inputs"]["ckpt_name"]
-    folder = server.settings.folders.model_folder("checkpoints")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / ckpt).write_bytes(sd_files("sd1").read_bytes())
+    server.put_model("checkpoints", ckpt, sd_files("sd1"))
     prompt["5"]["inputs"].update(width=64, height=64)
     prompt["3"]["inputs"]["steps"] = steps
     return prompt

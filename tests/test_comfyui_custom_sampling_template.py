@@ -6,12 +6,10 @@ another step count follows the change. (Source of the file: tests/data/workflows
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from sd_fixtures import sd_cpu_only, sd_files  # noqa: F401  (fixtures)
 
 TEMPLATE = (Path(__file__).parent / "data" / "workflows" / "comfyui"
@@ -19,33 +17,15 @@ TEMPLATE = (Path(__file__).parent / "data" / "workflows" / "comfyui"
 CKPT = "sd_xl_turbo_1.0_fp16.safetensors"
 
 
-def _image(server, entry: dict, node_id: str) -> np.ndarray:
-    [image] = entry["outputs"][node_id]["images"]
-    view = server.get("/view", params=image)
-    assert view.status == 200
-    with Image.open(io.BytesIO(view.body)) as png:
-        return np.asarray(png.convert("RGB"))
-
-
-def _queue(server, workflow: dict) -> dict:
-    r = server.post("/workflow/queue", json={"workflow": workflow})
-    assert r.status == 200, r.text
-    entry = server.wait_history(r.json()["prompt_id"], timeout=240)
-    assert entry["status"]["status_str"] == "success", entry["status"]
-    return entry
-
-
 def test_sdxl_turbo_template_runs_and_equals_the_api_prompt(loom_server_factory, sd_files):  # noqa: F811
     server = loom_server_factory(builtin=True)
-    folder = server.settings.folders.model_folder("checkpoints")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / CKPT).write_bytes(sd_files("sdxl").read_bytes())
+    server.put_model("checkpoints", CKPT, sd_files("sdxl"))
 
     workflow = json.loads(TEMPLATE.read_text())
     by_type = {n["type"]: n for n in workflow["nodes"]}
     by_type["EmptyLatentImage"]["widgets_values"][:2] = [128, 128]  # small for the tiny model
     assert by_type["SamplerCustom"]["widgets_values"] == [True, 0, "fixed", 1]
-    got = _image(server, _queue(server, workflow), "27")
+    got = server.saved_image(server.run_workflow(workflow), "27")
     assert got.shape == (128, 128, 3) and got.std() > 0
 
     positive = next(n for n in workflow["nodes"] if n["id"] == 6)["widgets_values"][0]
@@ -66,10 +46,10 @@ def test_sdxl_turbo_template_runs_and_equals_the_api_prompt(loom_server_factory,
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["13", 0], "vae": ["20", 2]}},
         "27": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "api"}},
     }
-    want = _image(server, server.run_prompt(prompt, timeout=240), "27")
+    want = server.saved_image(server.run_prompt(prompt, timeout=240), "27")
     assert np.array_equal(got, want)
 
     # second run: two turbo steps instead of one
     by_type["SDTurboScheduler"]["widgets_values"][0] = 2
-    second = _image(server, _queue(server, workflow), "27")
+    second = server.saved_image(server.run_workflow(workflow), "27")
     assert second.shape == got.shape and not np.array_equal(second, got)

@@ -11,7 +11,6 @@ by hand from the values the file holds, so the widget values landed where they b
 from __future__ import annotations
 
 import copy
-import io
 import json
 from pathlib import Path
 
@@ -67,29 +66,13 @@ def shrink(workflow: dict) -> dict:
     return wf
 
 
-def queue(server, workflow: dict) -> dict:
-    r = server.post("/workflow/queue", json={"workflow": workflow})
-    assert r.status == 200, r.text
-    entry = server.wait_history(r.json()["prompt_id"], timeout=240)
-    assert entry["status"]["status_str"] == "success", entry["status"]
-    return entry
-
-
-def saved_image(server, entry: dict, node_id: str) -> np.ndarray:
-    [image] = entry["outputs"][node_id]["images"]
-    view = server.get("/view", params=image)
-    assert view.status == 200
-    with Image.open(io.BytesIO(view.body)) as png:
-        return np.asarray(png.convert("RGB"))
-
-
 @pytest.mark.parametrize(
     "name",
     ["default.frontend-1.12.8.json", "default.frontend-1.35.9.json", "default.media_image-0.3.52.json"],
 )
 def test_default_workflow_runs_and_equals_the_api_prompt(server, name):
     workflow = shrink(load(name))
-    got = saved_image(server, queue(server, workflow), "9")
+    got = server.saved_image(server.run_workflow(workflow), "9")
     assert got.shape == (128, 128, 3) and got.std() > 0
 
     by_id = {n["id"]: n for n in workflow["nodes"]}
@@ -120,35 +103,35 @@ def test_default_workflow_runs_and_equals_the_api_prompt(server, name):
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
         "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "api"}},
     }
-    want = saved_image(server, server.run_prompt(prompt, timeout=240), "9")
+    want = server.saved_image(server.run_prompt(prompt, timeout=240), "9")
     assert np.array_equal(got, want)
 
 
 def test_image2image_templates_run_and_a_second_run_follows_the_change(server):
     for name in ("image2image.media_image-0.3.1.json", "image2image.templates-0.1.3.json"):
         workflow = shrink(load(name))
-        first = saved_image(server, queue(server, workflow), "9")
+        first = server.saved_image(server.run_workflow(workflow), "9")
         assert first.ndim == 3 and first.std() > 0
     # the newer template scales the input to ~128x128 pixels first (ImageScaleToTotalPixels)
     workflow = shrink(load("image2image.media_image-0.3.1.json"))
-    first = saved_image(server, queue(server, workflow), "9")
+    first = server.saved_image(server.run_workflow(workflow), "9")
     assert first.shape == (112, 136, 3)  # 140x117 scaled, cut to whole latents by VAEEncode
     ks = next(n for n in workflow["nodes"] if n["type"] == "KSampler")
     ks["widgets_values"][6] = 0.5  # denoise
-    second = saved_image(server, queue(server, workflow), "9")
+    second = server.saved_image(server.run_workflow(workflow), "9")
     assert second.shape == first.shape and not np.array_equal(first, second)
 
 
 def test_inpaint_and_outpaint_templates_run(server):
-    inpaint = saved_image(server, queue(server, shrink(load("inpaint_example.media_image-0.3.1.json"))), "9")
+    inpaint = server.saved_image(server.run_workflow(shrink(load("inpaint_example.media_image-0.3.1.json"))),
+                                 "9")
     assert inpaint.shape == (112, 136, 3) and inpaint.std() > 0
-    out = saved_image(
-        server, queue(server, shrink(load("inpaint_model_outpainting.media_image-0.3.1.json"))), "9"
-    )
+    outpaint = shrink(load("inpaint_model_outpainting.media_image-0.3.1.json"))
+    out = server.saved_image(server.run_workflow(outpaint), "9")
     # 140x117 pixels padded by 40 left/right, 40 top and 128 bottom, cut to whole latents
     assert out.shape == (280, 216, 3) and out.std() > 0
 
 
 def test_sdxl_template_runs(server):
-    image = saved_image(server, queue(server, shrink(load("image_sdxl_simple.json-0.1.123.json"))), "7")
+    image = server.saved_image(server.run_workflow(shrink(load("image_sdxl_simple.json-0.1.123.json"))), "7")
     assert image.shape == (128, 128, 3) and image.std() > 0

@@ -226,19 +226,14 @@ def test_multi_controlnet_matches_diffusers(envs):
     _check("sd1 multi-controlnet", env.run(controls), env.reference(controls))
 
 
-def test_sdxl_controlnet_matches_diffusers(envs):
-    env = envs("sdxl")
-    controls = [("cn-a.safetensors", 0, 0.6, 0.0, 1.0)]
-    latents = env.run(controls)
-    _check("sdxl controlnet", latents, env.reference(controls))
-    assert _changes(latents, env.run([]))
-
-
-def test_t2i_adapter_matches_diffusers(envs):
-    env = envs("sd1")
-    controls = [("adapter", 2, 0.8, 0.0, 1.0)]
-    latents = env.run(controls)
-    _check("sd1 t2i-adapter", latents, env.reference(controls))
+@pytest.mark.parametrize("family, control, label", [
+    ("sdxl", ("cn-a.safetensors", 0, 0.6, 0.0, 1.0), "sdxl controlnet"),
+    ("sd1", ("adapter", 2, 0.8, 0.0, 1.0), "sd1 t2i-adapter"),
+])
+def test_sdxl_controlnet_and_t2i_adapter_match_diffusers(envs, family, control, label):
+    env = envs(family)
+    latents = env.run([control])
+    _check(label, latents, env.reference([control]))
     assert _changes(latents, env.run([]))
 
 

@@ -68,9 +68,7 @@ def pixels(server, entry) -> np.ndarray:
 
 def test_custom_sampling_graph_over_http(loom_server_factory, sd_files):  # noqa: F811
     server = loom_server_factory(builtin=True)
-    folder = server.settings.folders.model_folder("checkpoints")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / CKPT).write_bytes(sd_files("sd1").read_bytes())
+    server.put_model("checkpoints", CKPT, sd_files("sd1"))
 
     info = server.get("/object_info/SamplerCustomAdvanced").json()["SamplerCustomAdvanced"]
     assert info["output"] == ["LATENT", "LATENT"]

@@ -208,9 +208,8 @@ def test_reconnects_after_a_server_restart(editor_server, page, tmp_path):
 
 def test_execution_error_shows_message_and_collapsible_traceback(editor_server, page):
     server = editor_server()
-    folder = server.settings.folders.model_folder("checkpoints")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "damaged.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    damaged = b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all"  # a header length, then no JSON
+    server.put_model("checkpoints", "damaged.safetensors", damaged)
     open_editor(page, server)
     page.keyboard.press("r")
     page.wait_for_function("() => JSON.stringify(window.loom.app.info.CheckpointLoaderSimple.input.required"

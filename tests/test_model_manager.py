@@ -15,18 +15,18 @@ def linear(n: int = 256) -> torch.nn.Linear:
     return torch.nn.Linear(n, n, bias=False)  # n*n*4 bytes
 
 
+def use_in_turn(manager: ModelManager, *modules) -> None:
+    """Load and release each module, one after the other (each becomes the most recent)."""
+    for m in modules:
+        with manager.use(m):
+            pass
+
+
 def test_least_recently_used_modules_make_room_never_the_ones_in_use():
     a, b, c = linear(), linear(), linear()
-    size = module_bytes(a)
-    manager = ModelManager(CPU, device_budget=2 * size)
-    with manager.use(a):
-        pass
-    with manager.use(b):
-        pass
-    with manager.use(a):  # a is now more recent than b
-        pass
-    with manager.use(c):  # room for c: b (least recently used) goes
-        pass
+    manager = ModelManager(CPU, device_budget=2 * module_bytes(a))
+    use_in_turn(manager, a, b, a)  # a is now more recent than b
+    use_in_turn(manager, c)  # room for c: b (least recently used) goes
     assert manager.resident() == [a, c] and manager.offloads == 1
     with manager.use(b, c):  # both needed at once: a goes, c stays although older than b
         pass
@@ -99,10 +99,8 @@ def test_nested_use_with_another_patch_set_is_refused():
 def test_nested_use_never_evicts_a_module_in_use():
     """A ControlNet loaded while the sampler holds the UNet must not push the UNet out."""
     unet, controlnet, old = linear(), linear(), linear()
-    size = module_bytes(unet)
-    manager = ModelManager(CPU, device_budget=2 * size)
-    with manager.use(old):
-        pass
+    manager = ModelManager(CPU, device_budget=2 * module_bytes(unet))
+    use_in_turn(manager, old)
     with manager.use(unet):
         with manager.use(controlnet):  # room for it: the idle module goes, never the UNet
             assert manager.resident() == [unet, controlnet]

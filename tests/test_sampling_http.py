@@ -24,9 +24,7 @@ def test_default_txt2img_graph_over_http(loom_server_factory, sd_files):  # noqa
     prompt = json.loads((WORKFLOWS / "default_txt2img.prompt.json").read_text())
     workflow = json.loads((WORKFLOWS / "default_txt2img.json").read_text())
     ckpt = prompt["4"]["inputs"]["ckpt_name"]
-    folder = server.settings.folders.model_folder("checkpoints")
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / ckpt).write_bytes(sd_files("sd1").read_bytes())
+    server.put_model("checkpoints", ckpt, sd_files("sd1"))
     # The default graph as the editor sends it, at a smaller size to keep the test quick.
     prompt["5"]["inputs"].update(width=256, height=256)
 

@@ -158,6 +158,15 @@ def test_patches_survive_streaming_and_come_off_again():
         assert torch.equal(model.blocks[0].weight, original)
 
 
+def run_together(*workers) -> None:
+    """Run each function in its own thread (as server workers do) and wait for all."""
+    threads = [threading.Thread(target=w) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+
+
 def test_two_workers_compute_with_one_module_at_the_same_time():
     """The lock guards placement, not compute: a second worker enters while the first is
     inside ``use`` with the same weights."""
@@ -175,11 +184,7 @@ def test_two_workers_compute_with_one_module_at_the_same_time():
         with manager.use(model):
             overlap.set()
 
-    threads = [threading.Thread(target=first), threading.Thread(target=second)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
+    run_together(first, second)
     assert overlap.is_set() and manager.loads == 1  # one placement, shared
 
 
@@ -236,11 +241,7 @@ def test_a_worker_that_does_not_fit_waits_for_the_other_to_finish():
             assert manager.placement(b) == "device"  # whole, once the first released a
         done.set()
 
-    threads = [threading.Thread(target=first), threading.Thread(target=second)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
+    run_together(first, second)
     assert done.is_set() and order == ["first done", "second in"]
     assert manager.peak_accounted <= manager.device_budget
 

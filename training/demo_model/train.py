@@ -558,73 +558,53 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--run-dir", default="runs/demo_model", help="state.pt and latents.pt go here")
-    p.add_argument("--output", default="runs/demo_model/loom-demo-shapes.safetensors")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda")
-    p.add_argument("--vae-steps", type=int, default=3000)
-    p.add_argument("--vae-batch", type=int, default=32)
-    p.add_argument("--vae-lr", type=float, default=1e-3)
-    p.add_argument(
-        "--vae-crop", type=int, default=32, help="crop side (multiple of 8); every 8th step whole scenes"
-    )
-    p.add_argument("--text-steps", type=int, default=1500, help="text encoder stage (0: skip it)")
-    p.add_argument("--text-batch", type=int, default=64)
-    p.add_argument("--text-lr", type=float, default=1e-3)
-    p.add_argument(
-        "--text-lr-scale",
-        type=float,
-        default=0.0,
-        help="the text encoder's learning rate in the UNet stage, as a share of --lr (0: frozen)",
-    )
-    p.add_argument("--scenes", type=int, default=8000, help="training scenes encoded for the UNet")
-    p.add_argument("--unet-steps", type=int, default=10000)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument(
-        "--high-noise-weight",
-        type=float,
-        default=10.0,
-        help="extra weight of the loss at high noise levels (1: plain min-SNR-5); see noise_weight",
-    )
-    p.add_argument(
-        "--oversample",
-        action="append",
-        default=[],
-        metavar="SHAPE=WEIGHT",
-        help="UNet stage: draw scenes with this shape WEIGHT times as often (repeatable), "
-        "e.g. star=2 for the hardest shape",
-    )
-    p.add_argument("--ema", type=float, default=0.999, help="EMA decay of the exported weights")
-    p.add_argument("--save-every", type=int, default=200)
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads (0: torch's default). On a shared, loaded CPU one thread is "
-        "several times faster than two that wait for each other",
-    )
-    p.add_argument("--export-only", action="store_true", help="write the checkpoint from state.pt")
-    p.add_argument(
-        "--init-from",
-        metavar="CHECKPOINT",
-        help="a new run starts from this written checkpoint (its VAE and latent space kept), "
-        "e.g. models/checkpoints/loom-demo-shapes.safetensors, to train it further",
-    )
-    p.add_argument(
-        "--finetune-decoder",
-        type=int,
-        default=0,
-        metavar="STEPS",
-        help="instead of training: fine-tune the VAE decoder for STEPS steps (run it as a "
-        "second process once the encode stage is done)",
-    )
-    p.add_argument(
-        "--decoder-latent-noise",
-        type=float,
-        default=0.3,
-        help="--finetune-decoder: the most noise added to its latents (scaled-latent units)",
-    )
+    run = p.add_argument_group("run")
+    run.add_argument("--run-dir", default="runs/demo_model", help="state.pt and latents.pt go here")
+    run.add_argument("--output", default="runs/demo_model/loom-demo-shapes.safetensors",
+                     help="the checkpoint written at each save and at the end")
+    run.add_argument("--seed", type=int, default=0, help="seeds the scenes, noise and initial weights")
+    run.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda")
+    run.add_argument("--save-every", type=int, default=200, help="steps between state saves")
+    run.add_argument("--threads", type=int, default=1,
+                     help="torch CPU threads (0: torch's default). On a shared, loaded CPU one "
+                     "thread is several times faster than two that wait for each other")
+    vae = p.add_argument_group("stage 1: VAE")
+    vae.add_argument("--vae-steps", type=int, default=3000, help="VAE training steps")
+    vae.add_argument("--vae-batch", type=int, default=32, help="pictures (crops) per VAE step")
+    vae.add_argument("--vae-lr", type=float, default=1e-3, help="VAE learning rate")
+    vae.add_argument("--vae-crop", type=int, default=32,
+                     help="crop side (multiple of 8); every 8th step whole scenes")
+    text = p.add_argument_group("stage 2: text encoder")
+    text.add_argument("--text-steps", type=int, default=1500, help="text encoder stage (0: skip it)")
+    text.add_argument("--text-batch", type=int, default=64, help="captions per text step")
+    text.add_argument("--text-lr", type=float, default=1e-3, help="text encoder learning rate")
+    text.add_argument("--text-lr-scale", type=float, default=0.0,
+                      help="the text encoder's learning rate in the UNet stage, as a share of --lr "
+                      "(0: frozen)")
+    unet = p.add_argument_group("stages 3-4: encode, UNet")
+    unet.add_argument("--scenes", type=int, default=8000, help="training scenes encoded for the UNet")
+    unet.add_argument("--unet-steps", type=int, default=10000, help="UNet training steps")
+    unet.add_argument("--batch", type=int, default=32, help="latents per UNet step")
+    unet.add_argument("--lr", type=float, default=1e-3, help="UNet peak learning rate (cosine to 10%%)")
+    unet.add_argument("--high-noise-weight", type=float, default=10.0,
+                      help="extra weight of the loss at high noise levels (1: plain min-SNR-5); "
+                      "see noise_weight")
+    unet.add_argument("--oversample", action="append", default=[], metavar="SHAPE=WEIGHT",
+                      help="draw scenes with this shape WEIGHT times as often (repeatable), e.g. "
+                      "star=2 for the hardest shape")
+    unet.add_argument("--ema", type=float, default=0.999, help="EMA decay of the exported weights")
+    other = p.add_argument_group("instead of training")
+    other.add_argument("--export-only", action="store_true", help="write the checkpoint from state.pt")
+    other.add_argument("--init-from", metavar="CHECKPOINT",
+                       help="a new run starts from this written checkpoint (its VAE and latent "
+                       "space kept), e.g. models/checkpoints/loom-demo-shapes.safetensors, to "
+                       "train it further")
+    other.add_argument("--finetune-decoder", type=int, default=0, metavar="STEPS",
+                       help="fine-tune the VAE decoder for STEPS steps (run it as a second process "
+                       "once the encode stage is done)")
+    other.add_argument("--decoder-latent-noise", type=float, default=0.3,
+                       help="--finetune-decoder: the most noise added to its latents "
+                       "(scaled-latent units)")
     return p.parse_args(argv)
 
 

@@ -42,9 +42,11 @@ append to ``<temp>/fixture_runs.log``, which :meth:`LoomTestServer.runs` reads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json as jsonlib
 import os
 import queue as queuelib
+import signal
 import socket
 import subprocess
 import sys
@@ -441,6 +443,27 @@ def start_main(base_dir: Path, port: int, *args: str, log_path: Path | None = No
             time.sleep(0.05)
     proc.kill()
     raise TimeoutError(f"main.py did not start within {timeout} s:\n{log_path.read_text()}")
+
+
+@contextlib.contextmanager
+def main_process(base_dir: Path, port: int, *args: str, **kwargs):
+    """:func:`start_main` as a context: ``(process, LoomClient)``; afterwards the client is
+    closed and the process killed if it still runs."""
+    proc = start_main(base_dir, port, *args, **kwargs)
+    client = LoomClient(f"http://127.0.0.1:{port}")
+    try:
+        yield proc, client
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def kill_9(proc: subprocess.Popen) -> None:
+    """SIGKILL, as a crash or the OOM killer would: no shutdown code runs."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
 
 
 def image_prompt(i: int, size: int) -> dict:

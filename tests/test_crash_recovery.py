@@ -3,15 +3,13 @@ prompt that is the likely cause of repeated crashes is given up on."""
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
 import time
 
 from loom.config import REPO_ROOT
 from loom.store import Store
 from loom.store.queue import MAX_CRASH_ATTEMPTS
-from tests.server_fixture import LoomClient, free_port, start_main
+from tests.server_fixture import LoomClient, free_port, kill_9, main_process, start_main
 
 PROMPT = {"1": {"class_type": "Sink", "inputs": {}}}
 
@@ -101,21 +99,14 @@ def test_a_rerun_after_kill_9_leaves_no_orphans_and_stale_temp_files_go(tmp_path
     port = free_port()
     args = ("--builtin-nodes-dir", str(REPO_ROOT / "nodes"))
     output = tmp_path / "output"
-    proc = start_main(tmp_path, port, *args)
-    client = LoomClient(f"http://127.0.0.1:{port}")
-    try:
+    with main_process(tmp_path, port, *args) as (proc, client):
         pid = client.queue_prompt(image_then_sleep(4))
         deadline = time.monotonic() + 60
         while not noted(tmp_path) and time.monotonic() < deadline:
             time.sleep(0.05)
         [first] = list(output.glob("crash_*.png"))  # written and noted; the prompt still sleeps
         assert noted(tmp_path) == [str(first)]
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    finally:
-        client.close()
-        if proc.poll() is None:
-            proc.kill()
+        kill_9(proc)
     # What a killed atomic write leaves behind, in output/ (also in a subfolder) and input/.
     (output / "sub").mkdir(exist_ok=True)
     stale = [output / ".crash.0123456789ab.png.tmp", output / "sub" / ".crash.fedcba987654.png.tmp",

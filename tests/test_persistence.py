@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 
 import pytest
 
-from tests.server_fixture import LoomClient, free_port, start_main
+from tests.server_fixture import LoomClient, free_port, kill_9, main_process, start_main
 
 
 def sleeper(seconds: float, value: int) -> dict:
@@ -19,9 +18,7 @@ def sleeper(seconds: float, value: int) -> dict:
 
 def test_kill_9_keeps_queued_prompts_and_history(tmp_path):
     port = free_port()
-    proc = start_main(tmp_path, port)
-    client = LoomClient(f"http://127.0.0.1:{port}")
-    try:
+    with main_process(tmp_path, port) as (proc, client):
         done = client.run_prompt(sleeper(0, 1))
         assert done["outputs"]["3"] == {"value": [1]}
         done_id = done["prompt"][1]
@@ -29,12 +26,7 @@ def test_kill_9_keeps_queued_prompts_and_history(tmp_path):
         queued = [client.queue_prompt(sleeper(0.4, v), client_id=ws.client_id) for v in (2, 3, 4)]
         ws.wait_for("progress", prompt_id=queued[0])  # the first one is running
         client.post("/userdata/workflows%2Fkept.json", data=b'{"nodes": []}')
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    finally:
-        client.close()
-        if proc.poll() is None:
-            proc.kill()
+        kill_9(proc)
 
     proc = start_main(tmp_path, port)
     client = LoomClient(f"http://127.0.0.1:{port}")

@@ -445,6 +445,21 @@ def start_main(base_dir: Path, port: int, *args: str, log_path: Path | None = No
     raise TimeoutError(f"main.py did not start within {timeout} s:\n{log_path.read_text()}")
 
 
+def ws_handshake_status(url: str, headers: dict[str, str] | None = None, timeout: float = 10) -> int:
+    """101 when the websocket upgrade at ``url`` is accepted (and its first message is the
+    status), else the status of the refusal."""
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            try:
+                async with session.ws_connect(url, headers=headers or {}) as ws:
+                    msg = await ws.receive_json(timeout=timeout)
+                    assert msg["type"] == "status"
+                    return 101
+            except aiohttp.WSServerHandshakeError as exc:
+                return exc.status
+    return asyncio.run(go())
+
+
 @contextlib.contextmanager
 def main_process(base_dir: Path, port: int, *args: str, **kwargs):
     """:func:`start_main` as a context: ``(process, LoomClient)``; afterwards the client is

@@ -7,7 +7,6 @@ announced but never sent) go through http.client; the rest through the shared te
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 import re
@@ -17,12 +16,11 @@ import sys
 import uuid
 from pathlib import Path
 
-import aiohttp
 import conftest
 import pytest
 
 from loom.config import REPO_ROOT
-from tests.server_fixture import FIXTURE_NODES, LoomTestServer, free_port, start_main
+from tests.server_fixture import FIXTURE_NODES, LoomTestServer, free_port, start_main, ws_handshake_status
 
 TOKEN = "tok-" + "x" * 28
 EVIL = "http://evil.example"
@@ -65,16 +63,7 @@ def multipart(fields: dict[str, str], filename: str, data: bytes) -> tuple[bytes
 def ws_handshake(server: LoomTestServer, headers: dict[str, str] | None = None,
                  query: str = "") -> int:
     """101 when the websocket upgrade is accepted, else the refusal status."""
-    async def go():
-        async with aiohttp.ClientSession() as session:
-            try:
-                async with session.ws_connect(f"{server.url}/ws{query}", headers=headers or {}) as ws:
-                    msg = await ws.receive_json(timeout=10)
-                    assert msg["type"] == "status"
-                    return 101
-            except aiohttp.WSServerHandshakeError as exc:
-                return exc.status
-    return asyncio.run(go())
+    return ws_handshake_status(f"{server.url}/ws{query}", headers)
 
 
 _PARAMS = {"file": "wf.json", "dest": "wf2.json", "prompt_id": "abc", "id": "Comfy.Key",

@@ -15,7 +15,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -29,6 +28,7 @@ from loom.server.security import (
     listens_on_loopback_only,
     session_cookie_name,
 )
+from tests.server_fixture import ws_handshake_status
 
 TOKEN = "s3cret-token-0123456789abcdef"
 
@@ -139,17 +139,7 @@ class Client:
 
     def ws_status(self, headers: dict[str, str] | None = None, path: str = "/ws") -> int:
         """The status of a websocket handshake (101 when accepted)."""
-        async def go():
-            async with aiohttp.ClientSession() as session:
-                try:
-                    async with session.ws_connect(f"http://127.0.0.1:{self.port}{path}",
-                                                  headers=headers or {}) as sock:
-                        msg = await sock.receive_json(timeout=5)
-                        assert msg["type"] == "status"
-                        return 101
-                except aiohttp.WSServerHandshakeError as exc:
-                    return exc.status
-        return asyncio.run(go())
+        return ws_handshake_status(f"http://127.0.0.1:{self.port}{path}", headers, timeout=5)
 
 
 @pytest.fixture

@@ -320,7 +320,10 @@ def test_half_sent_bodies_get_a_408(loom_server_factory):
             f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
             "Content-Length: 1000\r\n\r\n--x\r\n".encode()
         )
+        start = time.monotonic()
         closed, got = _closed_within(s, 10)
         s.close()
         assert got.startswith(b"HTTP/1.1 408"), (path, got[:200])
+        # then closed: no lingering longer than the request timeout for a client that stalled
+        assert closed and time.monotonic() - start < 5, path
     assert srv.get("/queue").status == 200

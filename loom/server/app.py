@@ -133,9 +133,12 @@ def create_app(settings: Settings, registry: NodeRegistry | None = None) -> web.
 def make_runner(app: web.Application, **kwargs) -> web.AppRunner:
     """The runner to serve ``app`` with. aiohttp has no header timeout of its own, but its
     keep-alive timer closes a connection that is waiting for a complete request: with it set
-    to --request-timeout, half-sent headers are dropped (bodies: see ``read_body``)."""
+    to --request-timeout, half-sent headers are dropped (bodies: see ``read_body``). After a
+    response to a request whose body was not all read (a 408, a 413), aiohttp reads and drops
+    the rest for its "lingering" time (10 s) before closing: a client known to have stalled
+    for --request-timeout gets no longer than that."""
     timeout = app[STATE].settings.request_timeout_s
-    return web.AppRunner(app, keepalive_timeout=timeout, **kwargs)
+    return web.AppRunner(app, keepalive_timeout=timeout, lingering_time=min(timeout, 10.0), **kwargs)
 
 
 def load_node_packs(state: AppState) -> None:

@@ -481,6 +481,16 @@ def kill_9(proc: subprocess.Popen) -> None:
     proc.wait(10)
 
 
+def add_chain(value: int = 1) -> dict:
+    """A fixture-pack prompt: ``value + 10`` into a Sink (node "4")."""
+    return {
+        "1": {"class_type": "IntConst", "inputs": {"value": value}},
+        "2": {"class_type": "IntConst", "inputs": {"value": 10}},
+        "3": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": ["2", 0]}},
+        "4": {"class_type": "Sink", "inputs": {"value": ["3", 0]}},
+    }
+
+
 def image_prompt(i: int, size: int) -> dict:
     """A model-free prompt whose outputs differ with ``i`` (cache and memory runs)."""
     return {

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from tests.server_fixture import LoomTestServer
-
-
-def chain(value: int = 1) -> dict:
-    return {
-        "1": {"class_type": "IntConst", "inputs": {"value": value}},
-        "2": {"class_type": "IntConst", "inputs": {"value": 10}},
-        "3": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": ["2", 0]}},
-        "4": {"class_type": "Sink", "inputs": {"value": ["3", 0]}},
-    }
+from tests.server_fixture import LoomTestServer, add_chain
 
 
 def test_queue_and_history(loom_server: LoomTestServer):
-    r = loom_server.post("/prompt", json={"prompt": chain(5)})
+    r = loom_server.post("/prompt", json={"prompt": add_chain(5)})
     assert r.status == 200, r.text
     body = r.json()
     assert body["node_errors"] == {}
@@ -35,7 +26,7 @@ def test_queue_and_history(loom_server: LoomTestServer):
 
 
 def test_api_prefix(loom_server: LoomTestServer):
-    r = loom_server.post("/api/prompt", json={"prompt": chain(2)})
+    r = loom_server.post("/api/prompt", json={"prompt": add_chain(2)})
     assert r.status == 200, r.text
     pid = r.json()["prompt_id"]
     loom_server.wait_history(pid)

@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tests.server_fixture import LoomTestServer
-
-
-def const_add_sink(a: int = 1) -> dict:
-    return {
-        "1": {"class_type": "IntConst", "inputs": {"value": a}},
-        "2": {"class_type": "IntConst", "inputs": {"value": 10}},
-        "3": {"class_type": "Add", "inputs": {"a": ["1", 0], "b": ["2", 0]}},
-        "4": {"class_type": "Sink", "inputs": {"value": ["3", 0]}},
-    }
+from tests.server_fixture import LoomTestServer, add_chain
 
 
 def sleeper(seconds: float = 30, value: int = 7) -> dict:
@@ -31,7 +22,7 @@ def types(events: list[dict]) -> list[str]:
 def test_event_sequence_goes_to_the_submitting_client_only(loom_server: LoomTestServer):
     ws = loom_server.ws()
     other = loom_server.ws()
-    pid = loom_server.queue_prompt(const_add_sink(5), client_id=ws.client_id)
+    pid = loom_server.queue_prompt(add_chain(5), client_id=ws.client_id)
     # (progress_state messages are checked in test_ws_protocol.py)
     events = [e for e in ws.prompt_events(pid) if e["type"] != "progress_state"]
     assert types(events) == ["execution_start", "execution_cached", "executing", "executing",
@@ -61,7 +52,7 @@ def test_status_message_on_connect_and_client_id(loom_server: LoomTestServer):
 
 def test_events_of_prompts_without_client_go_to_everybody(loom_server: LoomTestServer):
     a, b = loom_server.ws(), loom_server.ws()
-    pid = loom_server.queue_prompt(const_add_sink(1))
+    pid = loom_server.queue_prompt(add_chain(1))
     assert types(a.prompt_events(pid))[-2:] == ["execution_success", "executing"]
     assert types(b.prompt_events(pid))[-2:] == ["execution_success", "executing"]
 
@@ -126,7 +117,7 @@ def test_interrupt_a_long_node_while_the_server_keeps_answering(loom_server: Loo
     assert "execution_interrupted" in [m[0] for m in entry["status"]["messages"]]
 
     # The next prompt runs normally; /interrupt without a body hits whatever runs.
-    nxt = loom_server.run_prompt(const_add_sink(2))
+    nxt = loom_server.run_prompt(add_chain(2))
     assert nxt["status"]["status_str"] == "success"
     pid = loom_server.queue_prompt(sleeper(60, value=8), client_id=ws.client_id)
     ws.wait_for("progress", prompt_id=pid)
@@ -154,17 +145,17 @@ def test_node_exception_gives_execution_error_and_the_next_prompt_runs(loom_serv
     entry = loom_server.wait_history(pid)
     assert entry["status"]["status_str"] == "error"
     assert entry["status"]["messages"][-1][0] == "execution_error"
-    assert loom_server.run_prompt(const_add_sink(3))["outputs"] == {"4": {"value": [13]}}
+    assert loom_server.run_prompt(add_chain(3))["outputs"] == {"4": {"value": [13]}}
 
 
 def test_queue_order_front_delete_and_clear(loom_server: LoomTestServer):
     ws = loom_server.ws()
     blocker = loom_server.queue_prompt(sleeper(60), client_id=ws.client_id)
     ws.wait_for("progress", prompt_id=blocker)
-    a = loom_server.queue_prompt(const_add_sink(1))
-    b = loom_server.queue_prompt(const_add_sink(2))
-    c = loom_server.queue_prompt(const_add_sink(3), front=True)
-    d = loom_server.queue_prompt(const_add_sink(4), number=-1000)
+    a = loom_server.queue_prompt(add_chain(1))
+    b = loom_server.queue_prompt(add_chain(2))
+    c = loom_server.queue_prompt(add_chain(3), front=True)
+    d = loom_server.queue_prompt(add_chain(4), number=-1000)
     queue = loom_server.get("/queue").json()
     assert [i[1] for i in queue["queue_running"]] == [blocker]
     assert [i[1] for i in queue["queue_pending"]] == [d, c, a, b]
@@ -232,7 +223,7 @@ def test_two_workers_run_prompts_at_the_same_time(loom_server_factory):
 
 
 def test_history_paging_and_deletion(loom_server: LoomTestServer):
-    ids = [loom_server.queue_prompt(const_add_sink(i)) for i in range(4)]
+    ids = [loom_server.queue_prompt(add_chain(i)) for i in range(4)]
     for pid in ids:
         loom_server.wait_history(pid)
     assert list(loom_server.get("/history").json()) == ids
@@ -248,7 +239,7 @@ def test_history_paging_and_deletion(loom_server: LoomTestServer):
 
 def test_history_is_pruned_to_the_maximum(loom_server_factory):
     server = loom_server_factory(history_max_items=2)
-    ids = [server.queue_prompt(const_add_sink(i)) for i in range(3)]
+    ids = [server.queue_prompt(add_chain(i)) for i in range(3)]
     server.wait_history(ids[-1])
     assert list(server.get("/history").json()) == ids[1:]
 
@@ -278,7 +269,7 @@ def test_an_output_that_is_not_json_is_an_error_not_a_dead_worker(loom_server: L
     entry = loom_server.wait_history(pid)
     assert entry["status"]["status_str"] == "error"
     assert "TypeError" in entry["status"]["messages"][-1][1]["exception_message"]
-    assert loom_server.run_prompt(const_add_sink(1))["status"]["status_str"] == "success"
+    assert loom_server.run_prompt(add_chain(1))["status"]["status_str"] == "success"
 
 
 def test_a_reconnecting_client_learns_the_running_node(loom_server: LoomTestServer):

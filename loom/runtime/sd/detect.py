@@ -379,17 +379,25 @@ def _text_specs(sd: dict, family: str, name: str) -> list[TextEncoderSpec]:
     return specs
 
 
-def _clip_config(sd: dict, prefix: str, base: str) -> dict:
-    p = prefix + ("text_model." if any(k.startswith(prefix + "text_model.") for k in sd) else "")
+def _text_config(base: str, tokens, positions, first_mlp) -> dict:
+    """The ``base`` CLIP text config with the sizes a file's tensors show (vocabulary and width
+    from the token embedding, context from the position embedding, MLP width, 64-wide heads)."""
     cfg = base_config(base)
     cfg.pop("architectures", None)
     cfg.pop("model_type", None)
-    tok = sd[p + "embeddings.token_embedding.weight"]
-    cfg["vocab_size"], cfg["hidden_size"] = int(tok.shape[0]), int(tok.shape[1])
-    cfg["max_position_embeddings"] = int(sd[p + "embeddings.position_embedding.weight"].shape[0])
-    cfg["num_hidden_layers"] = len(_indices(sd.keys(), p + "encoder.layers."))
-    cfg["intermediate_size"] = int(sd[p + "encoder.layers.0.mlp.fc1.weight"].shape[0])
+    cfg["vocab_size"], cfg["hidden_size"] = int(tokens.shape[0]), int(tokens.shape[1])
+    cfg["max_position_embeddings"] = int(positions.shape[0])
+    cfg["intermediate_size"] = int(first_mlp.shape[0])
     cfg["num_attention_heads"] = max(1, cfg["hidden_size"] // 64)
+    return cfg
+
+
+def _clip_config(sd: dict, prefix: str, base: str) -> dict:
+    p = prefix + ("text_model." if any(k.startswith(prefix + "text_model.") for k in sd) else "")
+    cfg = _text_config(base, sd[p + "embeddings.token_embedding.weight"],
+                       sd[p + "embeddings.position_embedding.weight"],
+                       sd[p + "encoder.layers.0.mlp.fc1.weight"])
+    cfg["num_hidden_layers"] = len(_indices(sd.keys(), p + "encoder.layers."))
     proj = sd.get(prefix + "text_projection.weight")
     if proj is not None:
         cfg["projection_dim"] = int(proj.shape[0])
@@ -397,16 +405,10 @@ def _clip_config(sd: dict, prefix: str, base: str) -> dict:
 
 
 def _open_clip_config(sd: dict, prefix: str, base: str, drop_last: bool) -> dict:
-    cfg = base_config(base)
-    cfg.pop("architectures", None)
-    cfg.pop("model_type", None)
-    tok = sd[prefix + "token_embedding.weight"]
-    cfg["vocab_size"], cfg["hidden_size"] = int(tok.shape[0]), int(tok.shape[1])
-    cfg["max_position_embeddings"] = int(sd[prefix + "positional_embedding"].shape[0])
+    cfg = _text_config(base, sd[prefix + "token_embedding.weight"], sd[prefix + "positional_embedding"],
+                       sd[prefix + "transformer.resblocks.0.mlp.c_fc.weight"])
     layers = len(_indices(sd.keys(), prefix + "transformer.resblocks."))
     cfg["num_hidden_layers"] = layers - 1 if drop_last else layers
-    cfg["intermediate_size"] = int(sd[prefix + "transformer.resblocks.0.mlp.c_fc.weight"].shape[0])
-    cfg["num_attention_heads"] = max(1, cfg["hidden_size"] // 64)
     proj = sd.get(prefix + "text_projection")
     if proj is not None and not drop_last:
         cfg["projection_dim"] = int(proj.shape[1])

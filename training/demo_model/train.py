@@ -554,6 +554,16 @@ def finetune_decoder(args) -> None:
     bar.close()
 
 
+def _stage_options(p: argparse.ArgumentParser, title: str, name: str, steps: int, batch: int,
+                   items: str):
+    """An argument group with the stage's --NAME-steps, --NAME-batch and --NAME-lr."""
+    group = p.add_argument_group(title)
+    group.add_argument(f"--{name}-steps", type=int, default=steps, help="training steps (0: skip the stage)")
+    group.add_argument(f"--{name}-batch", type=int, default=batch, help=f"{items} per step")
+    group.add_argument(f"--{name}-lr", type=float, default=1e-3, help="learning rate")
+    return group
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -568,16 +578,10 @@ def parse_args(argv=None):
     run.add_argument("--threads", type=int, default=1,
                      help="torch CPU threads (0: torch's default). On a shared, loaded CPU one "
                      "thread is several times faster than two that wait for each other")
-    vae = p.add_argument_group("stage 1: VAE")
-    vae.add_argument("--vae-steps", type=int, default=3000, help="VAE training steps")
-    vae.add_argument("--vae-batch", type=int, default=32, help="pictures (crops) per VAE step")
-    vae.add_argument("--vae-lr", type=float, default=1e-3, help="VAE learning rate")
+    vae = _stage_options(p, "stage 1: VAE", "vae", 3000, 32, "pictures (crops)")
     vae.add_argument("--vae-crop", type=int, default=32,
                      help="crop side (multiple of 8); every 8th step whole scenes")
-    text = p.add_argument_group("stage 2: text encoder")
-    text.add_argument("--text-steps", type=int, default=1500, help="text encoder stage (0: skip it)")
-    text.add_argument("--text-batch", type=int, default=64, help="captions per text step")
-    text.add_argument("--text-lr", type=float, default=1e-3, help="text encoder learning rate")
+    text = _stage_options(p, "stage 2: text encoder", "text", 1500, 64, "captions")
     text.add_argument("--text-lr-scale", type=float, default=0.0,
                       help="the text encoder's learning rate in the UNet stage, as a share of --lr "
                       "(0: frozen)")

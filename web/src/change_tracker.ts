@@ -60,22 +60,22 @@ export class ChangeTracker {
   }
 
   undo(): boolean {
-    this.check();
-    const prev = this.undoStack.pop();
-    if (prev === undefined) return false;
-    this.redoStack.push(this.current);
-    this.current = prev;
-    this.restore(JSON.parse(prev));
-    return true;
+    this.check(); // first (it may start a new redo stack): an unrecorded edit is undone too
+    return this.step(this.undoStack, this.redoStack);
   }
 
   redo(): boolean {
     this.check();
-    const next = this.redoStack.pop();
-    if (next === undefined) return false;
-    this.undoStack.push(this.current);
-    this.current = next;
-    this.restore(JSON.parse(next));
+    return this.step(this.redoStack, this.undoStack);
+  }
+
+  /** Goes to the newest state of `from`, keeping the present one on `to`. */
+  private step(from: string[], to: string[]): boolean {
+    const target = from.pop();
+    if (target === undefined) return false;
+    to.push(this.current);
+    this.current = target;
+    this.restore(JSON.parse(target));
     return true;
   }
 

@@ -223,6 +223,16 @@ def pairs(sigmas):
     return [(float(a), float(b)) for a, b in itertools.pairwise(sigmas)]
 
 
+def ancestral_reference(x, sigmas, step):
+    """A reference ancestral solver on the toy denoiser: ``step(ref, den, s, s_next)`` each step,
+    and on the last step, to sigma 0, the clean estimate (as the ancestral solvers end)."""
+    ref = x.clone()
+    for s, s_next in pairs(sigmas):
+        den = gaussian_denoiser(ref, s, MU_C)
+        ref = den if s_next == 0 else step(ref, den, s, s_next)
+    return ref
+
+
 def _ancestral(s, s_next, eta=1.0):
     up = min(s_next, eta * math.sqrt(s_next**2 * (s**2 - s_next**2) / s**2))
     return math.sqrt(s_next**2 - up**2), up
@@ -235,12 +245,8 @@ def test_dpmpp_2s_ancestral_matches_dpm_solver_pp_2s():
     x = start(float(sigmas[0]))
     got = solve("dpmpp_2s_ancestral", sigmas, ToyRun(seed=4), x=x)
     gen = torch.Generator().manual_seed(4)
-    ref = x.clone()
-    for s, s_next in pairs(sigmas):
-        den = gaussian_denoiser(ref, s, MU_C)
-        if s_next == 0:
-            ref = den
-            continue
+
+    def step(ref, den, s, s_next):
         down, up = _ancestral(s, s_next)
         t, t_next = t_of(s), t_of(down)
         h = t_next - t
@@ -248,8 +254,9 @@ def test_dpmpp_2s_ancestral_matches_dpm_solver_pp_2s():
         u = math.exp(-t_mid) / math.exp(-t) * ref - math.expm1(-h / 2) * den
         den2 = gaussian_denoiser(u, math.exp(-t_mid), MU_C)
         ref = math.exp(-t_next) / math.exp(-t) * ref - math.expm1(-h) * den2
-        ref = ref + torch.randn(ref.shape, generator=gen, dtype=torch.float64) * up
-    assert torch.allclose(got, ref, rtol=1e-10, atol=1e-10)
+        return ref + torch.randn(ref.shape, generator=gen, dtype=torch.float64) * up
+
+    assert torch.allclose(got, ancestral_reference(x, sigmas, step), rtol=1e-10, atol=1e-10)
 
 
 def test_dpmpp_sde_matches_dpm_solver_pp_2s_with_brownian_noise():
@@ -262,12 +269,8 @@ def test_dpmpp_sde_matches_dpm_solver_pp_2s_with_brownian_noise():
     x = start(float(sigmas[0]))
     got = solve("dpmpp_sde", sigmas, ToyRun(seed=9), x=x)
     path = BrownianTreeNoiseSampler(x, float(sigmas[-2]), float(sigmas[0]), 9)
-    ref = x.clone()
-    for s, s_next in pairs(sigmas):
-        den = gaussian_denoiser(ref, s, MU_C)
-        if s_next == 0:
-            ref = den
-            continue
+
+    def step(ref, den, s, s_next):
         mid = math.sqrt(s * s_next)
         down, up = _ancestral(s, mid)
         x2 = den + (down / s) * (ref - den)
@@ -275,7 +278,9 @@ def test_dpmpp_sde_matches_dpm_solver_pp_2s_with_brownian_noise():
         den2 = gaussian_denoiser(x2, mid, MU_C)
         down, up = _ancestral(s, s_next)
         ref = den2 + (down / s) * (ref - den2)
-        ref = ref + path(torch.tensor(s), torch.tensor(s_next)) * up
+        return ref + path(torch.tensor(s), torch.tensor(s_next)) * up
+
+    ref = ancestral_reference(x, sigmas, step)
     # (the Brownian path is resolved to torchsde's tolerance, 1e-6 in sigma)
     assert torch.allclose(got, ref, rtol=1e-6, atol=1e-6), (got - ref).abs().max()
 

@@ -107,12 +107,18 @@ def test_fresh_then_fully_cached_run_sequences(loom_server: LoomTestServer):
     check_timestamps(messages)
 
 
+def failing_prompt(message: str) -> dict:
+    """IntConst -> Fail (raises ``message``) -> Sink: a run that fails at node "2"."""
+    return {
+        "1": {"class_type": "IntConst", "inputs": {"value": 1}},
+        "2": {"class_type": "Fail", "inputs": {"message": message, "value": ["1", 0]}},
+        "3": {"class_type": "Sink", "inputs": {"value": ["2", 0]}},
+    }
+
+
 def test_failed_run_sequence(loom_server: LoomTestServer):
     ws = loom_server.ws()
-    pid = loom_server.queue_prompt({
-        "1": {"class_type": "IntConst", "inputs": {"value": 1}},
-        "2": {"class_type": "Fail", "inputs": {"message": "no luck", "value": ["1", 0]}},
-        "3": {"class_type": "Sink", "inputs": {"value": ["2", 0]}}}, client_id=ws.client_id)
+    pid = loom_server.queue_prompt(failing_prompt("no luck"), client_id=ws.client_id)
     messages = run_messages(ws, pid)
     assert sequence(messages, pid) == [
         "execution_start", "execution_cached", "executing 1", "executing 2", "execution_error",
@@ -227,10 +233,7 @@ def test_progress_state_follows_the_run(loom_server: LoomTestServer):
 
 def test_progress_state_marks_the_failing_node(loom_server: LoomTestServer):
     ws = loom_server.ws()
-    pid = loom_server.queue_prompt({
-        "1": {"class_type": "IntConst", "inputs": {"value": 1}},
-        "2": {"class_type": "Fail", "inputs": {"message": "x", "value": ["1", 0]}},
-        "3": {"class_type": "Sink", "inputs": {"value": ["2", 0]}}}, client_id=ws.client_id)
+    pid = loom_server.queue_prompt(failing_prompt("x"), client_id=ws.client_id)
     messages = run_messages(ws, pid)
     final = check_progress_state(by_type(messages, "progress_state")[-1], pid)
     assert {n: s["state"] for n, s in final.items()} == {"1": "finished", "2": "error"}

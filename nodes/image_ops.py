@@ -12,7 +12,7 @@ import math
 import torch
 
 from loom.nodeapi import MAX_RESOLUTION, Allocation, Combo, Float, Int, Link, Node, Output
-from loom.runtime.sampling.resize import CROP_METHODS, IMAGE_METHODS, fill_aspect, resize
+from loom.runtime.sampling.resize import CROP_METHODS, IMAGE_METHODS, fill_aspect, resize, scaled_size
 
 
 def scale_image(image, width: int, height: int, method: str, crop: str = "disabled"):
@@ -71,12 +71,12 @@ class ImageScaleBy(Node):
         if image is None:
             return None
         b, h, w, c = image
-        return Allocation(((b, max(1, round(h * scale_by)), max(1, round(w * scale_by)), c),),
-                          ("scale_by",))
+        w, h = scaled_size(w, h, scale_by)
+        return Allocation(((b, h, w, c),), ("scale_by",))
 
     def run(self, image, upscale_method, scale_by):
         h, w = image.shape[1:3]
-        width, height = max(1, round(w * scale_by)), max(1, round(h * scale_by))
+        width, height = scaled_size(w, h, scale_by)
         return (scale_image(image, width, height, upscale_method),)
 
 

@@ -37,7 +37,7 @@ from loom.nodeapi import (
     Output,
     String,
 )
-from loom.runtime.sampling.resize import CROP_METHODS, LATENT_METHODS, fill_aspect, resize
+from loom.runtime.sampling.resize import CROP_METHODS, LATENT_METHODS, fill_aspect, resize, scaled_size
 
 LATENT_CHANNELS = 4
 
@@ -117,12 +117,12 @@ class LatentUpscaleBy(Node):
         if samples is None:
             return None
         b, c, h, w = samples
-        return Allocation(((b, c, max(1, round(h * scale_by)), max(1, round(w * scale_by))),),
-                          ("scale_by",))
+        w, h = scaled_size(w, h, scale_by)
+        return Allocation(((b, c, h, w),), ("scale_by",))
 
     def run(self, samples, upscale_method, scale_by):
         h, w = samples["samples"].shape[-2:]
-        width, height = max(1, round(w * scale_by)), max(1, round(h * scale_by))
+        width, height = scaled_size(w, h, scale_by)
         return (_upscaled(samples, width, height, upscale_method, "disabled"),)
 
 

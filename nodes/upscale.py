@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from loom.files import model_fingerprint, model_path
 from loom.nodeapi import MAX_RESOLUTION, Combo, Float, Int, Link, ModelFile, ModelUse, Node, Output
-from loom.runtime.sampling.resize import IMAGE_METHODS, fill_aspect, resize
+from loom.runtime.sampling.resize import IMAGE_METHODS, fill_aspect, resize, scaled_size
 from loom.runtime.sd.common import manager_of
 from loom.runtime.upscale.model import load_image_model, run_image_model
 
@@ -81,7 +81,7 @@ class ImageUpscaleWithModelBy(Node):
 
     def run(self, upscale_model, image, scale_by, resize_method):
         h, w = image.shape[1:3]
-        width, height = max(1, round(w * scale_by)), max(1, round(h * scale_by))
+        width, height = scaled_size(w, h, scale_by)
         return (_resize(_upscale(self.ctx, upscale_model, image), width, height, resize_method),)
 
 

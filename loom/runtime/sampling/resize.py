@@ -30,6 +30,11 @@ def fill_aspect(width: int, height: int, w: int, h: int, minimum: int = 1) -> tu
     return max(minimum, width), max(minimum, height)
 
 
+def scaled_size(width: int, height: int, factor: float) -> tuple[int, int]:
+    """``(width, height)`` times ``factor``, rounded, at least 1 (the "Upscale ... By" nodes)."""
+    return max(1, round(width * factor)), max(1, round(height * factor))
+
+
 def center_crop_to_aspect(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """Crop ``x`` around its centre to the aspect ratio ``width:height``."""
     old_h, old_w = x.shape[-2:]

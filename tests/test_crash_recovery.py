@@ -6,6 +6,8 @@ from __future__ import annotations
 import sqlite3
 import time
 
+import pytest
+
 from loom.config import REPO_ROOT
 from loom.store import Store
 from loom.store.queue import MAX_CRASH_ATTEMPTS
@@ -95,6 +97,7 @@ def noted(base) -> list[str]:
         conn.close()
 
 
+@pytest.mark.slow
 def test_a_rerun_after_kill_9_leaves_no_orphans_and_stale_temp_files_go(tmp_path):
     port = free_port()
     args = ("--builtin-nodes-dir", str(REPO_ROOT / "nodes"))

@@ -212,6 +212,7 @@ def local_vae():
                source="local")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("path", "encode"), [("ksampler", "SetLatentNoiseMask"),
                                               ("custom", "VAEEncodeForInpaint")])
 def test_pixels_far_from_the_mask_survive_within_the_vae_round_trip(sd1, local_vae, path, encode):

@@ -80,6 +80,7 @@ def test_a_slow_websocket_client_cannot_hold_the_servers_ram():
 
 # -- a long run ------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_rss_plateaus_over_many_distinct_prompts_and_free_gives_it_back(tmp_path):
     budget_mb, size, prompts = 64, 512, 90

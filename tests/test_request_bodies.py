@@ -307,6 +307,7 @@ def test_half_sent_headers_are_closed(loom_server_factory):
     assert srv.get("/queue").status == 200
 
 
+@pytest.mark.slow
 def test_half_sent_bodies_get_a_408(loom_server_factory):
     srv = loom_server_factory(request_timeout_s=1.0)
     for path, ctype in [

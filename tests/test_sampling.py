@@ -360,6 +360,7 @@ def test_control_objects_on_conditioning_entries(sd1):
 
 # -- every sampler/scheduler pair runs ------------------------------------------------------
 
+@pytest.mark.slow
 def test_every_offered_pair_runs(sd1):
     latent = empty()
     for sampler in SAMPLER_NAMES:

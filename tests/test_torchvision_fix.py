@@ -3,11 +3,13 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from loom.runtime.torchvision_fix import _nms
 
 
+@pytest.mark.slow
 def test_fresh_interpreter_imports_diffusers_and_torchvision_ops():
     code = (
         "from loom.runtime import torchvision_fix; torchvision_fix.install()\n"

@@ -478,8 +478,8 @@ class DepthAnythingPreprocessor(_Preprocessor):
     files = ("depth_anything_vitl14.pth", "depth_anything_vitb14.pth", "depth_anything_vits14.pth")
     inputs = _depth_anything_inputs(files)
 
-    def run(self, image, ckpt_name=None, resolution=512):
-        detector, modules = self.annotator(ckpt_name or self.files[0])
+    def run(self, image, ckpt_name, resolution=512):
+        detector, modules = self.annotator(ckpt_name)
         with self.on_device(modules):
             return (self.each(image, resolution, detector, pad=False),)
 

@@ -117,6 +117,28 @@ def test_declaration_errors_name_the_node():
         reg.register("BadInput", BadInput)
 
 
+def test_a_run_default_other_than_the_declared_one_is_a_load_error():
+    class Drifted(Node):
+        inputs = {"steps": Int(20), "cfg": Float(7.0)}
+        outputs = (Output("INT"),)
+
+        def run(self, steps=30, cfg=7.0):
+            return (steps,)
+
+    class Repeats(Node):  # the same default, or none: fine
+        inputs = {"steps": Int(20), "cfg": Float(7.0)}
+        outputs = (Output("INT"),)
+
+        def run(self, steps, cfg=7):
+            return (steps,)
+
+    reg = NodeRegistry()
+    with pytest.raises(NodeDeclarationError, match=r"Drifted\.steps: run\(\) defaults to 30 .* declares 20"):
+        reg.register("Drifted", Drifted)
+    reg.register("Repeats", Repeats)
+    assert "Repeats" in reg.classes and "Drifted" not in reg.classes
+
+
 def test_node_runs_without_a_server():
     class Add(Node):
         inputs = {"a": Int(0), "b": Int(0)}

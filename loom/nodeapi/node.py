@@ -11,7 +11,8 @@ A node is a plain class::
             return (a + b,)
 
 ``run`` gets one keyword argument per input (optional inputs that are not given are left out,
-so give them a default in the signature) and returns a tuple with one value per output, or a
+so give them a default in the signature: the declared one, else loading the pack fails, as it
+does for a parameter that names no input) and returns a tuple with one value per output, or a
 :class:`NodeResult` when it also has something to show in the UI. During execution
 ``self.ctx`` is the :class:`RunContext`: progress, interrupt checks, model folders, the model
 manager. A unit test can call ``Add().run(a=1, b=2)`` with no server and no executor.

@@ -165,3 +165,18 @@ def check_run_signature(class_type: str, cls: type[Node]) -> None:
         raise NodeDeclarationError(
             f"{class_type}: run() requires {', '.join(map(repr, missing))}, which the node "
             "does not declare as inputs")
+    _check_defaults(class_type, declared, params)
+
+
+def _check_defaults(class_type: str, declared: dict, params) -> None:
+    """A default in ``run``'s signature (for direct calls, and optional inputs left out) must
+    be the declared one: the declaration is the one source, the signature may only repeat it."""
+    for name, inp in declared.items():
+        declared_default = getattr(inp, "default", None)
+        param = params.get(name)
+        if declared_default is None or param is None or param.default is inspect.Parameter.empty:
+            continue
+        if param.default != declared_default:
+            raise NodeDeclarationError(
+                f"{class_type}.{name}: run() defaults to {param.default!r} but the input "
+                f"declares {declared_default!r}; give run() the declared default or none")

@@ -22,7 +22,7 @@ from loom.paths import safe_join, walk_folder
 def list_input_files(ctx: Any, extensions: tuple[str, ...]) -> list[str]:
     """Files with one of ``extensions`` under the input folder, recursive, '/'-separated, sorted
     (hidden ones and symlinks that lead elsewhere left out: see :func:`walk_folder`)."""
-    paths = getattr(ctx, "paths", None)
+    paths = ctx.paths if ctx is not None else None
     root = getattr(paths, "input_dir", None)
     if root is None or not os.path.isdir(root):
         return []
@@ -33,7 +33,7 @@ def list_input_files(ctx: Any, extensions: tuple[str, ...]) -> list[str]:
 
 def model_path(ctx: Any, folder: str, name: str) -> Path:
     """``name`` in the models folder ``folder`` (checked against escapes and missing files)."""
-    paths = getattr(ctx, "paths", None)
+    paths = ctx.paths if ctx is not None else None
     if paths is None:
         raise RuntimeError(f"no models folder: the node was run without ctx.paths ({folder}/{name})")
     return paths.resolve_model(folder, name)
@@ -51,7 +51,7 @@ def model_fingerprint(ctx: Any, folder: str, name: Any) -> Any:
 
 
 def input_path(ctx: Any, name: str) -> Path:
-    paths = getattr(ctx, "paths", None)
+    paths = ctx.paths if ctx is not None else None
     if paths is None:
         raise RuntimeError("no input folder: the node was run without ctx.paths")
     return safe_join(paths.input_dir, name)

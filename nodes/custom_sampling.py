@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from loom.nodeapi import Boolean, Combo, Float, Int, Link, Node, Output
+from loom.nodeapi import SEED_MAX, Boolean, Combo, Float, Int, Link, Node, Output
 from loom.runtime.sampling import (
     CFG,
     DUAL_CFG_STYLES,
@@ -30,7 +30,7 @@ from loom.runtime.sampling import (
 )
 from loom.runtime.sampling.sigmas import exponential_sigmas, karras_sigmas, schedule_sigmas, sd_turbo_sigmas
 from loom.runtime.sampling.solvers import SOLVERS
-from nodes.sd_sampling import SEED_MAX, _models, _previews
+from nodes.sd_sampling import _models, _previews
 
 SIGMA_MAX_DEFAULT = 14.614642  # SD 1.x's highest training noise level
 SIGMA_MIN_DEFAULT = 0.0291675  # and its lowest

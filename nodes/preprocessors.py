@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from loom.nodeapi import MAX_RESOLUTION, Allocation, Combo, Float, Int, Link, Node, Output
+from loom.nodeapi import MAX_RESOLUTION, SEED_MAX, Allocation, Combo, Float, Int, Link, Node, Output
 from loom.runtime.annotators import classic, frames
 from loom.runtime.sd.common import manager_of
 
@@ -129,7 +129,7 @@ class ShufflePreprocessor(_Preprocessor):
     inputs = {
         "image": Link("IMAGE"),
         "resolution": _resolution(),
-        "seed": Int(0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True),
+        "seed": Int(0, min=0, max=SEED_MAX, control_after_generate=True),
     }
 
     def run(self, image, resolution=512, seed=0):

@@ -33,7 +33,7 @@ def warm_up() -> None:
 
 
 def _embeddings_dir(ctx: Any) -> str | None:
-    paths = getattr(ctx, "paths", None)
+    paths = ctx.paths if ctx is not None else None
     try:
         return str(paths.model_folder("embeddings")) if paths is not None else None
     except KeyError:

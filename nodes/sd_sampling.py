@@ -7,10 +7,9 @@ The work is done by :func:`loom.runtime.sampling.sample`; see it for the semanti
 
 from __future__ import annotations
 
-from loom.nodeapi import Allocation, Combo, Float, Int, Link, ModelUse, Node, Output
+from loom.nodeapi import SEED_MAX, Allocation, Combo, Float, Int, Link, ModelUse, Node, Output, RunContext
+from loom.runtime.model_manager import ModelManager
 from loom.runtime.sampling import SAMPLER_NAMES, SCHEDULER_NAMES, sample, unsupported_reason
-
-SEED_MAX = 0xFFFFFFFFFFFFFFFF
 
 
 def _sampler_inputs() -> dict:
@@ -44,8 +43,8 @@ def _check_pair(inputs: dict) -> str | None:
     return unsupported_reason(sampler, scheduler)
 
 
-def _models(ctx):
-    return getattr(ctx, "models", None)
+def _models(ctx: RunContext | None) -> ModelManager | None:
+    return ctx.models if ctx is not None else None
 
 
 def _sampler_use(ctx, model, positive, negative, latent_image, cfg) -> ModelUse:
@@ -135,6 +134,6 @@ class KSamplerAdvanced(_Sampler):
 NODES = [KSampler, KSamplerAdvanced]
 
 
-def _previews(ctx) -> bool:
+def _previews(ctx: RunContext | None) -> bool:
     """Step previews only when someone will see them (the server decides per prompt)."""
-    return bool(getattr(ctx, "previews", False))
+    return ctx is not None and ctx.previews

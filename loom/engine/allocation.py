@@ -42,7 +42,7 @@ def budget_bytes(settings: Any) -> int:
 def check_allocations(specs: dict, outputs: list[str], ctx: Any) -> dict[str, NodeError]:
     """Errors by node id for the nodes whose outputs would overrun the budget (none: fits).
     ``specs`` are the validated :class:`~loom.engine.validate.NodeSpec` by node id."""
-    budget = budget_bytes(getattr(ctx, "settings", None))
+    budget = budget_bytes(ctx.settings if ctx is not None else None)
     shapes: dict[str, tuple] = {}
     total = 0
     for node_id in postorder(specs, outputs):

@@ -287,11 +287,11 @@ class ModelFile(Combo):
         self.folder = folder
 
     def _list(self, ctx: Any) -> list[str]:
-        paths = getattr(ctx, "paths", None)
+        paths = ctx.paths if ctx is not None else None
         return paths.list_models(self.folder) if paths is not None else []
 
     def not_in_list_message(self, value: Any, choices: list[str], ctx: Any = None) -> str:
-        paths = getattr(ctx, "paths", None)
+        paths = ctx.paths if ctx is not None else None
         where = paths.folder_hint(self.folder) if paths is not None else f"models/{self.folder}/"
         if not choices:
             return (f"Model file {value!r} for '{self.name}' was not found: the folder {where} has "

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
 
+from loom.nodeapi.node import RunContext
 from loom.runtime.devices import DevicePolicy
 from loom.runtime.model_manager import ModelManager
 
@@ -21,10 +21,10 @@ def default_manager() -> ModelManager:
         return _default
 
 
-def manager_of(ctx: Any) -> ModelManager:
+def manager_of(ctx: RunContext | None) -> ModelManager:
     """The run context's model manager, or the default one when a node is called bare."""
-    return getattr(ctx, "models", None) or default_manager()
+    return (ctx.models if ctx is not None else None) or default_manager()
 
 
-def policy_of(ctx: Any) -> DevicePolicy:
+def policy_of(ctx: RunContext | None) -> DevicePolicy:
     return manager_of(ctx).policy

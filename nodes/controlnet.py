@@ -10,9 +10,9 @@ residuals are added inside Loom's sampling loop (:mod:`loom.runtime.control.appl
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+from loom.files import model_path
 from loom.nodeapi import Float, Link, ModelFile, Node, Output
 from loom.runtime.control import apply_control, load_control
 from loom.runtime.control.loader import check_kind, weights_file
@@ -20,16 +20,9 @@ from loom.runtime.sd.common import manager_of
 from loom.runtime.sd.reader import file_fingerprint
 
 
-def _resolve(ctx: Any, name: str) -> Path:
-    paths = getattr(ctx, "paths", None)
-    if paths is None:
-        raise RuntimeError(f"no models folder: the node was run without ctx.paths (controlnet/{name})")
-    return paths.resolve_model("controlnet", name)
-
-
 def _fingerprint(ctx: Any, name: Any):
     try:
-        path = _resolve(ctx, name)
+        path = model_path(ctx, "controlnet", name)
         if path.is_dir():
             return tuple(file_fingerprint(p) for p in sorted(path.iterdir()) if p.is_file())
         return file_fingerprint(path)
@@ -39,7 +32,7 @@ def _fingerprint(ctx: Any, name: Any):
 
 def _load(ctx, name: str, expect: str | None = None, base_unet=None):
     manager = manager_of(ctx)
-    path = _resolve(ctx, name)
+    path = model_path(ctx, "controlnet", name)
     if base_unet is None:
         # one copy per file for every worker (the manager's LoadedModels)
         model = manager.loaded.get("controlnet", weights_file(path),

@@ -30,7 +30,8 @@ class JoinStrings(Node):
 
 def _text_files(ctx) -> list[str]:
     """Choices computed at each use (``/object_info``, validation), so new files show up."""
-    root = getattr(getattr(ctx, "paths", None), "input_dir", None)
+    paths = ctx.paths if ctx is not None else None  # no folders when a test calls it bare
+    root = paths.input_dir if paths is not None else None
     if root is None or not os.path.isdir(root):
         return []
     return sorted(f for f in os.listdir(root) if f.endswith(".txt") and not f.startswith("."))

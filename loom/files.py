@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loom.paths import safe_join, walk_folder
+from loom.paths import UnsafePathError, safe_join, walk_folder
 
 
 def list_input_files(ctx: Any, extensions: tuple[str, ...]) -> list[str]:
@@ -60,8 +60,6 @@ def input_path(ctx: Any, name: str) -> Path:
 def input_fingerprint(ctx: Any, name: Any) -> str | None:
     """A loader's cache fingerprint for a file of the input folder: its content hash, or None
     when it cannot be read (validation then says why)."""
-    from loom.paths import UnsafePathError
-
     try:
         return file_fingerprint(input_path(ctx, name))
     except (OSError, UnsafePathError, RuntimeError, TypeError):
@@ -71,8 +69,6 @@ def input_fingerprint(ctx: Any, name: Any) -> str | None:
 def missing_input_message(ctx: Any, name: Any, noun: str, file_noun: str, advice: str = "") -> str | None:
     """Why ``name`` cannot be read from the input folder ("Invalid {noun} name …", "{file_noun}
     … was not found …"), or None when it is there (or there is no input folder to look in)."""
-    from loom.paths import UnsafePathError
-
     if not isinstance(name, str):
         return None
     try:

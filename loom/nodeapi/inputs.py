@@ -53,6 +53,11 @@ class Input:
             opts["tooltip"] = self.tooltip
         return opts
 
+    def _widget_options(self, opts: dict[str, Any], **flags: Any) -> dict[str, Any]:
+        """A widget's options: ``opts``, then each of ``flags`` that is set (ComfyUI leaves the
+        others out), then the tooltip."""
+        return {**opts, **{k: v for k, v in flags.items() if v}, **Input.options(self)}
+
     def describe(self, ctx: Any = None) -> list:
         """The ``[type, {options}]`` pair ``/object_info`` shows for this input."""
         opts = self.options()
@@ -100,12 +105,9 @@ class Int(Input):
     is_widget = True
 
     def options(self) -> dict[str, Any]:
-        opts = {"default": self.default, "min": self.min, "max": self.max, "step": self.step}
-        if self.control_after_generate:
-            opts["control_after_generate"] = True
-        if self.display:
-            opts["display"] = self.display
-        return {**opts, **super().options()}
+        return self._widget_options(
+            {"default": self.default, "min": self.min, "max": self.max, "step": self.step},
+            control_after_generate=self.control_after_generate, display=self.display)
 
     def coerce(self, value: Any, ctx: Any = None) -> int:
         original = value
@@ -141,11 +143,9 @@ class Float(Input):
     def options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"default": self.default, "min": self.min, "max": self.max,
                                 "step": self.step}
-        if self.round is not None:
+        if self.round is not None:  # False too: ComfyUI's "no rounding"
             opts["round"] = self.round
-        if self.display:
-            opts["display"] = self.display
-        return {**opts, **super().options()}
+        return self._widget_options(opts, display=self.display)
 
     def coerce(self, value: Any, ctx: Any = None) -> float:
         original = value
@@ -175,14 +175,8 @@ class String(Input):
     is_widget = True
 
     def options(self) -> dict[str, Any]:
-        opts: dict[str, Any] = {"default": self.default}
-        if self.multiline:
-            opts["multiline"] = True
-        if self.dynamic_prompts:
-            opts["dynamicPrompts"] = True
-        if self.placeholder:
-            opts["placeholder"] = self.placeholder
-        return {**opts, **super().options()}
+        return self._widget_options({"default": self.default}, multiline=self.multiline,
+                                    dynamicPrompts=self.dynamic_prompts, placeholder=self.placeholder)
 
     def coerce(self, value: Any, ctx: Any = None) -> str:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -203,12 +197,8 @@ class Boolean(Input):
     is_widget = True
 
     def options(self) -> dict[str, Any]:
-        opts: dict[str, Any] = {"default": self.default}
-        if self.label_on:
-            opts["label_on"] = self.label_on
-        if self.label_off:
-            opts["label_off"] = self.label_off
-        return {**opts, **super().options()}
+        return self._widget_options({"default": self.default}, label_on=self.label_on,
+                                    label_off=self.label_off)
 
     def coerce(self, value: Any, ctx: Any = None) -> bool:
         if isinstance(value, bool):

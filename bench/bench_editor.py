@@ -110,10 +110,10 @@ class ThreadClock:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--frames", type=int, default=120)
-    parser.add_argument("--width", type=int, default=1600)
-    parser.add_argument("--height", type=int, default=900)
+    parser.add_argument("--repeat", type=int, default=5, help="runs of each load measurement (median)")
+    parser.add_argument("--frames", type=int, default=120, help="frames per pan measurement (8 px each)")
+    parser.add_argument("--width", type=int, default=1600, help="browser viewport width (px)")
+    parser.add_argument("--height", type=int, default=900, help="browser viewport height (px)")
     args = parser.parse_args()
     exe = chromium_executable()
     if exe is None:

@@ -97,8 +97,9 @@ def bench(path: Path, repeat: int, policy) -> dict[str, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeat", type=int, default=5)
-    p.add_argument("--unet-channels", default="160,320,640,640")
+    p.add_argument("--repeat", type=int, default=5, help="loads of the file (median)")
+    p.add_argument("--unet-channels", default="160,320,640,640",
+                   help="block_out_channels of the written test file's UNet (SD 1.5: 320,640,1280,1280)")
     args = p.parse_args()
 
     import logging

@@ -73,9 +73,9 @@ def default_graph(js: str) -> dict | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("wheels", nargs="+", type=Path)
+    ap.add_argument("wheels", nargs="+", type=Path, help="front-end or templates wheels to read")
     ap.add_argument("--templates", nargs="*", default=[], help="template names to extract")
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True, help="folder the workflows are written to")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for wheel in args.wheels:

@@ -46,10 +46,10 @@ def pick_checkpoint(explicit: str | None, workdir: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint")
-    parser.add_argument("--out", default=str(REPO / "docs" / "editor.png"))
-    parser.add_argument("--theme", choices=("dark", "light"), default="dark")
-    parser.add_argument("--size", default="1440x900")
+    parser.add_argument("--checkpoint", help="checkpoint to load (default: the shipped demo model)")
+    parser.add_argument("--out", default=str(REPO / "docs" / "editor.png"), help="PNG written here")
+    parser.add_argument("--theme", choices=("dark", "light"), default="dark", help="editor theme")
+    parser.add_argument("--size", default="1440x900", help="browser window WIDTHxHEIGHT")
     parser.add_argument("--image-size", type=int, default=128,
                         help="EmptyLatentImage width and height (128: the demo model's size)")
     args = parser.parse_args()

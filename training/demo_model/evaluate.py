@@ -168,10 +168,10 @@ def main(argv=None) -> None:
     from training.demo_model.loom_graph import LoomGraph
 
     p = argparse.ArgumentParser(description="Acceptance figures of the demo model through Loom's graph.")
-    p.add_argument("checkpoint", nargs="?", default=str(SHIPPED))
+    p.add_argument("checkpoint", nargs="?", default=str(SHIPPED), help="the demo model file to measure")
     p.add_argument("--cfg", type=float, nargs="*", default=[5.0, 1.0], help="none: only img2img and --grid")
-    p.add_argument("--prompts", type=int, default=60)
-    p.add_argument("--steps", type=int, default=STEPS)
+    p.add_argument("--prompts", type=int, default=60, help="held-out prompts to draw")
+    p.add_argument("--steps", type=int, default=STEPS, help="sampling steps (euler, normal)")
     p.add_argument("--grid", help="also write the README grid figure here")
     p.add_argument(
         "--controlnet", help="also measure this edge ControlNet (training/demo_model/controlnet.py)"

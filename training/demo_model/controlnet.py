@@ -25,7 +25,15 @@ import numpy as np
 import torch
 
 from training.demo_model import architecture, scenes
-from training.demo_model.train import _caption, _images, _log, _progress, noise_weight, pick_device
+from training.demo_model.train import (
+    _caption,
+    _images,
+    _log,
+    _progress,
+    noise_weight,
+    pick_device,
+    run_options,
+)
 
 EMPTY_SHARE = 0.33  # captions left empty: edges alone must be enough
 
@@ -189,18 +197,13 @@ def parse_args(argv=None):
         default="models/checkpoints/loom-demo-shapes.safetensors",
         help="the demo model to control",
     )
-    p.add_argument("--run-dir", default="runs/demo_controlnet", help="state.pt and latents.pt go here")
-    p.add_argument("--output", default="runs/demo_controlnet/loom-demo-shapes-edges.safetensors",
-                   help="the ControlNet written at each save and at the end")
-    p.add_argument("--seed", type=int, default=1, help="seeds the scenes, hints and noise")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda")
+    run_options(p, "runs/demo_controlnet", "runs/demo_controlnet/loom-demo-shapes-edges.safetensors",
+                seed=1, save_every=500, threads=0)
     p.add_argument("--scenes", type=int, default=4000, help="training scenes (latents encoded once)")
     p.add_argument("--steps", type=int, default=3000, help="training steps")
     p.add_argument("--batch", type=int, default=32, help="latents per step")
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (warm-up, cosine)")
     p.add_argument("--high-noise-weight", type=float, default=10.0, help="as in training.demo_model.train")
-    p.add_argument("--save-every", type=int, default=500, help="steps between saves")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     return p.parse_args(argv)
 
 

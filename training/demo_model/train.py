@@ -554,6 +554,21 @@ def finetune_decoder(args) -> None:
     bar.close()
 
 
+def run_options(p: argparse.ArgumentParser, run_dir: str, output: str, *, seed: int,
+                save_every: int, threads: int) -> None:
+    """The options every demo-model trainer has: where it works and writes, seed, device, how
+    often it saves, CPU threads (their defaults differ per trainer)."""
+    run = p.add_argument_group("run")
+    run.add_argument("--run-dir", default=run_dir, help="state.pt and latents.pt go here")
+    run.add_argument("--output", default=output, help="the file written at each save and at the end")
+    run.add_argument("--seed", type=int, default=seed, help="seeds the scenes, noise and initial weights")
+    run.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda")
+    run.add_argument("--save-every", type=int, default=save_every, help="steps between saves")
+    run.add_argument("--threads", type=int, default=threads,
+                     help="torch CPU threads (0: torch's default). On a shared, loaded CPU one "
+                     "thread is several times faster than two that wait for each other")
+
+
 def _stage_options(p: argparse.ArgumentParser, title: str, name: str, steps: int, batch: int,
                    items: str):
     """An argument group with the stage's --NAME-steps, --NAME-batch and --NAME-lr."""
@@ -568,16 +583,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    run = p.add_argument_group("run")
-    run.add_argument("--run-dir", default="runs/demo_model", help="state.pt and latents.pt go here")
-    run.add_argument("--output", default="runs/demo_model/loom-demo-shapes.safetensors",
-                     help="the checkpoint written at each save and at the end")
-    run.add_argument("--seed", type=int, default=0, help="seeds the scenes, noise and initial weights")
-    run.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda")
-    run.add_argument("--save-every", type=int, default=200, help="steps between state saves")
-    run.add_argument("--threads", type=int, default=1,
-                     help="torch CPU threads (0: torch's default). On a shared, loaded CPU one "
-                     "thread is several times faster than two that wait for each other")
+    run_options(p, "runs/demo_model", "runs/demo_model/loom-demo-shapes.safetensors", seed=0,
+                save_every=200, threads=1)
     vae = _stage_options(p, "stage 1: VAE", "vae", 3000, 32, "pictures (crops)")
     vae.add_argument("--vae-crop", type=int, default=32,
                      help="crop side (multiple of 8); every 8th step whole scenes")

@@ -48,7 +48,8 @@ import torch  # noqa: E402
 
 from loom.engine.executor import Executor  # noqa: E402
 from loom.engine.validate import validate_prompt  # noqa: E402
-from loom.nodeapi import Link, Node, NodeRegistry, RunContext  # noqa: E402
+from loom.nodeapi import NodeRegistry, RunContext  # noqa: E402
+from loom.nodeapi.capture import capture_node  # noqa: E402
 from loom.nodeapi.loader import load_packs  # noqa: E402
 from loom.paths import Folders  # noqa: E402
 
@@ -57,17 +58,8 @@ SD15_SCHEDULER = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "sc
                   "set_alpha_to_one": False, "prediction_type": "epsilon"}
 
 
-class BenchCapture(Node):
-    """Output node that keeps the decoded images (instead of writing PNGs)."""
-
-    output_node = True
-    inputs = {"images": Link("IMAGE")}
-    outputs = ()
-    seen: dict = {}
-
-    def run(self, images):
-        BenchCapture.seen[self.ctx.prompt_id] = images
-        return ()
+# Keeps the decoded images (instead of writing PNGs).
+BenchCapture = capture_node("BenchCapture", always_run=False, images="IMAGE")
 
 
 def build_model(folder: Path, channels: tuple[int, ...], text_width: int) -> None:
@@ -184,7 +176,7 @@ def main() -> None:
             result = executor.execute(prompt, f"bench-{run}")
             elapsed = (time.perf_counter() - start, time.process_time() - cpu)
             assert result.status == "success", result.error
-            return elapsed, BenchCapture.seen.pop(f"bench-{run}")
+            return elapsed, BenchCapture.take(f"bench-{run}")["images"]
 
         def run_diffusers(run: int):
             start, cpu = time.perf_counter(), time.process_time()

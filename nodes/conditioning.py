@@ -16,11 +16,9 @@ log = logging.getLogger("loom.nodes")
 
 
 
-class ConditioningCombine(Node):
-    category = "conditioning"
-    display_name = "Conditioning (Combine)"
-    description = ("Both conditionings guide the image: the sampler averages their predictions "
-                   "(weighted by strength, per area).")
+class ConditioningCombine(Node, category="conditioning", display_name="Conditioning (Combine)"):
+    """Both conditionings guide the image: the sampler averages their predictions (weighted by
+    strength, per area)."""
     inputs = {"conditioning_1": Link("CONDITIONING"), "conditioning_2": Link("CONDITIONING")}
     outputs = (Output("CONDITIONING"),)
 
@@ -28,11 +26,9 @@ class ConditioningCombine(Node):
         return (list(conditioning_1) + list(conditioning_2),)
 
 
-class ConditioningSetArea(Node):
-    category = "conditioning"
-    display_name = "Conditioning (Set Area)"
-    description = ("Limit a conditioning to a rectangle of the image (in pixels); combine it with "
-                   "a whole-image conditioning.")
+class ConditioningSetArea(Node, category="conditioning", display_name="Conditioning (Set Area)"):
+    """Limit a conditioning to a rectangle of the image (in pixels); combine it with a whole-image
+    conditioning."""
     inputs = {
         "conditioning": Link("CONDITIONING"),
         "width": Int(64, min=64, max=MAX_RESOLUTION, step=8),
@@ -55,10 +51,8 @@ class ConditioningSetArea(Node):
         return (out,)
 
 
-class ConditioningZeroOut(Node):
-    category = "advanced/conditioning"
-    display_name = "Conditioning Zero Out"
-    description = "The same conditioning with every number zero (hidden states and pooled output)."
+class ConditioningZeroOut(Node, category="advanced/conditioning", display_name="Conditioning Zero Out"):
+    """The same conditioning with every number zero (hidden states and pooled output)."""
     inputs = {"conditioning": Link("CONDITIONING")}
     outputs = (Output("CONDITIONING"),)
 
@@ -81,11 +75,9 @@ def _first_of(conditioning_from, node: str) -> list:
     return conditioning_from[0]
 
 
-class ConditioningConcat(Node):
-    category = "advanced/conditioning"
-    display_name = "Conditioning (Concat)"
-    description = ("Appends conditioning_from's tokens after each entry of conditioning_to (as "
-                   "if the prompts were one long prompt encoded in two parts).")
+class ConditioningConcat(Node, category="advanced/conditioning", display_name="Conditioning (Concat)"):
+    """Appends conditioning_from's tokens after each entry of conditioning_to (as if the prompts
+    were one long prompt encoded in two parts)."""
     inputs = {"conditioning_to": Link("CONDITIONING"), "conditioning_from": Link("CONDITIONING")}
     outputs = (Output("CONDITIONING"),)
 
@@ -100,12 +92,10 @@ class ConditioningConcat(Node):
         return (out,)
 
 
-class ConditioningAverage(Node):
-    category = "conditioning"
-    display_name = "Conditioning (Average)"
-    description = ("A weighted average: conditioning_to x strength + conditioning_from x "
-                   "(1 - strength), token by token (the shorter is padded with zeros or the "
-                   "longer 'from' cut to 'to''s length); pooled outputs likewise.")
+class ConditioningAverage(Node, category="conditioning", display_name="Conditioning (Average)"):
+    """A weighted average: conditioning_to x strength + conditioning_from x (1 - strength), token by
+    token (the shorter is padded with zeros or the longer 'from' cut to 'to''s length); pooled
+    outputs likewise."""
     inputs = {
         "conditioning_to": Link("CONDITIONING"),
         "conditioning_from": Link("CONDITIONING"),
@@ -135,12 +125,10 @@ class ConditioningAverage(Node):
         return (out,)
 
 
-class ConditioningSetTimestepRange(Node):
-    category = "advanced/conditioning"
-    display_name = "ConditioningSetTimestepRange"
-    description = ("Use this conditioning only for part of the schedule: from start to end, as "
-                   "fractions of the model's noise range (0 = pure noise, 1 = clean). Combine "
-                   "several to switch prompts mid-run.")
+class ConditioningSetTimestepRange(Node, category="advanced/conditioning",
+                                   display_name="ConditioningSetTimestepRange"):
+    """Use this conditioning only for part of the schedule: from start to end, as fractions of the
+    model's noise range (0 = pure noise, 1 = clean). Combine several to switch prompts mid-run."""
     inputs = {
         "conditioning": Link("CONDITIONING"),
         "start": Float(0.0, min=0.0, max=1.0, step=0.001),

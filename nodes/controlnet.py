@@ -43,11 +43,9 @@ def _load(ctx, name: str, expect: str | None = None, base_unet=None):
         return load_control(path, policy=manager.policy, expect=expect, base_unet=base_unet)
 
 
-class ControlNetLoader(Node):
-    category = "loaders"
-    display_name = "Load ControlNet Model"
-    description = ("Loads a ControlNet (or T2I-Adapter) from models/controlnet/: SD 1.x, SD 2.x "
-                   "or SDXL, a single file or a diffusers folder.")
+class ControlNetLoader(Node, category="loaders", display_name="Load ControlNet Model"):
+    """Loads a ControlNet (or T2I-Adapter) from models/controlnet/: SD 1.x, SD 2.x or SDXL, a single
+    file or a diffusers folder."""
     inputs = {"control_net_name": ModelFile("controlnet", tooltip="The ControlNet file or folder.")}
     outputs = (Output("CONTROL_NET"),)
 
@@ -59,12 +57,9 @@ class ControlNetLoader(Node):
         return (_load(self.ctx, control_net_name),)
 
 
-class DiffControlNetLoader(Node):
-    category = "loaders"
-    display_name = "Load ControlNet Model (diff)"
-    description = ("Loads a ControlNet stored as differences to a base model (files with a "
-                   "'difference' marker) by adding the connected model's UNet weights; plain "
-                   "ControlNets load as they are.")
+class DiffControlNetLoader(Node, category="loaders", display_name="Load ControlNet Model (diff)"):
+    """Loads a ControlNet stored as differences to a base model (files with a 'difference' marker)
+    by adding the connected model's UNet weights; plain ControlNets load as they are."""
     inputs = {
         "model": Link("MODEL"),
         "control_net_name": ModelFile("controlnet"),
@@ -79,11 +74,9 @@ class DiffControlNetLoader(Node):
         return (_load(self.ctx, control_net_name, base_unet=model.unet),)
 
 
-class T2IAdapterLoader(Node):
-    category = "loaders"
-    display_name = "Load T2I-Adapter"
-    description = ("Loads a T2I-Adapter (diffusers folder or single file) from models/controlnet/; "
-                   "apply it with the ControlNet Apply nodes.")
+class T2IAdapterLoader(Node, category="loaders", display_name="Load T2I-Adapter"):
+    """Loads a T2I-Adapter (diffusers folder or single file) from models/controlnet/; apply it with
+    the ControlNet Apply nodes."""
     inputs = {"t2i_adapter_name": ModelFile("controlnet", tooltip="The T2I-Adapter file or folder.")}
     outputs = (Output("CONTROL_NET"),)
 
@@ -100,10 +93,8 @@ def _strength() -> Float:
                  tooltip="How strongly the control steers the image (0 turns it off).")
 
 
-class ControlNetApply(Node):
-    category = "conditioning/controlnet"
-    display_name = "Apply ControlNet (OLD)"
-    description = "Adds a ControlNet's guidance from an image to one conditioning."
+class ControlNetApply(Node, category="conditioning/controlnet", display_name="Apply ControlNet (OLD)"):
+    """Adds a ControlNet's guidance from an image to one conditioning."""
     inputs = {
         "conditioning": Link("CONDITIONING"),
         "control_net": Link("CONTROL_NET"),
@@ -118,11 +109,9 @@ class ControlNetApply(Node):
         return (apply_control(conditioning, control_net, image, strength),)
 
 
-class ControlNetApplyAdvanced(Node):
-    category = "conditioning/controlnet"
-    display_name = "Apply ControlNet"
-    description = ("Adds a ControlNet's guidance to the positive and negative conditioning, "
-                   "over a part of the schedule (start/end percent of the steps).")
+class ControlNetApplyAdvanced(Node, category="conditioning/controlnet", display_name="Apply ControlNet"):
+    """Adds a ControlNet's guidance to the positive and negative conditioning, over a part of the
+    schedule (start/end percent of the steps)."""
     inputs = {
         "positive": Link("CONDITIONING"),
         "negative": Link("CONDITIONING"),

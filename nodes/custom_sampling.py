@@ -47,10 +47,8 @@ def _sigmas(value) -> torch.Tensor:
     return value
 
 
-class KSamplerSelect(Node):
-    category = "sampling/custom_sampling/samplers"
-    display_name = "KSamplerSelect"
-    description = "Chooses the solver a custom sampler runs."
+class KSamplerSelect(Node, category="sampling/custom_sampling/samplers", display_name="KSamplerSelect"):
+    """Chooses the solver a custom sampler runs."""
     inputs = {"sampler_name": Combo(SOLVER_NAMES, default="euler")}
     outputs = (Output("SAMPLER"),)
 
@@ -68,10 +66,9 @@ def _s_noise(max_: float = 100.0) -> Float:
                  tooltip="Scale of the fresh noise.")
 
 
-class _AncestralSampler(Node):
+class _AncestralSampler(Node, category="sampling/custom_sampling/samplers"):
     """A SAMPLER node for the ancestral solver ``solver``, with its noise settings."""
 
-    category = "sampling/custom_sampling/samplers"
     solver = ""
     inputs = {"eta": _eta(), "s_noise": _s_noise()}
     outputs = (Output("SAMPLER"),)
@@ -80,30 +77,27 @@ class _AncestralSampler(Node):
         return (SOLVERS[self.solver].with_options(eta=eta, s_noise=s_noise),)
 
 
-class SamplerEulerAncestral(_AncestralSampler):
-    display_name = "SamplerEulerAncestral"
-    description = "euler_ancestral with its noise settings."
+class SamplerEulerAncestral(_AncestralSampler, display_name="SamplerEulerAncestral"):
+    """euler_ancestral with its noise settings."""
     solver = "euler_ancestral"
 
 
-class SamplerEulerAncestralCFGPP(_AncestralSampler):
-    display_name = "SamplerEulerAncestralCFG++"
-    description = "euler_ancestral_cfg_pp with its noise settings."
+class SamplerEulerAncestralCFGPP(_AncestralSampler, display_name="SamplerEulerAncestralCFG++"):
+    """euler_ancestral_cfg_pp with its noise settings."""
     solver = "euler_ancestral_cfg_pp"
     inputs = {"eta": _eta(1.0), "s_noise": _s_noise(10.0)}
 
 
-class SamplerDPMPP_2S_Ancestral(_AncestralSampler):  # noqa: N801  (ComfyUI's class name)
-    display_name = "SamplerDPMPP_2S_Ancestral"
-    description = "dpmpp_2s_ancestral with its noise settings."
+# The class name is ComfyUI's.
+class SamplerDPMPP_2S_Ancestral(_AncestralSampler, display_name="SamplerDPMPP_2S_Ancestral"):
+    """dpmpp_2s_ancestral with its noise settings."""
     solver = "dpmpp_2s_ancestral"
 
 
-class SamplerDPMPP_2M_SDE(Node):  # noqa: N801  (ComfyUI's class name)
-    category = "sampling/custom_sampling/samplers"
-    display_name = "SamplerDPMPP_2M_SDE"
-    description = ("dpmpp_2m_sde with its settings (Loom draws the noise on the CPU from the "
-                   "seed either way, so noise_device does not change the result).")
+class SamplerDPMPP_2M_SDE(Node, category="sampling/custom_sampling/samplers",
+                          display_name="SamplerDPMPP_2M_SDE"):  # ComfyUI's class name
+    """dpmpp_2m_sde with its settings (Loom draws the noise on the CPU from the seed either way, so
+    noise_device does not change the result)."""
     inputs = {
         "solver_type": Combo(["midpoint", "heun"], default="midpoint"),
         "eta": _eta(),
@@ -117,10 +111,8 @@ class SamplerDPMPP_2M_SDE(Node):  # noqa: N801  (ComfyUI's class name)
                                                      s_noise=s_noise),)
 
 
-class SamplerLMS(Node):
-    category = "sampling/custom_sampling/samplers"
-    display_name = "SamplerLMS"
-    description = "lms with its order (how many past steps it uses)."
+class SamplerLMS(Node, category="sampling/custom_sampling/samplers", display_name="SamplerLMS"):
+    """lms with its order (how many past steps it uses)."""
     inputs = {"order": Int(4, min=1, max=100)}
     outputs = (Output("SAMPLER"),)
 
@@ -128,11 +120,8 @@ class SamplerLMS(Node):
         return (SOLVERS["lms"].with_options(max_order=order),)
 
 
-class BasicScheduler(Node):
-    category = "sampling/custom_sampling/schedulers"
-    display_name = "BasicScheduler"
-    description = ("The noise levels KSampler would use for this model, schedule, step count and "
-                   "denoise.")
+class BasicScheduler(Node, category="sampling/custom_sampling/schedulers", display_name="BasicScheduler"):
+    """The noise levels KSampler would use for this model, schedule, step count and denoise."""
     inputs = {
         "model": Link("MODEL"),
         "scheduler": Combo(SCHEDULER_NAMES, default=SCHEDULER_NAMES[0]),
@@ -157,10 +146,8 @@ def _sigma_range_inputs() -> dict:
     }
 
 
-class KarrasScheduler(Node):
-    category = "sampling/custom_sampling/schedulers"
-    display_name = "KarrasScheduler"
-    description = "Karras et al.'s schedule: evenly spaced in sigma^(1/rho), then 0."
+class KarrasScheduler(Node, category="sampling/custom_sampling/schedulers", display_name="KarrasScheduler"):
+    """Karras et al.'s schedule: evenly spaced in sigma^(1/rho), then 0."""
     inputs = {**_sigma_range_inputs(), "rho": Float(7.0, min=0.0, max=100.0, step=0.01, round=False)}
     outputs = (Output("SIGMAS"),)
 
@@ -171,10 +158,9 @@ class KarrasScheduler(Node):
         return (karras_sigmas(steps, sigma_min, sigma_max, rho),)
 
 
-class ExponentialScheduler(Node):
-    category = "sampling/custom_sampling/schedulers"
-    display_name = "ExponentialScheduler"
-    description = "Noise levels evenly spaced in log sigma, then 0."
+class ExponentialScheduler(Node, category="sampling/custom_sampling/schedulers",
+                           display_name="ExponentialScheduler"):
+    """Noise levels evenly spaced in log sigma, then 0."""
     inputs = _sigma_range_inputs()
     outputs = (Output("SIGMAS"),)
 
@@ -189,10 +175,8 @@ def _check_range(sigma_min: float, sigma_max: float) -> None:
                          f"sigma_max={sigma_max})")
 
 
-class SDTurboScheduler(Node):
-    category = "sampling/custom_sampling/schedulers"
-    display_name = "SDTurboScheduler"
-    description = "SD-Turbo's few-step schedule (every 100th training timestep from the top)."
+class SDTurboScheduler(Node, category="sampling/custom_sampling/schedulers", display_name="SDTurboScheduler"):
+    """SD-Turbo's few-step schedule (every 100th training timestep from the top)."""
     inputs = {
         "model": Link("MODEL"),
         "steps": Int(1, min=1, max=10),
@@ -204,11 +188,9 @@ class SDTurboScheduler(Node):
         return (sd_turbo_sigmas(model, steps, denoise),)
 
 
-class SplitSigmas(Node):
-    category = "sampling/custom_sampling/sigmas"
-    display_name = "SplitSigmas"
-    description = ("Cuts a schedule at a step: the first part ends at that step's level, the "
-                   "second starts there (e.g. for a base/refiner pair).")
+class SplitSigmas(Node, category="sampling/custom_sampling/sigmas", display_name="SplitSigmas"):
+    """Cuts a schedule at a step: the first part ends at that step's level, the second starts there
+    (e.g. for a base/refiner pair)."""
     inputs = {"sigmas": Link("SIGMAS"), "step": Int(0, min=0, max=10000)}
     outputs = (Output("SIGMAS", "high_sigmas"), Output("SIGMAS", "low_sigmas"))
 
@@ -217,10 +199,8 @@ class SplitSigmas(Node):
         return (sigmas[:step + 1].clone(), sigmas[step:].clone())
 
 
-class RandomNoise(Node):
-    category = "sampling/custom_sampling/noise"
-    display_name = "RandomNoise"
-    description = "Seeded noise (the same seed gives KSampler's noise)."
+class RandomNoise(Node, category="sampling/custom_sampling/noise", display_name="RandomNoise"):
+    """Seeded noise (the same seed gives KSampler's noise)."""
     inputs = {"noise_seed": Int(0, min=0, max=SEED_MAX, control_after_generate=True)}
     outputs = (Output("NOISE"),)
 
@@ -228,10 +208,8 @@ class RandomNoise(Node):
         return (Noise(noise_seed),)
 
 
-class DisableNoise(Node):
-    category = "sampling/custom_sampling/noise"
-    display_name = "DisableNoise"
-    description = "No initial noise: the latent is sampled as it is (already noisy)."
+class DisableNoise(Node, category="sampling/custom_sampling/noise", display_name="DisableNoise"):
+    """No initial noise: the latent is sampled as it is (already noisy)."""
     inputs = {}
     outputs = (Output("NOISE"),)
 
@@ -239,10 +217,8 @@ class DisableNoise(Node):
         return (Noise(0, enabled=False),)
 
 
-class CFGGuider(Node):
-    category = "sampling/custom_sampling/guiders"
-    display_name = "CFGGuider"
-    description = "Classifier-free guidance between a positive and a negative conditioning."
+class CFGGuider(Node, category="sampling/custom_sampling/guiders", display_name="CFGGuider"):
+    """Classifier-free guidance between a positive and a negative conditioning."""
     inputs = {"model": Link("MODEL"), "positive": Link("CONDITIONING"),
               "negative": Link("CONDITIONING"), "cfg": _cfg_input()}
     outputs = (Output("GUIDER"),)
@@ -251,10 +227,8 @@ class CFGGuider(Node):
         return (CFG(model, positive=positive, negative=negative, cfg=cfg),)
 
 
-class BasicGuider(Node):
-    category = "sampling/custom_sampling/guiders"
-    display_name = "BasicGuider"
-    description = "One conditioning, no guidance (cfg 1)."
+class BasicGuider(Node, category="sampling/custom_sampling/guiders", display_name="BasicGuider"):
+    """One conditioning, no guidance (cfg 1)."""
     inputs = {"model": Link("MODEL"), "conditioning": Link("CONDITIONING")}
     outputs = (Output("GUIDER"),)
 
@@ -262,11 +236,9 @@ class BasicGuider(Node):
         return (Basic(model, conditioning=conditioning),)
 
 
-class DualCFGGuider(Node):
-    category = "sampling/custom_sampling/guiders"
-    display_name = "DualCFGGuider"
-    description = ("Guidance with two positive conditionings: cond1 over cond2 (cfg_conds) and "
-                   "cond2 over the negative (cfg_cond2_negative).")
+class DualCFGGuider(Node, category="sampling/custom_sampling/guiders", display_name="DualCFGGuider"):
+    """Guidance with two positive conditionings: cond1 over cond2 (cfg_conds) and cond2 over the
+    negative (cfg_cond2_negative)."""
     inputs = {
         "model": Link("MODEL"),
         "cond1": Link("CONDITIONING"),
@@ -287,8 +259,7 @@ class DualCFGGuider(Node):
 _OUTPUTS = (Output("LATENT", "output"), Output("LATENT", "denoised_output"))
 
 
-class _CustomSampler(Node):
-    category = "sampling/custom_sampling"
+class _CustomSampler(Node, category="sampling/custom_sampling"):
     outputs = _OUTPUTS
 
     def _sample(self, guider, sampler, sigmas, noise, latent_image):
@@ -298,10 +269,9 @@ class _CustomSampler(Node):
         return sample_sigmas(request, _models(self.ctx))
 
 
-class SamplerCustom(_CustomSampler):
-    display_name = "SamplerCustom"
-    description = ("Samples with a chosen solver and schedule (KSampler's parts as separate "
-                   "nodes); also outputs the model's clean estimate at the last step.")
+class SamplerCustom(_CustomSampler, display_name="SamplerCustom"):
+    """Samples with a chosen solver and schedule (KSampler's parts as separate nodes); also outputs
+    the model's clean estimate at the last step."""
     inputs = {
         "model": Link("MODEL"),
         "add_noise": Boolean(True),
@@ -320,9 +290,8 @@ class SamplerCustom(_CustomSampler):
         return self._sample(guider, sampler, sigmas, Noise(noise_seed, add_noise), latent_image)
 
 
-class SamplerCustomAdvanced(_CustomSampler):
-    display_name = "SamplerCustomAdvanced"
-    description = "Samples with separate noise, guider, solver and schedule."
+class SamplerCustomAdvanced(_CustomSampler, display_name="SamplerCustomAdvanced"):
+    """Samples with separate noise, guider, solver and schedule."""
     inputs = {
         "noise": Link("NOISE"),
         "guider": Link("GUIDER"),

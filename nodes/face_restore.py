@@ -45,9 +45,7 @@ def _faces() -> Combo:
     return Combo(["all", "largest"], default="all", tooltip="Every face, or only the largest.")
 
 
-class FaceRestoreModelLoader(Node):
-    category = "loaders"
-    display_name = "Load Face Restore Model"
+class FaceRestoreModelLoader(Node, category="loaders", display_name="Load Face Restore Model"):
     description = (f"Loads a face restoration model from models/{FOLDER}/ "
                    f"(usual files: {USUAL_FILES}; .safetensors or .pth).")
     inputs = {"model_name": ModelFile(FOLDER, tooltip=f"e.g. {USUAL_FILES}")}
@@ -63,11 +61,9 @@ class FaceRestoreModelLoader(Node):
             path, purposes=FACE_PURPOSES, what="face restoration model")),)
 
 
-class FaceRestoreWithModel(Node):
-    category = "image/face restore"
-    display_name = "Restore Faces (using Model)"
-    description = ("Finds faces, aligns each to the 512 template, restores it with the model and "
-                   "pastes it back through a feathered mask; the rest of the image is unchanged.")
+class FaceRestoreWithModel(Node, category="image/face restore", display_name="Restore Faces (using Model)"):
+    """Finds faces, aligns each to the 512 template, restores it with the model and pastes it back
+    through a feathered mask; the rest of the image is unchanged."""
     inputs = {
         "facerestore_model": Link("FACE_RESTORE_MODEL"),
         "image": Link("IMAGE"),
@@ -90,12 +86,9 @@ class FaceRestoreWithModel(Node):
         return (out,)
 
 
-class FaceDetect(Node):
-    category = "image/face restore"
-    display_name = "Detect Faces"
-    description = ("Finds faces and gives a mask over them (boxes grown by `padding`, feathered) "
-                   "and the crop of each face resized to crop_size: for inpainting faces "
-                   "(a detailer) instead of restoring them.")
+class FaceDetect(Node, category="image/face restore", display_name="Detect Faces"):
+    """Finds faces and gives a mask over them (boxes grown by `padding`, feathered) and the crop of
+    each face resized to crop_size: for inpainting faces (a detailer) instead of restoring them."""
     inputs = {
         "image": Link("IMAGE"),
         "facedetection": _detector_input(),

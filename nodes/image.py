@@ -160,11 +160,9 @@ class InputImage(Combo):
         return _missing_image_message(ctx, value) or super().not_in_list_message(value, choices, ctx)
 
 
-class LoadImage(Node):
+class LoadImage(Node, category="image", display_name="Load Image"):
     """Loads an image from the input folder. MASK is 1 where the image is transparent."""
 
-    category = "image"
-    display_name = "Load Image"
     inputs = {"image": InputImage(tooltip="An image in the input folder (upload one, or copy it there)")}
     outputs = (Output("IMAGE"), Output("MASK"))
 
@@ -189,12 +187,10 @@ class LoadImage(Node):
                                imageio.max_pixels_of(self.ctx.settings))
 
 
-class LoadImageMask(Node):
+class LoadImageMask(Node, category="mask", display_name="Load Image (as Mask)"):
     """Loads one channel of an image from the input folder as a MASK (alpha is inverted: 1 =
     transparent, like LoadImage's mask)."""
 
-    category = "mask"
-    display_name = "Load Image (as Mask)"
     inputs = {
         "image": InputImage(),
         "channel": Combo(["alpha", "red", "green", "blue"]),
@@ -274,11 +270,9 @@ def _as_batch(images: torch.Tensor) -> torch.Tensor:
     return images
 
 
-class SaveImage(Node):
+class SaveImage(Node, category="image", display_name="Save Image"):
     """Saves images as PNG files in the output folder, with the prompt and workflow embedded."""
 
-    category = "image"
-    display_name = "Save Image"
     output_node = True
     inputs = {
         "images": Link("IMAGE", tooltip="The images to save."),
@@ -328,10 +322,9 @@ class SaveImage(Node):
         return self.save(images, filename_prefix, prompt, extra_pnginfo)
 
 
-class PreviewImage(SaveImage):
+class PreviewImage(SaveImage, display_name="Preview Image"):
     """Shows images in the editor without keeping them: the files go to the temp folder."""
 
-    display_name = "Preview Image"
     inputs = {
         "images": Link("IMAGE", tooltip="The images to preview."),
         "prompt": Hidden("PROMPT"),
@@ -349,11 +342,9 @@ class PreviewImage(SaveImage):
 # -- small utilities -----------------------------------------------------------------------------
 
 
-class ImageInvert(Node):
+class ImageInvert(Node, category="image", display_name="Invert Image"):
     """1 - image, per channel."""
 
-    category = "image"
-    display_name = "Invert Image"
     inputs = {"image": Link("IMAGE")}
     outputs = (Output("IMAGE"),)
 
@@ -361,11 +352,9 @@ class ImageInvert(Node):
         return (1.0 - image,)
 
 
-class EmptyImage(Node):
+class EmptyImage(Node, category="image", display_name="Empty Image"):
     """A batch of images of one solid colour (``color`` is 0xRRGGBB)."""
 
-    category = "image"
-    display_name = "Empty Image"
     inputs = {
         "width": Int(512, min=1, max=MAX_RESOLUTION, step=1),
         "height": Int(512, min=1, max=MAX_RESOLUTION, step=1),
@@ -384,11 +373,9 @@ class EmptyImage(Node):
         return (rgb.expand(batch_size, height, width, 3).clone(),)
 
 
-class SolidMask(Node):
+class SolidMask(Node, category="mask", display_name="Solid Mask"):
     """A mask of one value."""
 
-    category = "mask"
-    display_name = "Solid Mask"
     inputs = {
         "value": Float(1.0, min=0.0, max=1.0, step=0.01),
         "width": Int(512, min=1, max=MAX_RESOLUTION),
@@ -404,11 +391,9 @@ class SolidMask(Node):
         return (torch.full((1, height, width), float(value), dtype=torch.float32),)
 
 
-class InvertMask(Node):
+class InvertMask(Node, category="mask", display_name="Invert Mask"):
     """1 - mask."""
 
-    category = "mask"
-    display_name = "Invert Mask"
     inputs = {"mask": Link("MASK")}
     outputs = (Output("MASK"),)
 

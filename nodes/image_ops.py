@@ -23,10 +23,8 @@ def scale_image(image, width: int, height: int, method: str, crop: str = "disabl
     return out.contiguous()
 
 
-class ImageScale(Node):
-    category = "image/upscaling"
-    display_name = "Upscale Image"
-    description = "Resize images; 0 for width or height keeps the aspect ratio."
+class ImageScale(Node, category="image/upscaling", display_name="Upscale Image"):
+    """Resize images; 0 for width or height keeps the aspect ratio."""
     inputs = {
         "image": Link("IMAGE"),
         "upscale_method": Combo(IMAGE_METHODS, default=IMAGE_METHODS[0]),
@@ -56,9 +54,7 @@ class ImageScale(Node):
         return (scale_image(image, width, height, upscale_method, crop),)
 
 
-class ImageScaleBy(Node):
-    category = "image/upscaling"
-    display_name = "Upscale Image By"
+class ImageScaleBy(Node, category="image/upscaling", display_name="Upscale Image By"):
     inputs = {
         "image": Link("IMAGE"),
         "upscale_method": Combo(IMAGE_METHODS, default=IMAGE_METHODS[0]),
@@ -80,11 +76,9 @@ class ImageScaleBy(Node):
         return (scale_image(image, width, height, upscale_method),)
 
 
-class ImageScaleToTotalPixels(Node):
-    category = "image/upscaling"
-    display_name = "Scale Image to Total Pixels"
-    description = ("Resize images to about the given number of megapixels (1 MP = 1024x1024), "
-                   "keeping the aspect ratio; sides are rounded to a multiple of resolution_steps.")
+class ImageScaleToTotalPixels(Node, category="image/upscaling", display_name="Scale Image to Total Pixels"):
+    """Resize images to about the given number of megapixels (1 MP = 1024x1024), keeping the aspect
+    ratio; sides are rounded to a multiple of resolution_steps."""
     inputs = {
         "image": Link("IMAGE"),
         "upscale_method": Combo(IMAGE_METHODS, default=IMAGE_METHODS[0]),
@@ -108,11 +102,9 @@ class ImageScaleToTotalPixels(Node):
         return (scale_image(image, width, height, upscale_method),)
 
 
-class ImageCrop(Node):
-    category = "image/transform"
-    display_name = "Crop Image"
-    description = ("A width x height rectangle from (x, y); it is cut short at the image's edge, "
-                   "and x, y beyond the image take its last column/row.")
+class ImageCrop(Node, category="image/transform", display_name="Crop Image"):
+    """A width x height rectangle from (x, y); it is cut short at the image's edge, and x, y beyond
+    the image take its last column/row."""
     inputs = {
         "image": Link("IMAGE"),
         "width": Int(512, min=1, max=MAX_RESOLUTION, step=1),
@@ -132,10 +124,8 @@ FLIP_METHODS = ["x-axis: vertically", "y-axis: horizontally"]
 ROTATIONS = ["none", "90 degrees", "180 degrees", "270 degrees"]
 
 
-class ImageFlip(Node):
-    category = "image/transform"
-    display_name = "Flip Image"
-    description = "Mirror images upside down (about the x axis) or left to right (about the y axis)."
+class ImageFlip(Node, category="image/transform", display_name="Flip Image"):
+    """Mirror images upside down (about the x axis) or left to right (about the y axis)."""
     inputs = {"image": Link("IMAGE"), "flip_method": Combo(FLIP_METHODS, default=FLIP_METHODS[0])}
     outputs = (Output("IMAGE"),)
 
@@ -145,10 +135,8 @@ class ImageFlip(Node):
         return (torch.flip(image, dims=[1 if flip_method.startswith("x") else 2]),)
 
 
-class ImageRotate(Node):
-    category = "image/transform"
-    display_name = "Rotate Image"
-    description = "Rotate images clockwise by a multiple of 90 degrees."
+class ImageRotate(Node, category="image/transform", display_name="Rotate Image"):
+    """Rotate images clockwise by a multiple of 90 degrees."""
     inputs = {"image": Link("IMAGE"), "rotation": Combo(ROTATIONS, default=ROTATIONS[0])}
     outputs = (Output("IMAGE"),)
 
@@ -164,11 +152,9 @@ def _with_alpha(image: torch.Tensor) -> torch.Tensor:
     return torch.cat([image, torch.ones_like(image[..., :1])], dim=-1)
 
 
-class ImageBatch(Node):
-    category = "image"
-    display_name = "Batch Images"
-    description = ("One batch of both inputs' images; image2 is resized (bilinear, centre-cropped) "
-                   "to image1's size when they differ.")
+class ImageBatch(Node, category="image", display_name="Batch Images"):
+    """One batch of both inputs' images; image2 is resized (bilinear, centre-cropped) to image1's
+    size when they differ."""
     inputs = {"image1": Link("IMAGE"), "image2": Link("IMAGE")}
     outputs = (Output("IMAGE"),)
 
@@ -185,10 +171,8 @@ class ImageBatch(Node):
         return (torch.cat([image1, image2], dim=0),)
 
 
-class GetImageSize(Node):
-    category = "image"
-    display_name = "Get Image Size"
-    description = "Returns the width, height, and batch size of the image."
+class GetImageSize(Node, category="image", display_name="Get Image Size"):
+    """Returns the width, height, and batch size of the image."""
     inputs = {"image": Link("IMAGE")}
     outputs = (Output("INT", name="width"), Output("INT", name="height"), Output("INT", name="batch_size"))
 
@@ -197,12 +181,9 @@ class GetImageSize(Node):
         return (int(width), int(height), int(batch))
 
 
-class ImagePadForOutpaint(Node):
-    category = "image"
-    display_name = "Pad Image for Outpainting"
-    description = ("Grow the canvas on each side with grey (0.5) and give the MASK of what to "
-                   "paint: 1 in the new border, fading in over `feathering` pixels of the old "
-                   "image along the padded sides.")
+class ImagePadForOutpaint(Node, category="image", display_name="Pad Image for Outpainting"):
+    """Grow the canvas on each side with grey (0.5) and give the MASK of what to paint: 1 in the new
+    border, fading in over `feathering` pixels of the old image along the padded sides."""
     inputs = {
         "image": Link("IMAGE"),
         "left": Int(0, min=0, max=MAX_RESOLUTION, step=8),

@@ -10,11 +10,9 @@ from __future__ import annotations
 from loom.nodeapi import ALWAYS_RUN, Link, Node
 
 
-class SaveImageWebsocket(Node):
+class SaveImageWebsocket(Node, category="api node/image", display_name="Save Image (Websocket)"):
     """Sends each image to the client that queued the prompt, as a PNG over its websocket."""
 
-    category = "api node/image"
-    display_name = "Save Image (Websocket)"
     output_node = True
     inputs = {"images": Link("IMAGE", tooltip="The images to send.")}
     outputs = ()

@@ -24,11 +24,9 @@ from nodes.masks import as_mask_batch
 from nodes.sd_vae import _check_vae, _tagged
 
 
-class SetLatentNoiseMask(Node):
-    category = "latent/inpaint"
-    display_name = "Set Latent Noise Mask"
-    description = ("Sample only where the mask is 1: the rest of the latent is kept (values in "
-                   "between blend). The mask may be at pixel or latent resolution.")
+class SetLatentNoiseMask(Node, category="latent/inpaint", display_name="Set Latent Noise Mask"):
+    """Sample only where the mask is 1: the rest of the latent is kept (values in between blend).
+    The mask may be at pixel or latent resolution."""
     inputs = {"samples": Link("LATENT"), "mask": Link("MASK")}
     outputs = (Output("LATENT"),)
 
@@ -54,13 +52,11 @@ def _with_inpaint(conditioning: list, concat: torch.Tensor, mask: torch.Tensor) 
             for c in conditioning]
 
 
-class InpaintModelConditioning(Node):
-    category = "conditioning/inpaint"
-    display_name = "InpaintModelConditioning"
-    description = ("For inpainting checkpoints (9 input channels): the model sees the mask and "
-                   "the image with the masked part greyed out; the LATENT is the image itself. "
-                   "With noise_mask, sampling also keeps everything outside the mask (works "
-                   "with ordinary checkpoints too).")
+class InpaintModelConditioning(Node, category="conditioning/inpaint",
+                               display_name="InpaintModelConditioning"):
+    """For inpainting checkpoints (9 input channels): the model sees the mask and the image with the
+    masked part greyed out; the LATENT is the image itself. With noise_mask, sampling also keeps
+    everything outside the mask (works with ordinary checkpoints too)."""
     inputs = {
         "positive": Link("CONDITIONING"),
         "negative": Link("CONDITIONING"),
@@ -129,12 +125,9 @@ def composite(destination: torch.Tensor, source: torch.Tensor, x: int, y: int,
     return out
 
 
-class ImageCompositeMasked(Node):
-    category = "image"
-    display_name = "ImageCompositeMasked"
-    description = ("Paste source onto destination at (x, y), through the mask when one is "
-                   "given (1 = source). resize_source first stretches the source to the "
-                   "destination's size.")
+class ImageCompositeMasked(Node, category="image", display_name="ImageCompositeMasked"):
+    """Paste source onto destination at (x, y), through the mask when one is given (1 = source).
+    resize_source first stretches the source to the destination's size."""
     inputs = {
         "destination": Link("IMAGE"),
         "source": Link("IMAGE"),
@@ -213,13 +206,10 @@ def blend_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     return torch.maximum(torch.from_numpy(np.stack(ramps)), mask).clamp(0, 1)
 
 
-class InpaintCrop(Node):
-    category = "inpaint"
-    display_name = "Inpaint Crop (around the mask)"
-    description = ("Cuts out the masked region of a big image with some context around it, "
-                   "scaled so its longer side is target_size: inpaint that crop at full "
-                   "resolution, then put it back with Inpaint Stitch. Pixels outside the crop "
-                   "are never touched.")
+class InpaintCrop(Node, category="inpaint", display_name="Inpaint Crop (around the mask)"):
+    """Cuts out the masked region of a big image with some context around it, scaled so its longer
+    side is target_size: inpaint that crop at full resolution, then put it back with Inpaint Stitch.
+    Pixels outside the crop are never touched."""
     inputs = {
         "image": Link("IMAGE"),
         "mask": Link("MASK"),
@@ -253,11 +243,9 @@ class InpaintCrop(Node):
         return (stitch, scaled_img, scaled_mask)
 
 
-class InpaintStitch(Node):
-    category = "inpaint"
-    display_name = "Inpaint Stitch (paste back)"
-    description = ("Puts an inpainted crop from Inpaint Crop back into the original image, "
-                   "fading it in around the mask.")
+class InpaintStitch(Node, category="inpaint", display_name="Inpaint Stitch (paste back)"):
+    """Puts an inpainted crop from Inpaint Crop back into the original image, fading it in around
+    the mask."""
     inputs = {
         "stitch": Link("STITCH"),
         "inpainted_image": Link("IMAGE"),

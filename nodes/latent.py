@@ -15,15 +15,7 @@ from typing import Any
 import safetensors.torch
 import torch
 
-from loom.files import (
-    input_fingerprint,
-    input_path,
-    list_input_files,
-    missing_input_message,
-    next_counter,
-    split_prefix,
-    write_atomic,
-)
+from loom import files
 from loom.nodeapi import (
     MAX_RESOLUTION,
     Allocation,
@@ -42,10 +34,8 @@ from loom.runtime.sampling.resize import CROP_METHODS, LATENT_METHODS, fill_aspe
 LATENT_CHANNELS = 4
 
 
-class EmptyLatentImage(Node):
-    category = "latent"
-    display_name = "Empty Latent Image"
-    description = "A batch of empty (zero) latents to start txt2img from."
+class EmptyLatentImage(Node, category="latent", display_name="Empty Latent Image"):
+    """A batch of empty (zero) latents to start txt2img from."""
     inputs = {
         "width": Int(512, min=16, max=MAX_RESOLUTION, step=8, tooltip="Image width in pixels."),
         "height": Int(512, min=16, max=MAX_RESOLUTION, step=8, tooltip="Image height in pixels."),
@@ -70,11 +60,9 @@ def _upscaled(samples: dict, width: int, height: int, method: str, crop: str) ->
     return out
 
 
-class LatentUpscale(Node):
-    category = "latent"
-    display_name = "Upscale Latent"
-    description = ("Resize latents to a pixel size (divided by 8); 0 for width or height keeps "
-                   "the aspect ratio.")
+class LatentUpscale(Node, category="latent", display_name="Upscale Latent"):
+    """Resize latents to a pixel size (divided by 8); 0 for width or height keeps the aspect
+    ratio."""
     inputs = {
         "samples": Link("LATENT"),
         "upscale_method": Combo(LATENT_METHODS, default=LATENT_METHODS[0]),
@@ -102,9 +90,7 @@ class LatentUpscale(Node):
         return (_upscaled(samples, width // 8, height // 8, upscale_method, crop),)
 
 
-class LatentUpscaleBy(Node):
-    category = "latent"
-    display_name = "Upscale Latent By"
+class LatentUpscaleBy(Node, category="latent", display_name="Upscale Latent By"):
     inputs = {
         "samples": Link("LATENT"),
         "upscale_method": Combo(LATENT_METHODS, default=LATENT_METHODS[0]),
@@ -131,11 +117,9 @@ def _batch_index(samples: dict) -> list[int]:
     return list(index) if index is not None else list(range(samples["samples"].shape[0]))
 
 
-class LatentFromBatch(Node):
-    category = "latent/batch"
-    display_name = "Latent From Batch"
-    description = ("Take items out of a latent batch. They keep their batch position, so they "
-                   "are sampled with the same noise as inside the batch.")
+class LatentFromBatch(Node, category="latent/batch", display_name="Latent From Batch"):
+    """Take items out of a latent batch. They keep their batch position, so they are sampled with
+    the same noise as inside the batch."""
     inputs = {
         "samples": Link("LATENT"),
         "batch_index": Int(0, min=0, max=63),
@@ -162,10 +146,8 @@ class LatentFromBatch(Node):
         return (out,)
 
 
-class RepeatLatentBatch(Node):
-    category = "latent/batch"
-    display_name = "Repeat Latent Batch"
-    description = "Repeat a latent batch; each copy gets its own noise (new batch positions)."
+class RepeatLatentBatch(Node, category="latent/batch", display_name="Repeat Latent Batch"):
+    """Repeat a latent batch; each copy gets its own noise (new batch positions)."""
     inputs = {
         "samples": Link("LATENT"),
         "amount": Int(1, min=1, max=64),
@@ -206,14 +188,12 @@ LEGACY_SCALE = 0.18215
 
 
 def list_input_latents(ctx: Any) -> list[str]:
-    return list_input_files(ctx, (LATENT_EXT,))
+    return files.list_input_files(ctx, (LATENT_EXT,))
 
 
-class SaveLatent(Node):
-    category = "_for_testing"
-    display_name = "Save Latent"
-    description = ("Saves latents to output/ as .latent files (ComfyUI's format, with the prompt "
-                   "and workflow as metadata); copy one to input/ to load it with Load Latent.")
+class SaveLatent(Node, category="_for_testing", display_name="Save Latent"):
+    """Saves latents to output/ as .latent files (ComfyUI's format, with the prompt and workflow as
+    metadata); copy one to input/ to load it with Load Latent."""
     output_node = True
     inputs = {
         "samples": Link("LATENT"),
@@ -229,7 +209,7 @@ class SaveLatent(Node):
             raise RuntimeError("no output folder: the node was run without ctx.paths")
         root = Path(paths.output_dir)
         root.mkdir(parents=True, exist_ok=True)
-        folder, stem = split_prefix(root, filename_prefix)
+        folder, stem = files.split_prefix(root, filename_prefix)
         metadata = None
         if self.ctx.settings is None or not self.ctx.settings.disable_metadata:
             metadata = {"prompt": json.dumps(prompt)} if prompt is not None else {}
@@ -237,30 +217,29 @@ class SaveLatent(Node):
                 metadata.update({str(k): json.dumps(v) for k, v in extra_pnginfo.items()})
         data = safetensors.torch.save({LATENT_KEY: samples["samples"].contiguous().cpu(),
                                        VERSION_KEY: torch.tensor([])}, metadata=metadata or None)
-        name, _ = write_atomic(folder, stem, next_counter(folder, stem, LATENT_EXT), LATENT_EXT,
-                               lambda f: f.write(data), self.ctx.saved_file)
+        counter = files.next_counter(folder, stem, LATENT_EXT)
+        name, _ = files.write_atomic(folder, stem, counter, LATENT_EXT, lambda f: f.write(data),
+                                     self.ctx.saved_file)
         subfolder = folder.resolve().relative_to(root.resolve()).as_posix()
         return NodeResult(outputs=(), ui={"latents": [
             {"filename": name, "subfolder": "" if subfolder == "." else subfolder, "type": "output"}]})
 
 
-class LoadLatent(Node):
-    category = "_for_testing"
-    display_name = "Load Latent"
-    description = "Loads a .latent file (as Save Latent writes them) from the input folder."
+class LoadLatent(Node, category="_for_testing", display_name="Load Latent"):
+    """Loads a .latent file (as Save Latent writes them) from the input folder."""
     inputs = {"latent": Combo(list_input_latents, tooltip="A .latent file in the input folder.")}
     outputs = (Output("LATENT"),)
 
     @classmethod
     def fingerprint(cls, ctx, latent=None, **_):
-        return input_fingerprint(ctx, latent)
+        return files.input_fingerprint(ctx, latent)
 
     @classmethod
     def validate_inputs(cls, ctx, latent=None, **_):
-        return missing_input_message(ctx, latent, "latent file", "Latent file")
+        return files.missing_input_message(ctx, latent, "latent file", "Latent file")
 
     def run(self, latent):
-        path = input_path(self.ctx, latent)
+        path = files.input_path(self.ctx, latent)
         try:
             tensors = safetensors.torch.load_file(str(path), device="cpu")
         except Exception as e:  # not a safetensors file at all

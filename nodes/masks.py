@@ -69,10 +69,8 @@ def feather_edges(mask: torch.Tensor, left: int, top: int, right: int, bottom: i
     return out
 
 
-class ImageToMask(Node):
-    category = "mask"
-    display_name = "Convert Image to Mask"
-    description = "One channel of an image as a mask."
+class ImageToMask(Node, category="mask", display_name="Convert Image to Mask"):
+    """One channel of an image as a mask."""
     inputs = {"image": Link("IMAGE"), "channel": Combo(CHANNELS, default="red")}
     outputs = (Output("MASK"),)
 
@@ -84,10 +82,8 @@ class ImageToMask(Node):
         return (image[..., index].float().clone(),)
 
 
-class MaskToImage(Node):
-    category = "mask"
-    display_name = "Convert Mask to Image"
-    description = "A mask as a grey RGB image."
+class MaskToImage(Node, category="mask", display_name="Convert Mask to Image"):
+    """A mask as a grey RGB image."""
     inputs = {"mask": Link("MASK")}
     outputs = (Output("IMAGE"),)
 
@@ -96,10 +92,8 @@ class MaskToImage(Node):
         return (m[..., None].expand(-1, -1, -1, 3).contiguous(),)
 
 
-class ThresholdMask(Node):
-    category = "mask"
-    display_name = "Threshold Mask"
-    description = "1 where the mask is above value, 0 elsewhere."
+class ThresholdMask(Node, category="mask", display_name="Threshold Mask"):
+    """1 where the mask is above value, 0 elsewhere."""
     inputs = {"mask": Link("MASK"), "value": Float(0.5, min=0.0, max=1.0, step=0.01)}
     outputs = (Output("MASK"),)
 
@@ -107,10 +101,8 @@ class ThresholdMask(Node):
         return ((as_mask_batch(mask) > value).float(),)
 
 
-class GrowMask(Node):
-    category = "mask"
-    display_name = "Grow Mask"
-    description = "Grow (expand > 0) or shrink (expand < 0) the mask by that many pixels."
+class GrowMask(Node, category="mask", display_name="Grow Mask"):
+    """Grow (expand > 0) or shrink (expand < 0) the mask by that many pixels."""
     inputs = {
         "mask": Link("MASK"),
         "expand": Int(0, min=-MAX_RESOLUTION, max=MAX_RESOLUTION, step=1),
@@ -124,10 +116,8 @@ class GrowMask(Node):
         return (grow(m, expand, tapered_corners),)
 
 
-class FeatherMask(Node):
-    category = "mask"
-    display_name = "Feather Mask"
-    description = "Fade the mask linearly to 0 over the given number of pixels at each edge."
+class FeatherMask(Node, category="mask", display_name="Feather Mask"):
+    """Fade the mask linearly to 0 over the given number of pixels at each edge."""
     inputs = {
         "mask": Link("MASK"),
         "left": Int(0, min=0, max=MAX_RESOLUTION, step=1),
@@ -141,11 +131,9 @@ class FeatherMask(Node):
         return (feather_edges(as_mask_batch(mask), left, top, right, bottom),)
 
 
-class MaskComposite(Node):
-    category = "mask"
-    display_name = "Mask Composite"
-    description = ("Combine source into destination with its top-left corner at (x, y); the "
-                   "result is clamped to 0..1. and/or/xor work on the masks rounded to 0/1.")
+class MaskComposite(Node, category="mask", display_name="Mask Composite"):
+    """Combine source into destination with its top-left corner at (x, y); the result is clamped to
+    0..1. and/or/xor work on the masks rounded to 0/1."""
     inputs = {
         "destination": Link("MASK"),
         "source": Link("MASK"),
@@ -180,10 +168,8 @@ class MaskComposite(Node):
         return (out,)
 
 
-class CropMask(Node):
-    category = "mask"
-    display_name = "Crop Mask"
-    description = "A width x height rectangle of the mask from (x, y), cut short at its edge."
+class CropMask(Node, category="mask", display_name="Crop Mask"):
+    """A width x height rectangle of the mask from (x, y), cut short at its edge."""
     inputs = {
         "mask": Link("MASK"),
         "x": Int(0, min=0, max=MAX_RESOLUTION, step=1),

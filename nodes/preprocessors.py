@@ -85,11 +85,9 @@ def _aux(detector, picture, **kwargs) -> np.ndarray:
 # -- weights-free ---------------------------------------------------------------------------------
 
 
-class Canny(Node):
-    category = "image/preprocessors"
-    display_name = "Canny"
-    description = ("Edges (white on black) by Canny's method; thresholds on the gradient of the "
-                   "0..1 image, as ComfyUI's core node takes them. The size is kept.")
+class Canny(Node, category="image/preprocessors", display_name="Canny"):
+    """Edges (white on black) by Canny's method; thresholds on the gradient of the 0..1 image, as
+    ComfyUI's core node takes them. The size is kept."""
     inputs = {
         "image": Link("IMAGE"),
         "low_threshold": Float(0.4, min=0.01, max=0.99, step=0.01),
@@ -106,10 +104,8 @@ class Canny(Node):
         return (frames.to_image(pictures),)
 
 
-class CannyEdgePreprocessor(_Preprocessor):
-    category = LINES
-    display_name = "Canny Edge"
-    description = "Edges by OpenCV's Canny (thresholds on its 0..255 gradient scale)."
+class CannyEdgePreprocessor(_Preprocessor, category=LINES, display_name="Canny Edge"):
+    """Edges by OpenCV's Canny (thresholds on its 0..255 gradient scale)."""
     inputs = {
         "image": Link("IMAGE"),
         "low_threshold": Int(100, min=0, max=255, step=1),
@@ -122,10 +118,9 @@ class CannyEdgePreprocessor(_Preprocessor):
                           lambda p: classic.canny(p, low_threshold, high_threshold), pad=False),)
 
 
-class ShufflePreprocessor(_Preprocessor):
-    category = "ControlNet Preprocessors/T2IAdapter-only"
-    display_name = "Content Shuffle"
-    description = "The image's content shuffled by a smooth random warp (content-shuffle models)."
+class ShufflePreprocessor(_Preprocessor, category="ControlNet Preprocessors/T2IAdapter-only",
+                          display_name="Content Shuffle"):
+    """The image's content shuffled by a smooth random warp (content-shuffle models)."""
     inputs = {
         "image": Link("IMAGE"),
         "resolution": _resolution(),
@@ -136,10 +131,8 @@ class ShufflePreprocessor(_Preprocessor):
         return (self.each(image, resolution, lambda p: classic.content_shuffle(p, seed), pad=False),)
 
 
-class LineartStandardPreprocessor(_Preprocessor):
-    category = LINES
-    display_name = "Standard Lineart"
-    description = "Dark lines found by comparing each pixel with its blurred surroundings."
+class LineartStandardPreprocessor(_Preprocessor, category=LINES, display_name="Standard Lineart"):
+    """Dark lines found by comparing each pixel with its blurred surroundings."""
     inputs = {
         "image": Link("IMAGE"),
         "guassian_sigma": Float(6.0, min=0.01, max=100.0, step=0.01),  # sic: the pack's name
@@ -152,10 +145,8 @@ class LineartStandardPreprocessor(_Preprocessor):
             p, guassian_sigma, intensity_threshold)),)
 
 
-class TilePreprocessor(_Preprocessor):
-    category = OTHERS
-    display_name = "Tile"
-    description = "A blurred image (down and up a Gaussian pyramid) for tile ControlNets."
+class TilePreprocessor(_Preprocessor, category=OTHERS, display_name="Tile"):
+    """A blurred image (down and up a Gaussian pyramid) for tile ControlNets."""
     inputs = {
         "image": Link("IMAGE"),
         "pyrUp_iters": Int(3, min=1, max=10, step=1),
@@ -166,10 +157,8 @@ class TilePreprocessor(_Preprocessor):
         return (self.each(image, resolution, lambda p: classic.tile_blur(p, pyrUp_iters), pad=False),)
 
 
-class ImageBlur(Node):
-    category = "image/postprocessing"
-    display_name = "Image Blur"
-    description = "Gaussian blur with a (2 * blur_radius + 1)-pixel kernel; edges reflect."
+class ImageBlur(Node, category="image/postprocessing", display_name="Image Blur"):
+    """Gaussian blur with a (2 * blur_radius + 1)-pixel kernel; edges reflect."""
     inputs = {
         "image": Link("IMAGE"),
         "blur_radius": Int(1, min=1, max=31, step=1),
@@ -205,11 +194,10 @@ def _pose_inputs() -> dict:
 # -- MediaPipe (weights ship with the package) ----------------------------------------------------
 
 
-class _PosePreprocessor(_Preprocessor):
+class _PosePreprocessor(_Preprocessor, category=POSES):
     """Poses drawn as an OpenPose skeleton, with their OpenPose JSON (POSE_KEYPOINT); a subclass
     says how poses are found (``pose_finder``)."""
 
-    category = POSES
     inputs = _pose_inputs()
     outputs = (Output("IMAGE"), Output("POSE_KEYPOINT"))
 
@@ -236,11 +224,11 @@ class _PosePreprocessor(_Preprocessor):
         return (out, keypoints)
 
 
-class MediaPipeOpenPosePreprocessor(_PosePreprocessor):
-    display_name = "OpenPose Pose (MediaPipe, no downloads)"
-    description = ("Body, hands and face of the person in the image, drawn as an OpenPose "
-                   "skeleton for OpenPose ControlNets, from MediaPipe's landmark models (they "
-                   "ship with Loom's set-up). POSE_KEYPOINT holds the OpenPose JSON.")
+class MediaPipeOpenPosePreprocessor(_PosePreprocessor,
+                                    display_name="OpenPose Pose (MediaPipe, no downloads)"):
+    """Body, hands and face of the person in the image, drawn as an OpenPose skeleton for OpenPose
+    ControlNets, from MediaPipe's landmark models (they ship with Loom's set-up). POSE_KEYPOINT
+    holds the OpenPose JSON."""
 
     def pose_finder(self, hands, face):
         from loom.runtime.annotators import mediapipe_pose as mp
@@ -248,11 +236,9 @@ class MediaPipeOpenPosePreprocessor(_PosePreprocessor):
         return contextlib.nullcontext(lambda picture: mp.detect_pose(picture, hands=hands, face=face))
 
 
-class MediaPipeFaceMeshPreprocessor(_Preprocessor):
+class MediaPipeFaceMeshPreprocessor(_Preprocessor, category=POSES, display_name="MediaPipe Face Mesh"):
+    """MediaPipe's face mesh drawn for the MediaPipe-face ControlNet."""
     class_type = "MediaPipe-FaceMeshPreprocessor"
-    category = POSES
-    display_name = "MediaPipe Face Mesh"
-    description = "MediaPipe's face mesh drawn for the MediaPipe-face ControlNet."
     inputs = {
         "image": Link("IMAGE"),
         "max_faces": Int(10, min=1, max=50, step=1),
@@ -268,12 +254,10 @@ class MediaPipeFaceMeshPreprocessor(_Preprocessor):
             detector, p, max_faces=max_faces, min_confidence=min_confidence)),)
 
 
-class MediaPipeMask(Node):
-    category = "mask"
-    display_name = "Person / Face Mask (MediaPipe)"
-    description = ("A mask of the person (MediaPipe's selfie segmentation) or of the faces "
-                   "(inside the face mesh's outline), at the image's size: for inpainting a "
-                   "person or a face. Works on a fresh install.")
+class MediaPipeMask(Node, category="mask", display_name="Person / Face Mask (MediaPipe)"):
+    """A mask of the person (MediaPipe's selfie segmentation) or of the faces (inside the face
+    mesh's outline), at the image's size: for inpainting a person or a face. Works on a fresh
+    install."""
     inputs = {
         "image": Link("IMAGE"),
         "target": Combo(["person", "face"], default="person"),
@@ -301,11 +285,9 @@ class MediaPipeMask(Node):
 # -- network annotators (weights in models/annotators/) -------------------------------------------
 
 
-class OpenposePreprocessor(_PosePreprocessor):
-    display_name = "OpenPose Pose"
-    description = ("OpenPose's body, hand and face networks (models/annotators/: "
-                   "body_pose_model.pth, hand_pose_model.pth, facenet.pth). Without these "
-                   "files, use OpenPose Pose (MediaPipe).")
+class OpenposePreprocessor(_PosePreprocessor, display_name="OpenPose Pose"):
+    """OpenPose's body, hand and face networks (models/annotators/: body_pose_model.pth,
+    hand_pose_model.pth, facenet.pth). Without these files, use OpenPose Pose (MediaPipe)."""
 
     @contextlib.contextmanager
     def pose_finder(self, hands, face):
@@ -362,31 +344,23 @@ class _SafeAuxNetwork(_AuxNetwork):
         return (self.aux_each(self.aux_key, image, resolution, safe=safe == "enable", **self.options),)
 
 
-class HEDPreprocessor(_SafeAuxNetwork):
-    category = LINES
-    display_name = "HED Soft-Edge Lines"
-    description = "Soft edges by the HED network (models/annotators/ControlNetHED.pth)."
+class HEDPreprocessor(_SafeAuxNetwork, category=LINES, display_name="HED Soft-Edge Lines"):
+    """Soft edges by the HED network (models/annotators/ControlNetHED.pth)."""
     aux_key = "hed"
 
 
-class FakeScribblePreprocessor(HEDPreprocessor):
-    display_name = "Fake Scribble Lines (aka scribble_hed)"
-    description = "HED edges thinned and thresholded into scribbles (ControlNetHED.pth)."
+class FakeScribblePreprocessor(HEDPreprocessor, display_name="Fake Scribble Lines (aka scribble_hed)"):
+    """HED edges thinned and thresholded into scribbles (ControlNetHED.pth)."""
     options = {"scribble": True}
 
 
-class PiDiNetPreprocessor(_SafeAuxNetwork):
-    category = LINES
-    display_name = "PiDiNet Soft-Edge Lines"
-    description = "Soft edges by PiDiNet (models/annotators/table5_pidinet.pth)."
+class PiDiNetPreprocessor(_SafeAuxNetwork, category=LINES, display_name="PiDiNet Soft-Edge Lines"):
+    """Soft edges by PiDiNet (models/annotators/table5_pidinet.pth)."""
     aux_key = "pidinet"
 
 
-class LineArtPreprocessor(_Preprocessor):
-    category = LINES
-    display_name = "Realistic Lineart"
-    description = ("Line art by the lineart network (models/annotators/sk_model.pth; coarse: "
-                   "sk_model2.pth).")
+class LineArtPreprocessor(_Preprocessor, category=LINES, display_name="Realistic Lineart"):
+    """Line art by the lineart network (models/annotators/sk_model.pth; coarse: sk_model2.pth)."""
     inputs = {"image": Link("IMAGE"), "coarse": _switch("disable"), "resolution": _resolution()}
 
     def run(self, image, coarse="disable", resolution=512):
@@ -400,18 +374,14 @@ class LineArtPreprocessor(_Preprocessor):
                 detector, p, coarse=coarse == "enable")),)
 
 
-class AnimeLineArtPreprocessor(_AuxNetwork):
-    category = LINES
-    display_name = "Anime Lineart"
-    description = "Line art for anime pictures (models/annotators/netG.pth)."
+class AnimeLineArtPreprocessor(_AuxNetwork, category=LINES, display_name="Anime Lineart"):
+    """Line art for anime pictures (models/annotators/netG.pth)."""
     aux_key = "lineart_anime"
 
 
-class MLSDPreprocessor(_Preprocessor):
+class MLSDPreprocessor(_Preprocessor, category=LINES, display_name="M-LSD Lines"):
+    """Straight lines by M-LSD (models/annotators/mlsd_large_512_fp32.pth)."""
     class_type = "M-LSDPreprocessor"
-    category = LINES
-    display_name = "M-LSD Lines"
-    description = "Straight lines by M-LSD (models/annotators/mlsd_large_512_fp32.pth)."
     inputs = {
         "image": Link("IMAGE"),
         "score_threshold": Float(0.1, min=0.01, max=2.0, step=0.01),
@@ -423,8 +393,7 @@ class MLSDPreprocessor(_Preprocessor):
         return (self.aux_each("mlsd", image, resolution, thr_v=score_threshold, thr_d=dist_threshold),)
 
 
-class _MidasPreprocessor(_Preprocessor):
-    category = NORMAL_DEPTH
+class _MidasPreprocessor(_Preprocessor, category=NORMAL_DEPTH):
     inputs = {
         "image": Link("IMAGE"),
         "a": Float(np.pi * 2.0, min=0.0, max=np.pi * 5.0, step=0.05),
@@ -444,25 +413,21 @@ class _MidasPreprocessor(_Preprocessor):
             return (self.each(image, resolution, detect),)
 
 
-class MiDaSDepthMapPreprocessor(_MidasPreprocessor):
+class MiDaSDepthMapPreprocessor(_MidasPreprocessor, display_name="MiDaS Depth Map"):
+    """Depth (near = bright) by MiDaS DPT-Hybrid (models/annotators/dpt_hybrid-
+    midas-501f0c75.pt)."""
     class_type = "MiDaS-DepthMapPreprocessor"
-    display_name = "MiDaS Depth Map"
-    description = (
-        "Depth (near = bright) by MiDaS DPT-Hybrid (models/annotators/dpt_hybrid-midas-501f0c75.pt).")
 
 
-class MiDaSNormalMapPreprocessor(_MidasPreprocessor):
+class MiDaSNormalMapPreprocessor(_MidasPreprocessor, display_name="MiDaS Normal Map"):
+    """Normals from MiDaS depth (models/annotators/dpt_hybrid-midas-501f0c75.pt)."""
     class_type = "MiDaS-NormalMapPreprocessor"
-    display_name = "MiDaS Normal Map"
-    description = "Normals from MiDaS depth (models/annotators/dpt_hybrid-midas-501f0c75.pt)."
     want_normal = True
 
 
-class BAENormalMapPreprocessor(_AuxNetwork):
+class BAENormalMapPreprocessor(_AuxNetwork, category=NORMAL_DEPTH, display_name="BAE Normal Map"):
+    """Surface normals by NormalBae (models/annotators/scannet.pt)."""
     class_type = "BAE-NormalMapPreprocessor"
-    category = NORMAL_DEPTH
-    display_name = "BAE Normal Map"
-    description = "Surface normals by NormalBae (models/annotators/scannet.pt)."
     aux_key = "normal_bae"
 
 
@@ -471,10 +436,8 @@ def _depth_anything_inputs(files: tuple[str, ...]) -> dict:
             "resolution": _resolution()}
 
 
-class DepthAnythingPreprocessor(_Preprocessor):
-    category = NORMAL_DEPTH
-    display_name = "Depth Anything"
-    description = "Relative depth (near = bright) by Depth Anything (models/annotators/<ckpt_name>)."
+class DepthAnythingPreprocessor(_Preprocessor, category=NORMAL_DEPTH, display_name="Depth Anything"):
+    """Relative depth (near = bright) by Depth Anything (models/annotators/<ckpt_name>)."""
     files = ("depth_anything_vitl14.pth", "depth_anything_vitb14.pth", "depth_anything_vits14.pth")
     inputs = _depth_anything_inputs(files)
 
@@ -484,10 +447,8 @@ class DepthAnythingPreprocessor(_Preprocessor):
             return (self.each(image, resolution, detector, pad=False),)
 
 
-class DepthAnythingV2Preprocessor(DepthAnythingPreprocessor):
-    display_name = "Depth Anything V2"
-    description = ("Relative depth (near = bright) by Depth Anything V2 "
-                   "(models/annotators/<ckpt_name>).")
+class DepthAnythingV2Preprocessor(DepthAnythingPreprocessor, display_name="Depth Anything V2"):
+    """Relative depth (near = bright) by Depth Anything V2 (models/annotators/<ckpt_name>)."""
     files = ("depth_anything_v2_vitl.pth", "depth_anything_v2_vitb.pth", "depth_anything_v2_vits.pth")
     inputs = _depth_anything_inputs(files)
 

@@ -11,9 +11,7 @@ import torch
 from loom.nodeapi import SEED_MAX, Boolean, Float, Int, Link, Node, NodeResult, Output, String
 
 
-class PrimitiveInt(Node):
-    display_name = "Int"
-    category = "utils/primitive"
+class PrimitiveInt(Node, category="utils/primitive", display_name="Int"):
     inputs = {"value": Int(0, min=-(2**63), max=SEED_MAX, control_after_generate=True)}
     outputs = (Output("INT"),)
 
@@ -21,9 +19,7 @@ class PrimitiveInt(Node):
         return (value,)
 
 
-class PrimitiveFloat(Node):
-    display_name = "Float"
-    category = "utils/primitive"
+class PrimitiveFloat(Node, category="utils/primitive", display_name="Float"):
     inputs = {"value": Float(0.0, min=-1e18, max=1e18, step=0.01)}
     outputs = (Output("FLOAT"),)
 
@@ -31,9 +27,7 @@ class PrimitiveFloat(Node):
         return (value,)
 
 
-class PrimitiveString(Node):
-    display_name = "String"
-    category = "utils/primitive"
+class PrimitiveString(Node, category="utils/primitive", display_name="String"):
     inputs = {"value": String("")}
     outputs = (Output("STRING"),)
 
@@ -41,9 +35,7 @@ class PrimitiveString(Node):
         return (value,)
 
 
-class PrimitiveStringMultiline(Node):
-    display_name = "String (Multiline)"
-    category = "utils/primitive"
+class PrimitiveStringMultiline(Node, category="utils/primitive", display_name="String (Multiline)"):
     inputs = {"value": String("", multiline=True)}
     outputs = (Output("STRING"),)
 
@@ -51,9 +43,7 @@ class PrimitiveStringMultiline(Node):
         return (value,)
 
 
-class PrimitiveBoolean(Node):
-    display_name = "Boolean"
-    category = "utils/primitive"
+class PrimitiveBoolean(Node, category="utils/primitive", display_name="Boolean"):
     inputs = {"value": Boolean(False)}
     outputs = (Output("BOOLEAN"),)
 
@@ -78,10 +68,8 @@ def preview_text(value) -> str:
         return repr(value)[:10_000]
 
 
-class PreviewAny(Node):
-    display_name = "Preview as Text"
-    category = "utils"
-    description = "Preview any input value as text."
+class PreviewAny(Node, category="utils", display_name="Preview as Text"):
+    """Preview any input value as text."""
     output_node = True
     inputs = {"source": Link("*", tooltip="Any value.")}
     outputs = ()

@@ -20,11 +20,9 @@ def _check_clip(clip) -> None:
                          "file has none). Use a full checkpoint or connect a CLIP.")
 
 
-class CLIPTextEncode(Node):
-    category = "conditioning"
-    display_name = "CLIP Text Encode (Prompt)"
-    description = ("Encodes a prompt with the text encoder. (word:1.2) weights, (word) is 1.1, "
-                   "[word] is 1/1.1, embedding:name uses a textual-inversion embedding.")
+class CLIPTextEncode(Node, category="conditioning", display_name="CLIP Text Encode (Prompt)"):
+    """Encodes a prompt with the text encoder. (word:1.2) weights, (word) is 1.1, [word] is 1/1.1,
+    embedding:name uses a textual-inversion embedding."""
     inputs = {
         "text": String("", multiline=True, dynamic_prompts=True, tooltip="The prompt."),
         "clip": Link("CLIP", tooltip="The text encoder."),
@@ -39,10 +37,8 @@ class CLIPTextEncode(Node):
         return (encode_text(clip, text, paths=self.ctx.paths, manager=manager_of(self.ctx)),)
 
 
-class CLIPSetLastLayer(Node):
-    category = "conditioning"
-    display_name = "CLIP Set Last Layer"
-    description = "Uses an earlier layer of the text encoder (-1 = last, -2 = penultimate, …)."
+class CLIPSetLastLayer(Node, category="conditioning", display_name="CLIP Set Last Layer"):
+    """Uses an earlier layer of the text encoder (-1 = last, -2 = penultimate, …)."""
     inputs = {
         "clip": Link("CLIP"),
         "stop_at_clip_layer": Int(-1, min=-24, max=-1, step=1),
@@ -54,11 +50,9 @@ class CLIPSetLastLayer(Node):
         return (clip.replace(layer_idx=stop_at_clip_layer),)
 
 
-class CLIPTextEncodeSDXL(Node):
-    category = "advanced/conditioning"
-    display_name = "CLIPTextEncodeSDXL"
-    description = ("SDXL prompt encoding with separate prompts for its two text encoders and "
-                   "explicit size/crop conditioning.")
+class CLIPTextEncodeSDXL(Node, category="advanced/conditioning", display_name="CLIPTextEncodeSDXL"):
+    """SDXL prompt encoding with separate prompts for its two text encoders and explicit size/crop
+    conditioning."""
     inputs = {
         "clip": Link("CLIP"),
         "width": Int(1024, min=0, max=MAX_RESOLUTION),

@@ -44,11 +44,9 @@ def _progress(ctx: Any):
     return (lambda done, total: ctx.progress(done, total)) if ctx is not None else None
 
 
-class CheckpointLoaderSimple(Node):
-    category = "loaders"
-    display_name = "Load Checkpoint"
-    description = ("Loads a Stable Diffusion checkpoint (SD 1.x, SD 2.x, SDXL; .safetensors or "
-                   ".ckpt) and gives its diffusion model, text encoder(s) and VAE.")
+class CheckpointLoaderSimple(Node, category="loaders", display_name="Load Checkpoint"):
+    """Loads a Stable Diffusion checkpoint (SD 1.x, SD 2.x, SDXL; .safetensors or .ckpt) and gives
+    its diffusion model, text encoder(s) and VAE."""
     inputs = {"ckpt_name": ModelFile("checkpoints", tooltip="The checkpoint file to load.")}
     outputs = (Output("MODEL", tooltip="The diffusion model (UNet)."),
                Output("CLIP", tooltip="The text encoder(s) for prompts."),
@@ -70,10 +68,8 @@ class CheckpointLoaderSimple(Node):
         return (model, clip, vae)
 
 
-class DiffusersLoader(Node):
-    category = "advanced/loaders"
-    display_name = "Diffusers Loader"
-    description = "Loads a Stable Diffusion model saved as a diffusers folder (models/diffusers/)."
+class DiffusersLoader(Node, category="advanced/loaders", display_name="Diffusers Loader"):
+    """Loads a Stable Diffusion model saved as a diffusers folder (models/diffusers/)."""
     inputs = {"model_path": ModelFile("diffusers", tooltip="A folder with model_index.json.")}
     outputs = (Output("MODEL"), Output("CLIP"), Output("VAE"))
 
@@ -95,10 +91,8 @@ class DiffusersLoader(Node):
             options=(manager.policy, embeddings))
 
 
-class VAELoader(Node):
-    category = "loaders"
-    display_name = "Load VAE"
-    description = "Loads a VAE file (models/vae/), e.g. to replace a checkpoint's own VAE."
+class VAELoader(Node, category="loaders", display_name="Load VAE"):
+    """Loads a VAE file (models/vae/), e.g. to replace a checkpoint's own VAE."""
     inputs = {"vae_name": ModelFile("vae")}
     outputs = (Output("VAE"),)
 
@@ -136,11 +130,9 @@ def _apply_lora(ctx, model, clip, lora_name: str, strength_model: float, strengt
     return new_model, new_clip
 
 
-class LoraLoader(Node):
-    category = "loaders"
-    display_name = "Load LoRA"
-    description = ("Applies a LoRA (models/loras/, kohya or diffusers format) to the diffusion model "
-                   "and the text encoder, each with its own strength.")
+class LoraLoader(Node, category="loaders", display_name="Load LoRA"):
+    """Applies a LoRA (models/loras/, kohya or diffusers format) to the diffusion model and the text
+    encoder, each with its own strength."""
     inputs = {
         "model": Link("MODEL", tooltip="The diffusion model the LoRA will be applied to."),
         "clip": Link("CLIP", tooltip="The text encoder the LoRA will be applied to."),
@@ -160,10 +152,8 @@ class LoraLoader(Node):
         return _apply_lora(self.ctx, model, clip, lora_name, strength_model, strength_clip)
 
 
-class LoraLoaderModelOnly(Node):
-    category = "loaders"
-    display_name = "LoraLoaderModelOnly"
-    description = "Applies a LoRA to the diffusion model only."
+class LoraLoaderModelOnly(Node, category="loaders", display_name="LoraLoaderModelOnly"):
+    """Applies a LoRA to the diffusion model only."""
     inputs = {
         "model": Link("MODEL"),
         "lora_name": ModelFile("loras"),
@@ -182,11 +172,9 @@ class LoraLoaderModelOnly(Node):
         return (new_model,)
 
 
-class ModelSamplingDiscrete(Node):
-    category = "advanced/model"
-    display_name = "ModelSamplingDiscrete"
-    description = ("Overrides what the model predicts (eps or v_prediction), for checkpoints whose "
-                   "prediction type cannot be detected from the file.")
+class ModelSamplingDiscrete(Node, category="advanced/model", display_name="ModelSamplingDiscrete"):
+    """Overrides what the model predicts (eps or v_prediction), for checkpoints whose prediction
+    type cannot be detected from the file."""
     inputs = {
         "model": Link("MODEL"),
         "sampling": Combo(["eps", "v_prediction", "lcm", "x0"], default="eps"),

@@ -78,10 +78,8 @@ class _Sampler(Node):
         return _sampler_use(self.ctx, model, positive, negative, latent_image, cfg)
 
 
-class KSampler(_Sampler):
-    category = "sampling"
-    display_name = "KSampler"
-    description = "Denoises a latent with a model, guided by positive and negative conditioning."
+class KSampler(_Sampler, category="sampling", display_name="KSampler"):
+    """Denoises a latent with a model, guided by positive and negative conditioning."""
     inputs = {
         "model": Link("MODEL"),
         "seed": Int(0, min=0, max=SEED_MAX, control_after_generate=True,
@@ -102,11 +100,9 @@ class KSampler(_Sampler):
         return (out,)
 
 
-class KSamplerAdvanced(_Sampler):
-    category = "sampling"
-    display_name = "KSampler (Advanced)"
-    description = ("KSampler with control over the noise and the part of the schedule that runs "
-                   "(for base/refiner chains).")
+class KSamplerAdvanced(_Sampler, category="sampling", display_name="KSampler (Advanced)"):
+    """KSampler with control over the noise and the part of the schedule that runs (for base/refiner
+    chains)."""
     inputs = {
         "model": Link("MODEL"),
         "add_noise": Combo(["enable", "disable"], default="enable"),

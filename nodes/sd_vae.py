@@ -55,10 +55,8 @@ def _encoded(image_shape) -> Allocation | None:
     return Allocation(((b, 4, h // 8, w // 8),))
 
 
-class VAEDecode(Node):
-    category = "latent"
-    display_name = "VAE Decode"
-    description = "Decodes latents into images."
+class VAEDecode(Node, category="latent", display_name="VAE Decode"):
+    """Decodes latents into images."""
     inputs = {
         "samples": Link("LATENT", tooltip="The latent to decode."),
         "vae": Link("VAE", tooltip="The VAE of the model that made the latent."),
@@ -81,10 +79,8 @@ class VAEDecode(Node):
         return (vae_ops.decode(vae, z, manager=manager_of(self.ctx)),)
 
 
-class VAEEncode(Node):
-    category = "latent"
-    display_name = "VAE Encode"
-    description = "Encodes images into latents (cropped to multiples of 8 pixels)."
+class VAEEncode(Node, category="latent", display_name="VAE Encode"):
+    """Encodes images into latents (cropped to multiples of 8 pixels)."""
     inputs = {"pixels": Link("IMAGE"), "vae": Link("VAE")}
     outputs = (Output("LATENT"),)
 
@@ -114,10 +110,8 @@ def _tile_inputs(tile_step: int) -> dict:
     }
 
 
-class VAEDecodeTiled(Node):
-    category = "_for_testing"
-    display_name = "VAE Decode (Tiled)"
-    description = "Decodes latents tile by tile (less memory for big images); tiles are blended."
+class VAEDecodeTiled(Node, category="_for_testing", display_name="VAE Decode (Tiled)"):
+    """Decodes latents tile by tile (less memory for big images); tiles are blended."""
     inputs = {"samples": Link("LATENT"), "vae": Link("VAE"), **_tile_inputs(tile_step=32)}
     outputs = (Output("IMAGE"),)
 
@@ -132,10 +126,8 @@ class VAEDecodeTiled(Node):
                                      manager=manager_of(self.ctx), progress=self.ctx.progress),)
 
 
-class VAEEncodeTiled(Node):
-    category = "_for_testing"
-    display_name = "VAE Encode (Tiled)"
-    description = "Encodes images tile by tile (less memory for big images); tiles are blended."
+class VAEEncodeTiled(Node, category="_for_testing", display_name="VAE Encode (Tiled)"):
+    """Encodes images tile by tile (less memory for big images); tiles are blended."""
     inputs = {"pixels": Link("IMAGE"), "vae": Link("VAE"), **_tile_inputs(tile_step=64)}
     outputs = (Output("LATENT"),)
 
@@ -151,11 +143,9 @@ class VAEEncodeTiled(Node):
         return (_tagged(vae, z),)
 
 
-class VAEEncodeForInpaint(Node):
-    category = "latent/inpaint"
-    display_name = "VAE Encode (for Inpainting)"
-    description = ("Encodes an image for inpainting: the masked area is set to neutral grey before "
-                   "encoding and the (grown) mask becomes the latent's noise mask.")
+class VAEEncodeForInpaint(Node, category="latent/inpaint", display_name="VAE Encode (for Inpainting)"):
+    """Encodes an image for inpainting: the masked area is set to neutral grey before encoding and
+    the (grown) mask becomes the latent's noise mask."""
     inputs = {
         "pixels": Link("IMAGE"),
         "vae": Link("VAE"),

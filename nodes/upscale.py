@@ -34,11 +34,9 @@ def _resize(image, width: int, height: int, method: str):
     return out.clamp(0.0, 1.0).contiguous()  # bicubic and lanczos overshoot
 
 
-class UpscaleModelLoader(Node):
-    category = "loaders"
-    display_name = "Load Upscale Model"
-    description = ("Loads a super-resolution model (models/upscale_models/: ESRGAN, Real-ESRGAN, "
-                   "SwinIR, HAT, DAT, … .safetensors or .pth).")
+class UpscaleModelLoader(Node, category="loaders", display_name="Load Upscale Model"):
+    """Loads a super-resolution model (models/upscale_models/: ESRGAN, Real-ESRGAN, SwinIR, HAT,
+    DAT, … .safetensors or .pth)."""
     inputs = {"model_name": ModelFile("upscale_models", tooltip="The upscale model file.")}
     outputs = (Output("UPSCALE_MODEL"),)
 
@@ -52,10 +50,8 @@ class UpscaleModelLoader(Node):
             path, purposes=UPSCALE_PURPOSES, what="upscale model")),)
 
 
-class ImageUpscaleWithModel(Node):
-    category = "image/upscaling"
-    display_name = "Upscale Image (using Model)"
-    description = "Upscales images by the model's factor (×2, ×4, …), tile by tile."
+class ImageUpscaleWithModel(Node, category="image/upscaling", display_name="Upscale Image (using Model)"):
+    """Upscales images by the model's factor (×2, ×4, …), tile by tile."""
     inputs = {"upscale_model": Link("UPSCALE_MODEL"), "image": Link("IMAGE")}
     outputs = (Output("IMAGE"),)
 
@@ -66,11 +62,10 @@ class ImageUpscaleWithModel(Node):
         return (_upscale(self.ctx, upscale_model, image),)
 
 
-class ImageUpscaleWithModelBy(Node):
-    category = "image/upscaling"
-    display_name = "Upscale Image By (using Model)"
-    description = ("Upscales with the model, then resizes the result so the image ends up "
-                   "`scale_by` times its input size (e.g. a ×4 model for a ×2 result).")
+class ImageUpscaleWithModelBy(Node, category="image/upscaling",
+                              display_name="Upscale Image By (using Model)"):
+    """Upscales with the model, then resizes the result so the image ends up `scale_by` times its
+    input size (e.g. a ×4 model for a ×2 result)."""
     inputs = {
         "upscale_model": Link("UPSCALE_MODEL"),
         "image": Link("IMAGE"),
@@ -85,11 +80,10 @@ class ImageUpscaleWithModelBy(Node):
         return (_resize(_upscale(self.ctx, upscale_model, image), width, height, resize_method),)
 
 
-class ImageUpscaleWithModelToSize(Node):
-    category = "image/upscaling"
-    display_name = "Upscale Image To Size (using Model)"
-    description = ("Upscales with the model, then resizes to width × height (0 for one of them "
-                   "keeps the aspect ratio).")
+class ImageUpscaleWithModelToSize(Node, category="image/upscaling",
+                                  display_name="Upscale Image To Size (using Model)"):
+    """Upscales with the model, then resizes to width × height (0 for one of them keeps the aspect
+    ratio)."""
     inputs = {
         "upscale_model": Link("UPSCALE_MODEL"),
         "image": Link("IMAGE"),

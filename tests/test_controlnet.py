@@ -22,9 +22,9 @@ from sd_fixtures import sd_cpu_only, sd_files, tiny_pipeline  # noqa: F401  (fix
 from loom.config import REPO_ROOT
 from loom.engine.executor import Executor
 from loom.engine.validate import validate_prompt
-from loom.nodeapi import Int, Link, Node, NodeRegistry, Output, RunContext
+from loom.nodeapi import Int, Node, NodeRegistry, Output, RunContext
+from loom.nodeapi.capture import capture_node
 from loom.nodeapi.loader import load_packs
-from loom.nodeapi.node import ALWAYS_RUN
 from loom.paths import Folders
 
 TOL = 1e-4
@@ -42,19 +42,7 @@ def hint(seed: int, size: int = 64) -> torch.Tensor:
     return torch.nn.functional.interpolate(small, scale_factor=8).permute(0, 2, 3, 1).contiguous()
 
 
-class Capture(Node):
-    output_node = True
-    inputs = {"latent": Link("LATENT")}
-    outputs = ()
-    seen: dict = {}
-
-    @classmethod
-    def fingerprint(cls, ctx, **_):
-        return ALWAYS_RUN  # report every run, cached upstream or not
-
-    def run(self, latent):
-        Capture.seen[self.ctx.prompt_id] = latent["samples"]
-        return ()
+Capture = capture_node("Capture", latent="LATENT")  # reports every run, cached upstream or not
 
 
 class HintImage(Node):
@@ -119,7 +107,7 @@ class Env:
         prompt = validate_prompt(self.prompt(controls, **kw), self.registry, ctx)
         result = (executor or self.executor).execute(prompt, pid)
         assert result.status == "success", result.error
-        return Capture.seen.pop(pid)
+        return Capture.take(pid)["latent"]["samples"]
 
     def reference(self, controls):
         """The diffusers pipeline's latents (divided by the VAE scale, as LATENTs hold them)."""

@@ -19,23 +19,13 @@ from loom.config import REPO_ROOT
 from loom.engine.cache import OutputCache
 from loom.engine.executor import Executor
 from loom.engine.validate import validate_prompt
-from loom.nodeapi import Link, Node, NodeRegistry, RunContext
+from loom.nodeapi import NodeRegistry, RunContext
+from loom.nodeapi.capture import capture_node
 from loom.nodeapi.loader import load_packs
 from loom.paths import Folders
 from loom.runtime.model_manager import ModelManager
 
-
-class LoraCapture(Node):
-    """Test output node: keeps the conditioning and latent it receives, per prompt and node."""
-
-    output_node = True
-    inputs = {"cond": Link("CONDITIONING"), "latent": Link("LATENT")}
-    outputs = ()
-    seen: dict = {}
-
-    def run(self, cond, latent):
-        LoraCapture.seen[(self.ctx.prompt_id, self.ctx.node_id)] = (cond[0][0], latent["samples"])
-        return ()
+LoraCapture = capture_node("LoraCapture", always_run=False, cond="CONDITIONING", latent="LATENT")
 
 
 LOADERS = ("CheckpointLoaderSimple", "LoraLoader")
@@ -152,7 +142,8 @@ class Loom:
                 if entry is not None and prompt.nodes[node_id].class_type in LOADERS:
                     kept.put(sig, entry.outputs, entry.ui)
             executor.cache = kept
-        return result, [LoraCapture.seen.pop((pid, f"cap{b}")) for b in range(len(stacks))]
+        taken = [LoraCapture.take(pid, f"cap{b}") for b in range(len(stacks))]
+        return result, [(seen["cond"][0][0], seen["latent"]["samples"]) for seen in taken]
 
 
 @pytest.fixture

@@ -72,6 +72,36 @@ def test_object_info_has_comfyui_shape(tmp_path):
     assert info["description"] == "Denoises a latent."
 
 
+class Blur(Node, category="image/filters", display_name="Blur Image"):
+    """Blurs the image:   a box blur of the given
+    radius.
+
+    Radius 0 keeps it."""
+    inputs = {"image": Link("IMAGE")}
+    outputs = (Output("IMAGE"),)
+
+    def run(self, image):
+        return (image,)
+
+
+class SharpBlur(Blur, display_name="Sharp Blur"):
+    pass
+
+
+def test_class_keywords_and_docstring_declare_the_menu_entry():
+    reg = NodeRegistry()
+    reg.register("Blur", Blur)
+    reg.register("SharpBlur", SharpBlur)
+    info = reg.describe("Blur")
+    assert (info["category"], info["display_name"]) == ("image/filters", "Blur Image")
+    # lines of a paragraph joined, whitespace collapsed; a blank line starts a new paragraph
+    assert info["description"] == "Blurs the image: a box blur of the given radius.\nRadius 0 keeps it."
+    sub = reg.describe("SharpBlur")
+    # the category is inherited, the display name overridden; a docstring is not inherited
+    assert (sub["category"], sub["display_name"], sub["description"]) == ("image/filters", "Sharp Blur", "")
+    assert Node.category == "utils" and Node.display_name is None  # the base is untouched
+
+
 def test_model_file_missing_names_file_and_folder(tmp_path):
     folders = Folders.under(tmp_path)
     folders.create()

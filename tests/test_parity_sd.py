@@ -28,7 +28,8 @@ from sd_fixtures import sd_cpu_only, sd_files, tiny_pipeline  # noqa: F401  (fix
 from loom.config import REPO_ROOT
 from loom.engine.executor import Executor
 from loom.engine.validate import validate_prompt
-from loom.nodeapi import Link, Node, NodeRegistry, Output, RunContext
+from loom.nodeapi import Node, NodeRegistry, Output, RunContext
+from loom.nodeapi.capture import capture_node
 from loom.nodeapi.loader import load_packs
 from loom.paths import Folders
 
@@ -38,17 +39,7 @@ POSITIVE = "a photo of a cat on a sofa"
 NEGATIVE = "blurry, low quality"
 
 
-class ParityCapture(Node):
-    """Test output node: keeps what it receives (the engine gives no values back otherwise)."""
-
-    output_node = True
-    inputs = {"latent": Link("LATENT"), "image": Link("IMAGE")}
-    outputs = ()
-    seen: dict = {}
-
-    def run(self, latent, image):
-        ParityCapture.seen[self.ctx.prompt_id] = (latent, image)
-        return ()
+ParityCapture = capture_node("ParityCapture", always_run=False, latent="LATENT", image="IMAGE")
 
 
 class ParityImage(Node):
@@ -131,7 +122,8 @@ class Env:
         pid = f"{self.family}-{self.runs}"
         result = (executor or self.executor).execute(validate_prompt(prompt, self.registry, ctx), pid)
         assert result.status == "success", result.error
-        latent, decoded = ParityCapture.seen.pop(pid)
+        seen = ParityCapture.take(pid)
+        latent, decoded = seen["latent"], seen["image"]
         return latent["samples"], decoded
 
     def reference(self, sampler, *, steps, cfg, seed=SEED, batch=1, image=None, strength=None):

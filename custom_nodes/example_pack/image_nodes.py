@@ -8,14 +8,14 @@ import torch
 from loom.nodeapi import Float, Link, Node, Output
 
 
-class BrightnessContrast(Node):
+# The category is where the node appears in the editor's menu; the docstring below is the
+# description the editor shows.
+class BrightnessContrast(Node, category="example/image", display_name="Brightness / Contrast (example)"):
     """Adjusts brightness and contrast; with a mask, only where the mask is set."""
 
     # The name clients use in prompts ("class_type"). Without it the class name is used. Prefix
     # names with your pack's so that two packs cannot clash.
     class_type = "ExampleBrightnessContrast"
-    display_name = "Brightness / Contrast (example)"
-    category = "example/image"  # where the node appears in the editor's menu
 
     # Declaration order is the order the editor shows. Widgets (Int, Float, String, Boolean,
     # Combo) hold constants; Link inputs are sockets fed by another node's output of that type.

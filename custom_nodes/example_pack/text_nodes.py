@@ -9,12 +9,10 @@ from loom.nodeapi import Combo, Node, Output, String
 from loom.paths import safe_join
 
 
-class JoinStrings(Node):
+class JoinStrings(Node, category="example/text", display_name="Join Strings (example)"):
     """Joins two or three strings with a separator; empty parts are skipped."""
 
     class_type = "ExampleJoinStrings"
-    display_name = "Join Strings (example)"
-    category = "example/text"
     inputs = {
         "first": String("", tooltip="The first part"),
         "second": String("", tooltip="The second part"),
@@ -37,12 +35,10 @@ def _text_files(ctx) -> list[str]:
     return sorted(f for f in os.listdir(root) if f.endswith(".txt") and not f.startswith("."))
 
 
-class LoadTextFile(Node):
+class LoadTextFile(Node, category="example/text", display_name="Load Text File (example)"):
     """Reads a .txt file from the input folder."""
 
     class_type = "ExampleLoadTextFile"
-    display_name = "Load Text File (example)"
-    category = "example/text"
     inputs = {"file": Combo(_text_files, tooltip="A .txt file in Loom's input folder")}
     outputs = (Output("STRING", "text"),)
 

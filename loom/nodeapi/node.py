@@ -20,6 +20,7 @@ manager. A unit test can call ``Add().run(a=1, b=2)`` with no server and no exec
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -139,7 +140,12 @@ class RunContext:
 
 
 class Node:
-    """Base class of every node. Subclasses declare the class attributes below and ``run``."""
+    """Base class of every node. Subclasses declare the class attributes below and ``run``.
+
+    The usual shape: ``class Blur(Node, category="image", display_name="Blur Image"):`` with the
+    node's description as its docstring (shown in the editor), then ``inputs``, ``outputs`` and
+    ``run``. Setting the same names as class attributes works too.
+    """
 
     inputs: ClassVar[Mapping[str, Input]] = {}
     outputs: ClassVar[tuple[Output, ...]] = ()
@@ -152,8 +158,25 @@ class Node:
     # Bump when a node's behaviour changes so cached results from the old version are not reused.
     version: ClassVar[str] = "1"
 
+    def __init_subclass__(cls, *, category: str | None = None, display_name: str | None = None,
+                          **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if category is not None:
+            cls.category = category
+        if display_name is not None:
+            cls.display_name = display_name
+
     def __init__(self, ctx: RunContext | None = None):
         self.ctx = ctx or RunContext()
+
+    @classmethod
+    def summary(cls) -> str:
+        """What the editor shows about the node: ``description``, else the class's own docstring
+        with its lines joined (a blank line starts a new paragraph)."""
+        if cls.description:
+            return cls.description
+        paragraphs = inspect.cleandoc(cls.__doc__ or "").split("\n\n")
+        return "\n".join(" ".join(p.split()) for p in paragraphs).strip()
 
     @classmethod
     def fingerprint(cls, ctx: RunContext, **inputs: Any) -> Any:

@@ -106,7 +106,7 @@ class NodeRegistry:
             "output_tooltips": [o.tooltip or "" for o in cls.outputs],
             "name": class_type,
             "display_name": cls.display_name or class_type,
-            "description": cls.description or (cls.__doc__ or "").strip(),
+            "description": cls.summary(),
             "python_module": self.modules.get(class_type, "nodes"),
             "category": cls.category,
             "output_node": cls.output_node,

@@ -12,24 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from loom.nodeapi import ALWAYS_RUN, Link, Node, NodeRegistry, Output
+from loom.nodeapi import ALWAYS_RUN, Node, NodeRegistry, Output
+from loom.nodeapi.capture import capture_node
 
-
-class _Capture(Node):
-    """Keeps the IMAGE it receives (the engine hands no values back otherwise)."""
-
-    output_node = True
-    inputs = {"image": Link("IMAGE")}
-    outputs = ()
-    seen: dict = {}
-
-    @classmethod
-    def fingerprint(cls, ctx, **inputs):
-        return ALWAYS_RUN  # a repeated graph is cached upstream, but must still hand its image back
-
-    def run(self, image):
-        _Capture.seen[self.ctx.prompt_id] = image
-        return ()
+_Capture = capture_node("DemoCapture", image="IMAGE")
 
 
 class _Source(Node):
@@ -92,7 +78,7 @@ class LoomGraph:
         _Source.images.pop(pid, None)
         if result.status != "success":
             raise RuntimeError(f"Loom graph failed: {result.error}")
-        image = _Capture.seen.pop(pid)
+        image = _Capture.take(pid)["image"]
         return (image[0].clamp(0, 1).numpy() * 255).round().astype(np.uint8)
 
     def _graph(

@@ -11,6 +11,7 @@ import { positionBubbles } from "./errors";
 import { Execution } from "./execution";
 import { Gallery } from "./gallery";
 import { initImageUpload } from "./image_upload";
+import { LAYOUT } from "./layout";
 import { initMaskEditor, openMaskEditor } from "./mask_editor";
 import { registerEditorOnlyTypes, registerNodeTypes } from "./node_types";
 import { QueuePanel } from "./queue_panel";
@@ -225,6 +226,7 @@ async function boot(): Promise<void> {
   document.body.dataset.ready = "1";
 }
 
+document.body.insertAdjacentHTML("afterbegin", LAYOUT);
 boot().catch((e) => {
   console.error(e);
   toast(`The editor failed to start: ${e?.message ?? e}`, "error", 60000);

@@ -39,13 +39,22 @@ def model_path(ctx: Any, folder: str, name: str) -> Path:
     return paths.resolve_model(folder, name)
 
 
-def model_fingerprint(ctx: Any, folder: str, name: Any) -> Any:
-    """A loader's cache fingerprint: the file's identity, or None when it cannot be read (the
-    node then fails at validation or run time with the real reason)."""
-    from loom.runtime.sd.reader import file_fingerprint
+def file_identity(path: str | Path) -> tuple[str, int, int]:
+    """(name, size, mtime_ns): changes when the file is replaced. Cheap, unlike a content hash:
+    model files are gigabytes."""
+    st = os.stat(path)
+    return (str(path), st.st_size, st.st_mtime_ns)
 
+
+def model_fingerprint(ctx: Any, folder: str, name: Any) -> Any:
+    """A model file's identity (for a folder such as a diffusers model: of every file in it), or
+    None when it cannot be read (the node then fails at validation or run time with the real
+    reason). Part of a loader's cache signature, so a file replaced on disk is loaded again."""
     try:
-        return file_fingerprint(model_path(ctx, folder, name))
+        path = model_path(ctx, folder, name)
+        if path.is_dir():
+            return tuple(file_identity(p) for p in sorted(path.rglob("*")) if p.is_file())
+        return file_identity(path)
     except (OSError, ValueError, RuntimeError, TypeError):
         return None
 
@@ -61,7 +70,7 @@ def input_fingerprint(ctx: Any, name: Any) -> str | None:
     """A loader's cache fingerprint for a file of the input folder: its content hash, or None
     when it cannot be read (validation then says why)."""
     try:
-        return file_fingerprint(input_path(ctx, name))
+        return content_digest(input_path(ctx, name))
     except (OSError, UnsafePathError, RuntimeError, TypeError):
         return None
 
@@ -87,7 +96,10 @@ _hash_cache: dict[tuple[str, int, int], str] = {}
 _hash_lock = threading.Lock()
 
 
-def file_fingerprint(path: Path) -> str:
+def content_digest(path: Path) -> str:
+    """The SHA-256 of the file's bytes: an input image uploaded again with the same bytes keeps
+    its cached results (each version is read once: the hash is remembered per name, size and
+    mtime)."""
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     with _hash_lock:

@@ -10,24 +10,11 @@ residuals are added inside Loom's sampling loop (:mod:`loom.runtime.control.appl
 
 from __future__ import annotations
 
-from typing import Any
-
 from loom.files import model_path
 from loom.nodeapi import Float, Link, ModelFile, Node, Output
 from loom.runtime.control import apply_control, load_control
 from loom.runtime.control.loader import check_kind, weights_file
 from loom.runtime.sd.common import manager_of
-from loom.runtime.sd.reader import file_fingerprint
-
-
-def _fingerprint(ctx: Any, name: Any):
-    try:
-        path = model_path(ctx, "controlnet", name)
-        if path.is_dir():
-            return tuple(file_fingerprint(p) for p in sorted(path.iterdir()) if p.is_file())
-        return file_fingerprint(path)
-    except (OSError, ValueError, RuntimeError, TypeError):
-        return None
 
 
 def _load(ctx, name: str, expect: str | None = None, base_unet=None):
@@ -49,10 +36,6 @@ class ControlNetLoader(Node, category="loaders", display_name="Load ControlNet M
     inputs = {"control_net_name": ModelFile("controlnet", tooltip="The ControlNet file or folder.")}
     outputs = (Output("CONTROL_NET"),)
 
-    @classmethod
-    def fingerprint(cls, ctx, control_net_name=None, **_):
-        return _fingerprint(ctx, control_net_name)
-
     def run(self, control_net_name):
         return (_load(self.ctx, control_net_name),)
 
@@ -66,10 +49,6 @@ class DiffControlNetLoader(Node, category="loaders", display_name="Load ControlN
     }
     outputs = (Output("CONTROL_NET"),)
 
-    @classmethod
-    def fingerprint(cls, ctx, control_net_name=None, **_):
-        return _fingerprint(ctx, control_net_name)
-
     def run(self, model, control_net_name):
         return (_load(self.ctx, control_net_name, base_unet=model.unet),)
 
@@ -79,10 +58,6 @@ class T2IAdapterLoader(Node, category="loaders", display_name="Load T2I-Adapter"
     the ControlNet Apply nodes."""
     inputs = {"t2i_adapter_name": ModelFile("controlnet", tooltip="The T2I-Adapter file or folder.")}
     outputs = (Output("CONTROL_NET"),)
-
-    @classmethod
-    def fingerprint(cls, ctx, t2i_adapter_name=None, **_):
-        return _fingerprint(ctx, t2i_adapter_name)
 
     def run(self, t2i_adapter_name):
         return (_load(self.ctx, t2i_adapter_name, expect="t2i_adapter"),)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from loom.files import model_fingerprint, model_path
+from loom.files import model_path
 from loom.nodeapi import Combo, Float, Int, Link, ModelFile, Node, Output
 from loom.runtime.faces.detect import DETECTORS, detect_faces
 from loom.runtime.faces.restore import FACE_PURPOSES, restore_faces
@@ -50,10 +50,6 @@ class FaceRestoreModelLoader(Node, category="loaders", display_name="Load Face R
                    f"(usual files: {USUAL_FILES}; .safetensors or .pth).")
     inputs = {"model_name": ModelFile(FOLDER, tooltip=f"e.g. {USUAL_FILES}")}
     outputs = (Output("FACE_RESTORE_MODEL"),)
-
-    @classmethod
-    def fingerprint(cls, ctx, model_name=None, **_):
-        return model_fingerprint(ctx, FOLDER, model_name)
 
     def run(self, model_name):
         path = _model_path(self.ctx, model_name)

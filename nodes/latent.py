@@ -16,19 +16,8 @@ import safetensors.torch
 import torch
 
 from loom import files
-from loom.nodeapi import (
-    MAX_RESOLUTION,
-    Allocation,
-    Combo,
-    Float,
-    Hidden,
-    Int,
-    Link,
-    Node,
-    NodeResult,
-    Output,
-    String,
-)
+from loom.nodeapi import Allocation, Combo, Float, Hidden, Int, Link, Node, NodeResult, Output, String
+from loom.nodeapi.inputs import MAX_RESOLUTION
 from loom.runtime.sampling.resize import CROP_METHODS, LATENT_METHODS, fill_aspect, resize, scaled_size
 
 LATENT_CHANNELS = 4

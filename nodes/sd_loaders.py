@@ -2,8 +2,9 @@
 
 Loaders build models on the CPU in the device policy's dtypes and hand them to the model
 manager through the MODEL/CLIP/VAE wrappers; they never move weights to the GPU themselves.
-The engine's output cache keeps what a loader returned, and each loader's fingerprint is its
-file's (path, size, mtime), so a replaced file is loaded again. Loads go through the model
+The engine's output cache keeps what a loader returned; a node's default fingerprint includes
+the (path, size, mtime) of each file its ModelFile inputs name, so a replaced file is loaded
+again. Loads go through the model
 manager's :class:`~loom.runtime.loaded_models.LoadedModels`: every worker gets the one copy of
 a file the process holds.
 """
@@ -13,14 +14,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-# A loader's model file and cache fingerprint (shared with the other loader nodes).
-from loom.files import model_fingerprint as _fingerprint
 from loom.files import model_path as _resolve
 from loom.nodeapi import Boolean, Combo, Float, Link, ModelFile, Node, Output
 from loom.runtime.sd import lora as lora_mod
 from loom.runtime.sd.common import manager_of
 from loom.runtime.sd.loader import load_checkpoint, load_diffusers, load_vae_file
-from loom.runtime.sd.reader import file_fingerprint, load_state_dict
+from loom.runtime.sd.reader import load_state_dict
 
 
 def warm_up() -> None:
@@ -52,10 +51,6 @@ class CheckpointLoaderSimple(Node, category="loaders", display_name="Load Checkp
                Output("CLIP", tooltip="The text encoder(s) for prompts."),
                Output("VAE", tooltip="The VAE, between images and latents."))
 
-    @classmethod
-    def fingerprint(cls, ctx, ckpt_name=None, **_):
-        return _fingerprint(ctx, "checkpoints", ckpt_name)
-
     def run(self, ckpt_name):
         path = _resolve(self.ctx, "checkpoints", ckpt_name)
         manager = manager_of(self.ctx)
@@ -73,14 +68,6 @@ class DiffusersLoader(Node, category="advanced/loaders", display_name="Diffusers
     inputs = {"model_path": ModelFile("diffusers", tooltip="A folder with model_index.json.")}
     outputs = (Output("MODEL"), Output("CLIP"), Output("VAE"))
 
-    @classmethod
-    def fingerprint(cls, ctx, model_path=None, **_):
-        try:
-            index = _resolve(ctx, "diffusers", model_path) / "model_index.json"
-            return file_fingerprint(index)
-        except (OSError, ValueError, RuntimeError, TypeError):
-            return None
-
     def run(self, model_path):
         folder = _resolve(self.ctx, "diffusers", model_path)
         manager = manager_of(self.ctx)
@@ -95,10 +82,6 @@ class VAELoader(Node, category="loaders", display_name="Load VAE"):
     """Loads a VAE file (models/vae/), e.g. to replace a checkpoint's own VAE."""
     inputs = {"vae_name": ModelFile("vae")}
     outputs = (Output("VAE"),)
-
-    @classmethod
-    def fingerprint(cls, ctx, vae_name=None, **_):
-        return _fingerprint(ctx, "vae", vae_name)
 
     def run(self, vae_name):
         path = _resolve(self.ctx, "vae", vae_name)
@@ -142,10 +125,6 @@ class LoraLoader(Node, category="loaders", display_name="Load LoRA"):
     }
     outputs = (Output("MODEL"), Output("CLIP"))
 
-    @classmethod
-    def fingerprint(cls, ctx, lora_name=None, **_):
-        return _fingerprint(ctx, "loras", lora_name)
-
     def run(self, model, clip, lora_name, strength_model=1.0, strength_clip=1.0):
         if strength_model == 0 and strength_clip == 0:
             return (model, clip)
@@ -160,10 +139,6 @@ class LoraLoaderModelOnly(Node, category="loaders", display_name="LoraLoaderMode
         "strength_model": Float(1.0, min=-100.0, max=100.0, step=0.01),
     }
     outputs = (Output("MODEL"),)
-
-    @classmethod
-    def fingerprint(cls, ctx, lora_name=None, **_):
-        return _fingerprint(ctx, "loras", lora_name)
 
     def run(self, model, lora_name, strength_model=1.0):
         if strength_model == 0:

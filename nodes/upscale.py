@@ -9,7 +9,7 @@ with progress per tile and interrupt between tiles.
 
 from __future__ import annotations
 
-from loom.files import model_fingerprint, model_path
+from loom.files import model_path
 from loom.nodeapi import MAX_RESOLUTION, Combo, Float, Int, Link, ModelFile, ModelUse, Node, Output
 from loom.runtime.sampling.resize import IMAGE_METHODS, fill_aspect, resize, scaled_size
 from loom.runtime.sd.common import manager_of
@@ -39,10 +39,6 @@ class UpscaleModelLoader(Node, category="loaders", display_name="Load Upscale Mo
     DAT, … .safetensors or .pth)."""
     inputs = {"model_name": ModelFile("upscale_models", tooltip="The upscale model file.")}
     outputs = (Output("UPSCALE_MODEL"),)
-
-    @classmethod
-    def fingerprint(cls, ctx, model_name=None, **_):
-        return model_fingerprint(ctx, "upscale_models", model_name)
 
     def run(self, model_name):
         path = _model_path(self.ctx, model_name)

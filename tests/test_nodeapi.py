@@ -102,6 +102,36 @@ def test_class_keywords_and_docstring_declare_the_menu_entry():
     assert Node.category == "utils" and Node.display_name is None  # the base is untouched
 
 
+def test_default_fingerprint_follows_the_model_files_on_disk(tmp_path):
+    folders = Folders.under(tmp_path)
+    folders.create()
+    ctx = RunContext(paths=folders)
+    ckpt = folders.models_dir / "checkpoints" / "a.safetensors"
+    ckpt.write_bytes(b"one")
+    first = Sampler.fingerprint(ctx, ckpt_name="a.safetensors", cfg=8.0)
+    assert first is not None and Sampler.fingerprint(ctx, ckpt_name="a.safetensors", cfg=8.0) == first
+    ckpt.write_bytes(b"other bytes")  # replaced on disk: the loader must run again
+    assert Sampler.fingerprint(ctx, ckpt_name="a.safetensors", cfg=8.0) != first
+    assert Sampler.fingerprint(ctx, ckpt_name="gone.safetensors") is None  # validation says why
+    assert Sampler.fingerprint(ctx, cfg=8.0) is None  # linked or left out: nothing to read
+
+    class FolderLoader(Node):
+        inputs = {"model_path": ModelFile("diffusers")}
+        outputs = (Output("MODEL"),)
+
+        def run(self, model_path):
+            return (model_path,)
+
+    model = folders.models_dir / "diffusers" / "m"
+    (model / "unet").mkdir(parents=True)
+    (model / "model_index.json").write_text("{}")
+    (model / "unet" / "w.safetensors").write_bytes(b"1")
+    before = FolderLoader.fingerprint(ctx, model_path="m")
+    (model / "unet" / "w.safetensors").write_bytes(b"22")  # a file deep in the folder changed
+    assert FolderLoader.fingerprint(ctx, model_path="m") != before
+    assert Blur.fingerprint(ctx) is None  # no model files: the signature is unchanged
+
+
 def test_model_file_missing_names_file_and_folder(tmp_path):
     folders = Folders.under(tmp_path)
     folders.create()

@@ -116,6 +116,14 @@ def failing_prompt(message: str) -> dict:
     }
 
 
+def sleeper(seconds: float) -> dict:
+    """IntConst -> Sleep (reports progress while it sleeps) -> Sink."""
+    return {
+        "1": {"class_type": "IntConst", "inputs": {"value": 1}},
+        "2": {"class_type": "Sleep", "inputs": {"seconds": seconds, "value": ["1", 0]}},
+        "3": {"class_type": "Sink", "inputs": {"value": ["2", 0]}}}
+
+
 def test_failed_run_sequence(loom_server: LoomTestServer):
     ws = loom_server.ws()
     pid = loom_server.queue_prompt(failing_prompt("no luck"), client_id=ws.client_id)
@@ -130,10 +138,7 @@ def test_failed_run_sequence(loom_server: LoomTestServer):
 
 def test_interrupted_run_sequence(loom_server: LoomTestServer):
     ws = loom_server.ws()
-    pid = loom_server.queue_prompt({
-        "1": {"class_type": "IntConst", "inputs": {"value": 1}},
-        "2": {"class_type": "Sleep", "inputs": {"seconds": 60, "value": ["1", 0]}},
-        "3": {"class_type": "Sink", "inputs": {"value": ["2", 0]}}}, client_id=ws.client_id)
+    pid = loom_server.queue_prompt(sleeper(60), client_id=ws.client_id)
     ws.wait_for("progress", prompt_id=pid)
     loom_server.post("/interrupt")
     run_messages(ws, pid)
@@ -152,10 +157,7 @@ def test_interrupted_run_sequence(loom_server: LoomTestServer):
 
 def test_prompt_failing_validation_at_claim_ends_the_same_way(loom_server: LoomTestServer):
     ws = loom_server.ws()
-    blocker = loom_server.queue_prompt({
-        "1": {"class_type": "IntConst", "inputs": {"value": 1}},
-        "2": {"class_type": "Sleep", "inputs": {"seconds": 60, "value": ["1", 0]}},
-        "3": {"class_type": "Sink", "inputs": {"value": ["2", 0]}}}, client_id=ws.client_id)
+    blocker = loom_server.queue_prompt(sleeper(60), client_id=ws.client_id)
     ws.wait_for("progress", prompt_id=blocker)
     pid = loom_server.queue_prompt({"1": {"class_type": "Choose", "inputs": {"mode": "b"}},
                                     "2": {"class_type": "StrSink", "inputs": {"text": ["1", 0]}}},
@@ -199,10 +201,7 @@ def check_progress_state(data: dict, pid: str) -> dict:
 
 def test_progress_state_follows_the_run(loom_server: LoomTestServer):
     ws = loom_server.ws()
-    pid = loom_server.queue_prompt({
-        "1": {"class_type": "IntConst", "inputs": {"value": 1}},
-        "2": {"class_type": "Sleep", "inputs": {"seconds": 0.6, "value": ["1", 0]}},
-        "3": {"class_type": "Sink", "inputs": {"value": ["2", 0]}}}, client_id=ws.client_id)
+    pid = loom_server.queue_prompt(sleeper(0.6), client_id=ws.client_id)
     messages = run_messages(ws, pid)
     states = [check_progress_state(d, pid) for d in by_type(messages, "progress_state")]
     assert states
@@ -220,10 +219,7 @@ def test_progress_state_follows_the_run(loom_server: LoomTestServer):
     assert final["2"]["value"] == final["2"]["max"] > 1
 
     # a cached re-run: the output node is finished at once, nothing runs
-    again = loom_server.queue_prompt({
-        "1": {"class_type": "IntConst", "inputs": {"value": 1}},
-        "2": {"class_type": "Sleep", "inputs": {"seconds": 0.6, "value": ["1", 0]}},
-        "3": {"class_type": "Sink", "inputs": {"value": ["2", 0]}}}, client_id=ws.client_id)
+    again = loom_server.queue_prompt(sleeper(0.6), client_id=ws.client_id)
     states = [check_progress_state(d, again)
               for d in by_type(run_messages(ws, again), "progress_state")]
     assert states[-1] == {"3": {"value": 1, "max": 1, "state": "finished", "node_id": "3",

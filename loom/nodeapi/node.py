@@ -26,7 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from loom.nodeapi.inputs import Input
+from loom.files import model_fingerprint
+from loom.nodeapi.inputs import Input, ModelFile
 
 if TYPE_CHECKING:  # the node API imports neither torch nor the server's configuration
     from loom.config import Settings
@@ -185,8 +186,14 @@ class Node:
         Return something that changes when the node's result would, though its inputs did not
         (e.g. the hash or mtime of a file it reads), or :data:`ALWAYS_RUN`. It becomes part of
         the cache signature. ``inputs`` holds the constant (widget) inputs only.
+
+        The default covers model files: the identity (name, size, mtime) of each file that the
+        node's :class:`ModelFile` inputs name, so a loader runs again when its file is replaced
+        on disk; None for a node without such inputs.
         """
-        return None
+        found = (model_fingerprint(ctx, inp.folder, inputs[name])
+                 for name, inp in cls.inputs.items() if isinstance(inp, ModelFile) and name in inputs)
+        return tuple(f for f in found if f is not None) or None  # a missing file fails validation
 
     @classmethod
     def allocation(cls, ctx: RunContext, **inputs: Any) -> Allocation | None:

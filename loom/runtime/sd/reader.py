@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 import time
 from collections.abc import Callable
@@ -151,7 +150,3 @@ def unwrap_state_dict(obj, name: str = "file") -> dict[str, torch.Tensor]:
     return tensors
 
 
-def file_fingerprint(path: str | Path) -> tuple[str, int, int]:
-    """(name, size, mtime_ns): changes when the file is replaced (a loader node's fingerprint)."""
-    st = os.stat(path)
-    return (str(path), st.st_size, st.st_mtime_ns)

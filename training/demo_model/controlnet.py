@@ -31,7 +31,7 @@ from training.demo_model.train import (
     _log,
     _progress,
     noise_weight,
-    pick_device,
+    run_folder,
     run_options,
 )
 
@@ -82,9 +82,7 @@ class ControlRun:
         from loom.runtime.sd.loader import load_checkpoint
 
         self.args = args
-        self.dir = Path(args.run_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.device = pick_device(args.device)
+        self.dir, self.device = run_folder(args)
         model, clip, vae = load_checkpoint(args.checkpoint)
         self.unet = model.unet.float().to(self.device).eval().requires_grad_(False)
         self.text = clip.encoders[0].float().to(self.device).eval().requires_grad_(False)

@@ -77,6 +77,13 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name if name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
+def run_folder(args) -> tuple[Path, torch.device]:
+    """A trainer's run folder (made if missing; ``--run-dir``) and its device (``--device``)."""
+    folder = Path(args.run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder, pick_device(args.device)
+
+
 def _images(batch: list[scenes.Scene], device) -> torch.Tensor:
     arr = np.stack([scenes.render(s).image for s in batch])
     return torch.from_numpy(arr).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -164,9 +171,7 @@ def scene_weights(scene_list: list[scenes.Scene], oversample: list[str]) -> list
 class Run:
     def __init__(self, args):
         self.args = args
-        self.dir = Path(args.run_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.device = pick_device(args.device)
+        self.dir, self.device = run_folder(args)
         torch.manual_seed(args.seed)
         self.vae = architecture.build_vae().to(self.device)
         self.text = architecture.build_text_encoder().to(self.device)

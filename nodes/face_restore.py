@@ -11,19 +11,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from loom.files import model_path
 from loom.nodeapi import Combo, Float, Int, Link, ModelFile, Node, Output
 from loom.runtime.faces.detect import DETECTORS, detect_faces
 from loom.runtime.faces.restore import FACE_PURPOSES, restore_faces
 from loom.runtime.sd.common import manager_of
-from loom.runtime.upscale.model import load_image_model
+from loom.runtime.upscale.model import load_model_file
 
 FOLDER = "facerestore_models"
 USUAL_FILES = "GFPGANv1.4.pth, GFPGANv1.3.pth, codeformer.pth, RestoreFormer.pth"
-
-
-def _model_path(ctx, name: str):
-    return model_path(ctx, FOLDER, name)
 
 
 def _detector_input() -> Combo:
@@ -52,9 +47,8 @@ class FaceRestoreModelLoader(Node, category="loaders", display_name="Load Face R
     outputs = (Output("FACE_RESTORE_MODEL"),)
 
     def run(self, model_name):
-        path = _model_path(self.ctx, model_name)
-        return (manager_of(self.ctx).loaded.get("face restoration model", path, lambda: load_image_model(
-            path, purposes=FACE_PURPOSES, what="face restoration model")),)
+        return (load_model_file(self.ctx, FOLDER, model_name, purposes=FACE_PURPOSES,
+                                what="face restoration model"),)
 
 
 class FaceRestoreWithModel(Node, category="image/face restore", display_name="Restore Faces (using Model)"):

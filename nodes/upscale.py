@@ -9,17 +9,12 @@ with progress per tile and interrupt between tiles.
 
 from __future__ import annotations
 
-from loom.files import model_path
 from loom.nodeapi import MAX_RESOLUTION, Combo, Float, Int, Link, ModelFile, ModelUse, Node, Output
 from loom.runtime.sampling.resize import IMAGE_METHODS, fill_aspect, resize, scaled_size
 from loom.runtime.sd.common import manager_of
-from loom.runtime.upscale.model import load_image_model, run_image_model
+from loom.runtime.upscale.model import load_model_file, run_image_model
 
 UPSCALE_PURPOSES = ("SR", "Restoration")
-
-
-def _model_path(ctx, name: str):
-    return model_path(ctx, "upscale_models", name)
 
 
 def _upscale(ctx, upscale_model, image):
@@ -41,9 +36,8 @@ class UpscaleModelLoader(Node, category="loaders", display_name="Load Upscale Mo
     outputs = (Output("UPSCALE_MODEL"),)
 
     def run(self, model_name):
-        path = _model_path(self.ctx, model_name)
-        return (manager_of(self.ctx).loaded.get("upscale model", path, lambda: load_image_model(
-            path, purposes=UPSCALE_PURPOSES, what="upscale model")),)
+        return (load_model_file(self.ctx, "upscale_models", model_name, purposes=UPSCALE_PURPOSES,
+                                what="upscale model"),)
 
 
 class ImageUpscaleWithModel(Node, category="image/upscaling", display_name="Upscale Image (using Model)"):

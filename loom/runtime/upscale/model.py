@@ -98,6 +98,18 @@ def load_image_model(path: str | Path, *, purposes: tuple[str, ...], what: str) 
     return ImageModel(descriptor, path.name)
 
 
+def load_model_file(ctx, folder: str, name: str, *, purposes: tuple[str, ...], what: str) -> ImageModel:
+    """The file ``name`` of ``models/<folder>/`` as :func:`load_image_model` loads it, once per
+    process: every worker and prompt shares the loaded model (the model manager's
+    ``loaded``), and a file replaced on disk is loaded again."""
+    from loom.files import model_path
+    from loom.runtime.sd.common import manager_of
+
+    path = model_path(ctx, folder, name)
+    return manager_of(ctx).loaded.get(
+        what, path, lambda: load_image_model(path, purposes=purposes, what=what))
+
+
 def _bytes_per_input_pixel(model: ImageModel, dtype: torch.dtype) -> int:
     """A rough upper bound of working memory per input pixel: a few live feature maps of the
     widest layer at the output resolution, which is where super-resolution nets peak."""

@@ -307,6 +307,50 @@ def test_out_of_memory_halves_the_tile_and_gives_the_same_picture():
         upscale_with_retry(other_error, img, scale=2, tile=256, overlap=8)
 
 
+def test_half_precision_path_gives_the_full_precision_picture(folders):
+    """The CUDA path runs supported architectures in fp16. The same conversion (weights and input
+    cast, result back to a float32 IMAGE on the CPU) is run here with fp16 on the CPU."""
+    write_model(folders, "m.safetensors", rrdbnet_sd())
+    ctx = ctx_for(folders)
+    (model,) = up_nodes.UpscaleModelLoader(ctx).run("m.safetensors")
+    img = image(40, 36)
+    full = run_image_model(model, img, ModelManager(), tile=1024)
+    assert next(model.module.parameters()).dtype == torch.float32
+    half = run_image_model(model, img, ModelManager(), tile=32, overlap=8, dtype=torch.float16)
+    assert next(model.module.parameters()).dtype == torch.float16  # converted once, kept
+    assert half.dtype == torch.float32 and half.device.type == "cpu" and half.shape == full.shape
+    assert float((half - full).abs().mean()) < 2e-3 and float((half - full).abs().max()) < 0.03
+
+
+def test_cuda_dtype_and_tile_follow_the_device_and_free_vram(folders, monkeypatch):
+    from loom.runtime.upscale import model as upscale_model
+
+    write_model(folders, "m.safetensors", rrdbnet_sd())
+    (model,) = up_nodes.UpscaleModelLoader(ctx_for(folders)).run("m.safetensors")
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert model.descriptor.supports_half
+    assert upscale_model.inference_dtype(model, cuda) == torch.float16
+    assert upscale_model.inference_dtype(model, cpu) == torch.float32
+    assert upscale_model.inference_dtype(model, torch.device("mps")) == torch.float32
+    monkeypatch.setattr(model.descriptor, "supports_half", False)
+    assert upscale_model.inference_dtype(model, cuda) == torch.float32
+
+    free = {"bytes": 0}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free["bytes"], 80 << 30))
+
+    def tile(free_bytes: int, dtype=torch.float16) -> int:
+        free["bytes"] = free_bytes
+        return upscale_model.choose_tile(model, cuda, dtype)
+
+    # RRDBNet here: widest conv 32 channels -> max(64, 32) = 64; x4 -> 2 * 64 * 16 * 4 bytes per
+    # input pixel in fp16; half the free VRAM is the budget; sides in steps of 32.
+    per_pixel = 2 * 64 * 16 * 4
+    assert tile(1 << 30) == int(((1 << 29) / per_pixel) ** 0.5) // 32 * 32 == 256
+    assert tile(1 << 28) < tile(1 << 30) < tile(4 << 30)  # more free VRAM, bigger tiles
+    assert tile(1 << 30, torch.float32) < tile(1 << 30)  # fp32 takes twice the bytes
+    assert tile(10 << 20) == MIN_TILE and tile(80 << 30) == upscale_model.MAX_TILE  # the bounds
+
+
 def test_resize_nodes_after_the_model(folders):
     write_model(folders, "m.safetensors", compact_sd())
     ctx = ctx_for(folders)

@@ -146,17 +146,24 @@ def _to_model_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     raise ModelFileError(f"the model takes {channels}-channel images")
 
 
+def inference_dtype(model: ImageModel, device: torch.device) -> torch.dtype:
+    """fp16 on CUDA for the architectures that support it (half the memory, tensor cores);
+    fp32 elsewhere (CPU half precision is slow, MPS half is unreliable for some of them)."""
+    return torch.float16 if device.type == "cuda" and model.descriptor.supports_half else torch.float32
+
+
 def run_image_model(model: ImageModel, image: torch.Tensor, manager: ModelManager, *,
                     tile: int | None = None, overlap: int = OVERLAP,
-                    progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Apply ``model`` to IMAGE ``[B, H, W, C]`` (0..1), tiled; returns IMAGE on the CPU.
+                    progress: Callable[[int, int], None] | None = None,
+                    dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Apply ``model`` to IMAGE ``[B, H, W, C]`` (0..1), tiled; returns a float32 IMAGE on the CPU.
 
     ``tile=None`` chooses the tile from free memory; on out-of-memory it is halved and the
     image tried again. ``progress(done, total)`` is called per tile (it may raise to interrupt).
+    ``dtype=None``: :func:`inference_dtype` for the manager's device.
     """
     device = manager.device
-    dtype = torch.float16 if device.type == "cuda" and model.descriptor.supports_half \
-        else torch.float32
+    dtype = dtype or inference_dtype(model, device)
     if tile is None:
         tile = choose_tile(model, device, dtype)
     size_req = model.descriptor.size_requirements

@@ -414,8 +414,8 @@ class _MidasPreprocessor(_Preprocessor, category=NORMAL_DEPTH):
 
 
 class MiDaSDepthMapPreprocessor(_MidasPreprocessor, display_name="MiDaS Depth Map"):
-    """Depth (near = bright) by MiDaS DPT-Hybrid (models/annotators/dpt_hybrid-
-    midas-501f0c75.pt)."""
+    """Depth (near = bright) by MiDaS DPT-Hybrid
+    (models/annotators/dpt_hybrid-midas-501f0c75.pt)."""
     class_type = "MiDaS-DepthMapPreprocessor"
 
 

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Every check that needs a CUDA GPU, in one run of under ten minutes, for a lent machine with no
+# network: the CUDA-only tests (tests/test_cuda_paths.py: the upscaler in fp16, tiles from free
+# VRAM, a real out-of-memory halving the tile), the upscaler suite on that machine, then the
+# model-manager benchmark (bench/bench_model_manager.py: it/s and peak VRAM per --vram mode
+# against diffusers, and the capped low-mode runs), case by case so that a run cut short still
+# leaves the finished cases' figures.
+#
+# That machine's python3 must have torch with CUDA; Loom's pure-Python dependencies it lacks
+# (diffusers, transformers, spandrel, spandrel_extra_arches, torchsde, trampoline at the versions
+# of requirements.txt) can come as wheels in .whl/ at the repo root, installed to /tmp/site here.
+# Logs go to $OUT (default: ./gpu-results).
+#   bash bench/gpu_session.sh [--quick]    (--quick: the tests and the SD 1.5 512² case only)
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+OUT="${OUT:-$PWD/gpu-results}"
+mkdir -p "$OUT"
+PY="${PYTHON:-python3}"
+if compgen -G ".whl/*.whl" >/dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH="/tmp/site:$PWD"
+else
+    export PYTHONPATH="$PWD"
+fi
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DIFFUSERS_OFFLINE=1 PYTHONUNBUFFERED=1
+
+{ nvidia-smi; "$PY" -c "import torch, diffusers, transformers; print(torch.__version__, \
+torch.cuda.get_device_name(0), diffusers.__version__, transformers.__version__)"; } \
+    > "$OUT/machine.txt" 2>&1
+
+echo "== CUDA tests" >&2
+timeout 180 "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_cuda_paths.py tests/test_upscale.py \
+    2>&1 | tee "$OUT/cuda_tests.txt" | tail -5
+
+cases=(sd15-512 sd15-1024 sdxl-1024 sdxl-512)
+[[ "${1:-}" == "--quick" ]] && cases=(sd15-512)
+for case in "${cases[@]}"; do
+    echo "== bench $case" >&2
+    timeout 150 "$PY" bench/bench_model_manager.py --cases "$case" \
+        2>&1 | tee "$OUT/bench_$case.txt" | tail -12
+done

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every check that needs a CUDA GPU, in one run of under ten minutes, for a lent machine with no
 # network: the CUDA-only tests (tests/test_cuda_paths.py: the upscaler in fp16, tiles from free
-# VRAM, a real out-of-memory halving the tile), the upscaler suite on that machine, then the
+# VRAM, a real out-of-memory halving the tile), the upscaler suite on that machine, the
+# working-memory estimates against real peaks (bench/bench_working_memory.py --cuda), then the
 # model-manager benchmark (bench/bench_model_manager.py: it/s and peak VRAM per --vram mode
 # against diffusers, and the capped low-mode runs), case by case so that a run cut short still
 # leaves the finished cases' figures.
@@ -32,6 +33,10 @@ torch.cuda.get_device_name(0), diffusers.__version__, transformers.__version__)"
 echo "== CUDA tests" >&2
 timeout 180 "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_cuda_paths.py tests/test_upscale.py \
     2>&1 | tee "$OUT/cuda_tests.txt" | tail -5
+
+echo "== working memory: fake-tensor peaks against real max_memory_allocated" >&2
+timeout 120 "$PY" bench/bench_working_memory.py --cuda --sides 64,128 --families sd1,sdxl \
+    2>&1 | tee "$OUT/working_memory.txt" | tail -8
 
 cases=(sd15-512 sd15-1024 sdxl-1024 sdxl-512)
 [[ "${1:-}" == "--quick" ]] && cases=(sd15-512)

@@ -55,6 +55,11 @@ def _encoded(image_shape) -> Allocation | None:
     return Allocation(((b, 4, h // 8, w // 8),))
 
 
+def _vae_element_size(ctx) -> int:
+    """Bytes per element of the VAE's activations: the device policy's VAE dtype."""
+    return manager_of(ctx).policy.vae_dtype.itemsize
+
+
 class VAEDecode(Node, category="latent", display_name="VAE Decode"):
     """Decodes latents into images."""
     inputs = {
@@ -69,7 +74,8 @@ class VAEDecode(Node, category="latent", display_name="VAE Decode"):
 
     def uses(self, samples, vae):
         z = samples.get("samples") if isinstance(samples, dict) else None
-        return ModelUse((vae,), vae_decode_bytes(tuple(z.shape) if z is not None else ()))
+        return ModelUse((vae,), vae_decode_bytes(tuple(z.shape) if z is not None else (),
+                                                 element_size=_vae_element_size(self.ctx)))
 
     def run(self, samples, vae):
         z = _samples(vae, samples)
@@ -89,7 +95,8 @@ class VAEEncode(Node, category="latent", display_name="VAE Encode"):
         return _encoded(pixels)
 
     def uses(self, pixels, vae):
-        return ModelUse((vae,), vae_encode_bytes(tuple(getattr(pixels, "shape", ()))))
+        return ModelUse((vae,), vae_encode_bytes(tuple(getattr(pixels, "shape", ())),
+                                                 element_size=_vae_element_size(self.ctx)))
 
     def run(self, pixels, vae):
         _check_vae(vae)

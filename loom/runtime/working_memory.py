@@ -1,11 +1,12 @@
 """Estimates of the device memory a node's activations need, for ``Node.uses``.
 
-They are deliberately rough and on the generous side: the manager uses them to decide how much
-to evict or stream before a node runs, and an underestimate costs an out-of-memory retry, an
-overestimate only a model moved to the CPU early. Per-pixel figures are for fp16 UNets with
-SDPA attention (diffusers' default); fp32 doubles them.
-TODO(measure): calibrate against torch.cuda.max_memory_allocated on a GPU (bench/bench_model_manager.py
-prints peak VRAM per run).
+The manager uses them to decide how much to evict or stream before a node runs: an
+underestimate costs an out-of-memory retry (the VAE then tiles), an overestimate a model moved
+off the GPU, or streamed, when it would have fitted. The per-pixel figures are measured
+(``bench/bench_working_memory.py``: the full SD 1.5 / 2.1 / SDXL architectures on fake tensors
+under torch's MemTracker, peak live activation bytes, attention as one SDPA call as with flash /
+memory-efficient attention on CUDA), times a margin for kernel workspaces and the caching
+allocator's slack. They scale with the element size (fp32 doubles them).
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 MB = 1 << 20
-# Bytes of activations per latent pixel per batch item of one UNet forward, in fp16. SD 1.x/2.x
-# attend at the full latent resolution (64² tokens at 512²); SDXL does not attend at its first
-# level, so it needs less per pixel despite its width.
-_UNET_PER_LATENT_PIXEL = {"sd1": 160 * 1024, "sd2": 160 * 1024, "sdxl": 100 * 1024}
-# The VAE decoder's widest levels run at full image resolution with 128-512 channels, in fp32.
-_VAE_DECODE_PER_PIXEL = 1600
-_VAE_ENCODE_PER_PIXEL = 1200
+MARGIN = 1.5  # workspaces (cuDNN, matmul) and allocator slack on top of the live tensors
+# Peak activation bytes of one UNet forward per latent pixel per batch item, per byte of the
+# element size (measured: SD 1.x/2.x 16.7 kB and SDXL 10.2 kB in fp16, the same at 512², 768²
+# and 1024²; SDXL does not attend at its first level, so it needs less despite its width).
+_UNET_PER_LATENT_PIXEL = {"sd1": 8_400, "sd2": 8_400, "sdxl": 5_100}
+# VAE (SD and SDXL share the architecture), per image pixel per byte of the element size:
+# measured 768 (decode) and 643 (encode) — the decoder's widest levels run at full resolution.
+_VAE_DECODE_PER_PIXEL = 768
+_VAE_ENCODE_PER_PIXEL = 643
 _FLOOR = 64 * MB
 
 
@@ -29,18 +32,21 @@ def unet_bytes(
     """One sampling step: ``latent_shape`` is ``[B, C, H, W]``; CFG doubles the batch."""
     b, h, w = _bhw(latent_shape)
     per = _UNET_PER_LATENT_PIXEL.get(family or "", _UNET_PER_LATENT_PIXEL["sd1"])
-    return _FLOOR + (2 if cfg else 1) * b * h * w * per * element_size // 2
+    return _FLOOR + int((2 if cfg else 1) * b * h * w * per * element_size * MARGIN)
 
 
-def vae_decode_bytes(latent_shape: Sequence[int], *, scale: int = 8, batch: int = 4) -> int:
+def vae_decode_bytes(latent_shape: Sequence[int], *, scale: int = 8, batch: int = 4,
+                     element_size: int = 4) -> int:
+    """Decoding ``latent_shape`` (``[B, C, H, W]``), ``batch`` images at a time."""
     b, h, w = _bhw(latent_shape)
-    return _FLOOR + min(b, batch) * (h * scale) * (w * scale) * _VAE_DECODE_PER_PIXEL
+    pixels = min(b, batch) * (h * scale) * (w * scale)
+    return _FLOOR + int(pixels * _VAE_DECODE_PER_PIXEL * element_size * MARGIN)
 
 
-def vae_encode_bytes(image_shape: Sequence[int], *, batch: int = 4) -> int:
-    """``image_shape`` is an IMAGE's ``[B, H, W, C]``."""
+def vae_encode_bytes(image_shape: Sequence[int], *, batch: int = 4, element_size: int = 4) -> int:
+    """Encoding an IMAGE of ``image_shape`` (``[B, H, W, C]``), ``batch`` images at a time."""
     b, h, w = (image_shape[0], image_shape[1], image_shape[2]) if len(image_shape) >= 3 else (1, 0, 0)
-    return _FLOOR + min(b, batch) * h * w * _VAE_ENCODE_PER_PIXEL
+    return _FLOOR + int(min(b, batch) * h * w * _VAE_ENCODE_PER_PIXEL * element_size * MARGIN)
 
 
 def text_encoder_bytes() -> int:

@@ -176,7 +176,7 @@ def main() -> None:
     for family in args.families.split(","):
         for side in sides:
             got = unet_case(family, side)
-            est = wm.unet_bytes(family, (1, 4, side, side), cfg=True)
+            est = wm.unet_bytes(family, (1, 4, side, side), sides=2)
             line = (f"  {family:6} {side * 8:>5}² {got / MiB:>13.0f} {got / (2 * side * side):>12.0f} B"
                     f" {est / MiB:>13.0f} {est / max(got, 1):>13.2f}")
             if args.cuda:

@@ -23,6 +23,7 @@ from loom.runtime.sampling import (
     SOLVER_NAMES,
     Basic,
     DualCFG,
+    Guider,
     Noise,
     SamplingRequest,
     sample_sigmas,
@@ -30,7 +31,7 @@ from loom.runtime.sampling import (
 )
 from loom.runtime.sampling.sigmas import exponential_sigmas, karras_sigmas, schedule_sigmas, sd_turbo_sigmas
 from loom.runtime.sampling.solvers import SOLVERS
-from nodes.sd_sampling import _models, _previews
+from nodes.sd_sampling import _models, _previews, sampler_use
 
 SIGMA_MAX_DEFAULT = 14.614642  # SD 1.x's highest training noise level
 SIGMA_MIN_DEFAULT = 0.0291675  # and its lowest
@@ -284,6 +285,9 @@ class SamplerCustom(_CustomSampler, display_name="SamplerCustom"):
         "latent_image": Link("LATENT"),
     }
 
+    def uses(self, model, positive, negative, latent_image, cfg, **_):
+        return sampler_use(self.ctx, model, [positive, negative], latent_image, 1 if cfg == 1.0 else 2)
+
     def run(self, model, add_noise, noise_seed, cfg, positive, negative, sampler, sigmas,
             latent_image):
         guider = CFG(model, positive=positive, negative=negative, cfg=cfg)
@@ -299,6 +303,12 @@ class SamplerCustomAdvanced(_CustomSampler, display_name="SamplerCustomAdvanced"
         "sigmas": Link("SIGMAS"),
         "latent_image": Link("LATENT"),
     }
+
+    def uses(self, guider, latent_image, **_):
+        if not isinstance(guider, Guider):
+            return None  # a plugin's own guider: the loop places what it uses as it goes
+        sides = [cond for _, cond in guider.sides]
+        return sampler_use(self.ctx, guider.model, sides, latent_image, len(sides))
 
     def run(self, noise, guider, sampler, sigmas, latent_image):
         return self._sample(guider, sampler, sigmas, noise, latent_image)

@@ -47,19 +47,20 @@ def _models(ctx: RunContext | None) -> ModelManager | None:
     return ctx.models if ctx is not None else None
 
 
-def _sampler_use(ctx, model, positive, negative, latent_image, cfg) -> ModelUse:
-    """The UNet, what its hooks and ControlNets run, and a sampling step's activations."""
+def sampler_use(ctx, model, conditionings: list, latent_image, sides: int) -> ModelUse:
+    """The UNet, what its hooks and the conditionings' ControlNets run, and a sampling step's
+    activations (``sides``: the conditionings evaluated per step, 2 with CFG)."""
     from loom.runtime.sampling.hooks import controls_of, models_of
     from loom.runtime.sd.common import manager_of
     from loom.runtime.working_memory import unet_bytes
 
-    extras = models_of([*model.options.get("sampling_hooks", ()),
-                        *controls_of([positive, negative])])
+    controls = controls_of(conditionings)
+    extras = models_of([*model.options.get("sampling_hooks", ()), *controls])
     samples = latent_image.get("samples") if isinstance(latent_image, dict) else None
     shape = tuple(samples.shape) if samples is not None else ()
     size = manager_of(ctx).policy.dtype.itemsize
-    return ModelUse(models=(model, *extras),
-                    working_bytes=unet_bytes(model.family, shape, cfg=cfg != 1.0, element_size=size))
+    working = unet_bytes(model.family, shape, sides=sides, element_size=size, controls=len(controls))
+    return ModelUse(models=(model, *extras), working_bytes=working)
 
 
 class _Sampler(Node):
@@ -75,7 +76,7 @@ class _Sampler(Node):
         return Allocation((latent_image,)) if latent_image else None  # same shape as its input
 
     def uses(self, model, positive, negative, latent_image, cfg, **_):
-        return _sampler_use(self.ctx, model, positive, negative, latent_image, cfg)
+        return sampler_use(self.ctx, model, [positive, negative], latent_image, 1 if cfg == 1.0 else 2)
 
 
 class KSampler(_Sampler, category="sampling", display_name="KSampler"):

@@ -13,13 +13,13 @@ from loom.runtime import working_memory as wm
 def test_unet_estimate_covers_a_real_step_with_a_bounded_margin(family):
     side = 40  # 320² images: a few seconds on fake tensors
     measured = unet_case(family, side)
-    estimate = wm.unet_bytes(family, (1, 4, side, side), cfg=True, element_size=2) - wm._FLOOR
+    estimate = wm.unet_bytes(family, (1, 4, side, side), sides=2, element_size=2) - wm._FLOOR
     assert measured > 0
     assert 1.2 * measured <= estimate <= 2.0 * measured, (family, measured, estimate)
     # without CFG one batch item; fp32 twice the bytes
-    single = wm.unet_bytes(family, (1, 4, side, side), cfg=False) - wm._FLOOR
+    single = wm.unet_bytes(family, (1, 4, side, side), sides=1) - wm._FLOOR
     assert single == pytest.approx(estimate / 2, rel=1e-6)
-    fp32 = wm.unet_bytes(family, (1, 4, side, side), cfg=True, element_size=4) - wm._FLOOR
+    fp32 = wm.unet_bytes(family, (1, 4, side, side), sides=2, element_size=4) - wm._FLOOR
     assert fp32 == pytest.approx(2 * estimate, rel=1e-6)
 
 
@@ -31,3 +31,39 @@ def test_vae_estimate_covers_fp32_and_bf16(decode):
         estimate = (wm.vae_decode_bytes((1, 4, side, side), element_size=size) if decode
                     else wm.vae_encode_bytes((1, side * 8, side * 8, 3), element_size=size)) - wm._FLOOR
         assert 1.1 * measured <= estimate <= 2.0 * measured, (dtype, measured, estimate)
+
+
+def test_samplers_declare_the_unet_its_controls_and_a_step_of_activations(sd1):
+    from types import SimpleNamespace
+
+    import torch
+
+    from loom.nodeapi import RunContext
+    from loom.runtime.model_manager import ModelManager
+    from loom.runtime.sampling import DualCFG
+    from nodes.custom_sampling import SamplerCustom, SamplerCustomAdvanced
+    from nodes.sd_sampling import KSampler
+
+    ctx = RunContext(models=ModelManager())  # the CPU: fp32, 4 bytes an element
+    latent = {"samples": torch.zeros(1, 4, 64, 64)}
+    shape = (1, 4, 64, 64)
+    kw = {"model": sd1.model, "positive": sd1.pos, "negative": sd1.neg, "latent_image": latent}
+    ksampler = KSampler(ctx).uses(cfg=7.0, **kw)
+    assert ksampler.models == (sd1.model,)
+    assert ksampler.working_bytes == wm.unet_bytes("sd1", shape, sides=2, element_size=4)
+    assert SamplerCustom(ctx).uses(cfg=7.0, **kw) == ksampler
+    no_cfg = KSampler(ctx).uses(cfg=1.0, **kw)
+    assert no_cfg.working_bytes == wm.unet_bytes("sd1", shape, sides=1, element_size=4)
+    # a ControlNet on the positive side: its module is placed with the UNet, its residuals counted
+    net = torch.nn.Linear(2, 2)
+    control = SimpleNamespace(previous=None, models=lambda: (net,))
+    controlled = {**kw, "positive": [[sd1.pos[0][0], {**sd1.pos[0][1], "control": control}]]}
+    with_control = KSampler(ctx).uses(cfg=7.0, **controlled)
+    assert with_control.models == (sd1.model, net)
+    assert with_control.working_bytes == wm.unet_bytes("sd1", shape, sides=2, element_size=4, controls=1)
+    assert with_control.working_bytes > ksampler.working_bytes
+    # a guider with three sides evaluates three batches a step
+    dual = DualCFG(sd1.model, cond1=sd1.pos, cond2=sd1.other, negative=sd1.neg)
+    advanced = SamplerCustomAdvanced(ctx).uses(guider=dual, latent_image=latent)
+    assert advanced.working_bytes == wm.unet_bytes("sd1", shape, sides=3, element_size=4)
+    assert SamplerCustomAdvanced(ctx).uses(guider=object(), latent_image=latent) is None  # a plugin's guider

@@ -19,6 +19,10 @@ MARGIN = 1.5  # workspaces (cuDNN, matmul) and allocator slack on top of the liv
 # element size (measured: SD 1.x/2.x 16.7 kB and SDXL 10.2 kB in fp16, the same at 512², 768²
 # and 1024²; SDXL does not attend at its first level, so it needs less despite its width).
 _UNET_PER_LATENT_PIXEL = {"sd1": 8_400, "sd2": 8_400, "sdxl": 5_100}
+# What each ControlNet's output adds while the UNet runs (its down and middle residuals; its own
+# forward peaks about as high as the UNet's, before the UNet starts): measured 3.3 kB per
+# latent pixel per batch item in fp16, for the SD 1.5 and SDXL ControlNets alike.
+_CONTROL_RESIDUALS_PER_LATENT_PIXEL = 1_640
 # VAE (SD and SDXL share the architecture), per image pixel per byte of the element size:
 # measured 768 (decode) and 643 (encode) — the decoder's widest levels run at full resolution.
 _VAE_DECODE_PER_PIXEL = 768
@@ -27,12 +31,16 @@ _FLOOR = 64 * MB
 
 
 def unet_bytes(
-    family: str | None, latent_shape: Sequence[int], *, cfg: bool = True, element_size: int = 2
+    family: str | None, latent_shape: Sequence[int], *, sides: int = 2, element_size: int = 2,
+    controls: int = 0,
 ) -> int:
-    """One sampling step: ``latent_shape`` is ``[B, C, H, W]``; CFG doubles the batch."""
+    """One sampling step: ``latent_shape`` is ``[B, C, H, W]``; each of the ``sides``
+    conditionings (2 with CFG, 1 without) is a batch; ``controls`` ControlNets / T2I-Adapters
+    add their residuals."""
     b, h, w = _bhw(latent_shape)
     per = _UNET_PER_LATENT_PIXEL.get(family or "", _UNET_PER_LATENT_PIXEL["sd1"])
-    return _FLOOR + int((2 if cfg else 1) * b * h * w * per * element_size * MARGIN)
+    per += controls * _CONTROL_RESIDUALS_PER_LATENT_PIXEL
+    return _FLOOR + int(sides * b * h * w * per * element_size * MARGIN)
 
 
 def vae_decode_bytes(latent_shape: Sequence[int], *, scale: int = 8, batch: int = 4,

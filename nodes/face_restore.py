@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from loom.nodeapi import Combo, Float, Int, Link, ModelFile, Node, Output
+from loom.nodeapi import Combo, Float, Int, Link, ModelFile, ModelUse, Node, Output
 from loom.runtime.faces.detect import DETECTORS, detect_faces
 from loom.runtime.faces.restore import FACE_PURPOSES, restore_faces
 from loom.runtime.sd.common import manager_of
@@ -65,6 +65,9 @@ class FaceRestoreWithModel(Node, category="image/face restore", display_name="Re
         "faces": _faces(),
     }
     outputs = (Output("IMAGE"),)
+
+    def uses(self, facerestore_model, **_):
+        return ModelUse((facerestore_model,))  # one 512² face at a time
 
     def run(self, facerestore_model, image, facedetection="mtcnn", codeformer_fidelity=0.5,
             threshold=0.9, faces="all"):

@@ -21,7 +21,7 @@ from loom.runtime.sd import vae as vae_ops
 from loom.runtime.sd.common import manager_of
 from nodes.image_ops import scale_image
 from nodes.masks import as_mask_batch
-from nodes.sd_vae import _check_vae, _tagged
+from nodes.sd_vae import _check_vae, _tagged, encode_use
 
 
 class SetLatentNoiseMask(Node, category="latent/inpaint", display_name="Set Latent Noise Mask"):
@@ -69,6 +69,9 @@ class InpaintModelConditioning(Node, category="conditioning/inpaint",
     }
     outputs = (Output("CONDITIONING", name="positive"), Output("CONDITIONING", name="negative"),
                Output("LATENT", name="latent"))
+
+    def uses(self, vae, pixels, **_):
+        return encode_use(self.ctx, vae, pixels)  # two encodes, one after the other
 
     def run(self, positive, negative, vae, pixels, mask, noise_mask=True):
         _check_vae(vae)

@@ -60,6 +60,23 @@ def _vae_element_size(ctx) -> int:
     return manager_of(ctx).policy.vae_dtype.itemsize
 
 
+def decode_use(ctx, vae, samples, tile: int | None = None) -> ModelUse:
+    """The VAE and the working memory of decoding a LATENT, whole or ``tile`` pixels at a time."""
+    z = samples.get("samples") if isinstance(samples, dict) else None
+    shape = tuple(z.shape) if z is not None else ()
+    if tile and len(shape) == 4:
+        shape = (*shape[:2], min(shape[2], tile // 8), min(shape[3], tile // 8))
+    return ModelUse((vae,), vae_decode_bytes(shape, element_size=_vae_element_size(ctx)))
+
+
+def encode_use(ctx, vae, pixels, tile: int | None = None) -> ModelUse:
+    """The VAE and the working memory of encoding an IMAGE, whole or ``tile`` pixels at a time."""
+    shape = tuple(getattr(pixels, "shape", ()))
+    if tile and len(shape) == 4:
+        shape = (shape[0], min(shape[1], tile), min(shape[2], tile), shape[3])
+    return ModelUse((vae,), vae_encode_bytes(shape, element_size=_vae_element_size(ctx)))
+
+
 class VAEDecode(Node, category="latent", display_name="VAE Decode"):
     """Decodes latents into images."""
     inputs = {
@@ -73,9 +90,7 @@ class VAEDecode(Node, category="latent", display_name="VAE Decode"):
         return _decoded(samples)
 
     def uses(self, samples, vae):
-        z = samples.get("samples") if isinstance(samples, dict) else None
-        return ModelUse((vae,), vae_decode_bytes(tuple(z.shape) if z is not None else (),
-                                                 element_size=_vae_element_size(self.ctx)))
+        return decode_use(self.ctx, vae, samples)
 
     def run(self, samples, vae):
         z = _samples(vae, samples)
@@ -95,8 +110,7 @@ class VAEEncode(Node, category="latent", display_name="VAE Encode"):
         return _encoded(pixels)
 
     def uses(self, pixels, vae):
-        return ModelUse((vae,), vae_encode_bytes(tuple(getattr(pixels, "shape", ())),
-                                                 element_size=_vae_element_size(self.ctx)))
+        return encode_use(self.ctx, vae, pixels)
 
     def run(self, pixels, vae):
         _check_vae(vae)
@@ -126,6 +140,9 @@ class VAEDecodeTiled(Node, category="_for_testing", display_name="VAE Decode (Ti
     def allocation(cls, ctx, samples=None, **_):
         return _decoded(samples)
 
+    def uses(self, samples, vae, tile_size=512, **_):
+        return decode_use(self.ctx, vae, samples, tile=tile_size)
+
     def run(self, samples, vae, tile_size=512, overlap=64, temporal_size=64, temporal_overlap=8):
         z = _samples(vae, samples)
         overlap = min(overlap, tile_size // 4)
@@ -141,6 +158,9 @@ class VAEEncodeTiled(Node, category="_for_testing", display_name="VAE Encode (Ti
     @classmethod
     def allocation(cls, ctx, pixels=None, **_):
         return _encoded(pixels)
+
+    def uses(self, pixels, vae, tile_size=512, **_):
+        return encode_use(self.ctx, vae, pixels, tile=tile_size)
 
     def run(self, pixels, vae, tile_size=512, overlap=64, temporal_size=64, temporal_overlap=8):
         _check_vae(vae)
@@ -164,6 +184,9 @@ class VAEEncodeForInpaint(Node, category="latent/inpaint", display_name="VAE Enc
     @classmethod
     def allocation(cls, ctx, pixels=None, **_):
         return _encoded(pixels)
+
+    def uses(self, pixels, vae, **_):
+        return encode_use(self.ctx, vae, pixels)
 
     def run(self, pixels, vae, mask, grow_mask_by=6):
         _check_vae(vae)

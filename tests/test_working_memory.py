@@ -67,3 +67,29 @@ def test_samplers_declare_the_unet_its_controls_and_a_step_of_activations(sd1):
     advanced = SamplerCustomAdvanced(ctx).uses(guider=dual, latent_image=latent)
     assert advanced.working_bytes == wm.unet_bytes("sd1", shape, sides=3, element_size=4)
     assert SamplerCustomAdvanced(ctx).uses(guider=object(), latent_image=latent) is None  # a plugin's guider
+
+
+def test_vae_nodes_declare_the_vae_and_whole_or_tiled_working_memory():
+    import torch
+
+    from loom.nodeapi import RunContext
+    from loom.runtime.model_manager import ModelManager
+    from nodes.inpaint import InpaintModelConditioning
+    from nodes.sd_vae import VAEDecode, VAEDecodeTiled, VAEEncode, VAEEncodeForInpaint, VAEEncodeTiled
+
+    ctx = RunContext(models=ModelManager())  # the CPU policy: an fp32 VAE
+    vae = object()  # the declaration only passes the VAE on
+    latent = {"samples": torch.zeros(2, 4, 128, 96)}
+    pixels = torch.zeros(2, 1024, 768, 3)
+    whole = VAEDecode(ctx).uses(samples=latent, vae=vae)
+    assert whole.models == (vae,)
+    assert whole.working_bytes == wm.vae_decode_bytes((2, 4, 128, 96), element_size=4)
+    tiled = VAEDecodeTiled(ctx).uses(samples=latent, vae=vae, tile_size=512)
+    assert tiled.working_bytes == wm.vae_decode_bytes((2, 4, 64, 64), element_size=4) < whole.working_bytes
+    assert VAEDecodeTiled(ctx).uses(samples=latent, vae=vae, tile_size=4096) == whole  # one tile
+    encode = VAEEncode(ctx).uses(pixels=pixels, vae=vae)
+    assert encode.working_bytes == wm.vae_encode_bytes((2, 1024, 768, 3), element_size=4)
+    assert VAEEncodeTiled(ctx).uses(pixels=pixels, vae=vae, tile_size=256).working_bytes == \
+        wm.vae_encode_bytes((2, 256, 256, 3), element_size=4)
+    assert VAEEncodeForInpaint(ctx).uses(pixels=pixels, vae=vae, mask=None) == encode
+    assert InpaintModelConditioning(ctx).uses(vae=vae, pixels=pixels) == encode

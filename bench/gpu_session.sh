@@ -7,9 +7,10 @@
 # against diffusers, and the capped low-mode runs), case by case so that a run cut short still
 # leaves the finished cases' figures.
 #
-# That machine's python3 must have torch with CUDA; Loom's pure-Python dependencies it lacks
-# (diffusers, transformers, spandrel, spandrel_extra_arches, torchsde, trampoline at the versions
-# of requirements.txt) can come as wheels in .whl/ at the repo root, installed to /tmp/site here.
+# That machine's python3 must have torch with CUDA; the dependencies it lacks can come as wheels
+# in .whl/ at the repo root (installed to /tmp/site here): diffusers, transformers, spandrel,
+# spandrel_extra_arches, torchsde at the versions of requirements.txt, trampoline, and for
+# transformers a recent regex (and importlib_metadata), built for that machine's Python.
 # Logs go to $OUT (default: ./gpu-results).
 #   bash bench/gpu_session.sh [--quick]    (--quick: the tests and the SD 1.5 512² case only)
 set -uo pipefail

@@ -32,6 +32,8 @@ class Multiply:
 
 
 class Show:
+    """Shows a number (the docstring loses to DESCRIPTION)."""
+    DESCRIPTION = "Shows x in the editor."
     OUTPUT_NODE = True
     RETURN_TYPES = ()
     FUNCTION = "show"
@@ -75,6 +77,8 @@ def test_declaration_is_translated(tmp_path):
     assert info["output"] == ["FLOAT"] and info["output_name"] == ["product"]
     assert info["python_module"] == "custom_nodes.comfy_pack"
     assert reg.describe("Show")["output_node"] is True
+    assert info["description"] == "Multiplies two numbers."  # the docstring when no DESCRIPTION
+    assert reg.describe("Show")["description"] == "Shows x in the editor."
 
 
 def test_runs_with_ui_output_and_is_changed_nan(tmp_path):

@@ -55,7 +55,7 @@ def adapt(class_type: str, cls: type) -> type[Node]:
     attrs: dict[str, Any] = {
         "inputs": inputs, "outputs": outputs, "run": run, "__init__": init,
         "category": getattr(cls, "CATEGORY", "custom"),
-        "description": getattr(cls, "DESCRIPTION", "") or (cls.__doc__ or "").strip(),
+        "description": str(getattr(cls, "DESCRIPTION", "") or ""),  # else its docstring (summary())
         "output_node": bool(getattr(cls, "OUTPUT_NODE", False)),
         "deprecated": bool(getattr(cls, "DEPRECATED", False)),
         "experimental": bool(getattr(cls, "EXPERIMENTAL", False)),

@@ -3,10 +3,10 @@
 The manager uses them to decide how much to evict or stream before a node runs: an
 underestimate costs an out-of-memory retry (the VAE then tiles), an overestimate a model moved
 off the GPU, or streamed, when it would have fitted. The per-pixel figures are measured
-(``bench/bench_working_memory.py``: the full SD 1.5 / 2.1 / SDXL architectures on fake tensors
-under torch's MemTracker, peak live activation bytes, attention as one SDPA call as with flash /
-memory-efficient attention on CUDA), times a margin for kernel workspaces and the caching
-allocator's slack. They scale with the element size (fp32 doubles them).
+(``bench/bench_working_memory.py``: the full SD 1.5 / 2.1 / SDXL architectures on fake tensors,
+the peak of live activation bytes, attention as one SDPA call as with flash / memory-efficient
+attention on CUDA), times a margin for kernel workspaces and the caching allocator's slack.
+They scale with the element size (fp32 doubles them).
 """
 
 from __future__ import annotations

@@ -50,35 +50,33 @@ def _unet_inputs(family: str, cfg: dict, side: int, batch: int, device=None):
     return x, torch.tensor([500.0], **kw), context, added
 
 
-class PeakTracker:
+def peak_tracker():
     """A dispatch mode that adds up the bytes of the storages that ops create and that are still
-    alive after each op (a storage dies with its last tensor or view); ``peak`` is the most."""
+    alive after each op (a storage dies with its last tensor or view); read ``.peak`` after."""
+    import torch
+    from torch.multiprocessing.reductions import StorageWeakRef
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
 
-    def __new__(cls):
-        from torch.utils._python_dispatch import TorchDispatchMode
+    class PeakTracker(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.live: dict[int, tuple[StorageWeakRef, int]] = {}
+            self.peak = 0
 
-        class _Mode(TorchDispatchMode):
-            def __init__(self):
-                super().__init__()
-                self.live: dict[int, tuple] = {}
-                self.peak = 0
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for key in [k for k, (ref, _) in self.live.items() if ref.expired()]:
+                del self.live[key]
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor):
+                    storage = t.untyped_storage()
+                    ref = StorageWeakRef(storage)
+                    self.live.setdefault(ref.cdata, (ref, storage.nbytes()))
+            self.peak = max(self.peak, sum(n for _, n in self.live.values()))
+            return out
 
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                import torch
-                from torch.multiprocessing.reductions import StorageWeakRef
-                from torch.utils._pytree import tree_flatten
-
-                out = func(*args, **(kwargs or {}))
-                for key in [k for k, (ref, _) in self.live.items() if ref.expired()]:
-                    del self.live[key]
-                for t in tree_flatten(out)[0]:
-                    if isinstance(t, torch.Tensor):
-                        ref = StorageWeakRef(t.untyped_storage())
-                        self.live.setdefault(ref.cdata, (ref, t.untyped_storage().nbytes()))
-                self.peak = max(self.peak, sum(n for _, n in self.live.values()))
-                return out
-
-        return _Mode()
+    return PeakTracker()
 
 
 def fake_peak(build, run) -> int:
@@ -89,7 +87,7 @@ def fake_peak(build, run) -> int:
 
     with FakeTensorMode():
         module = build()
-        tracker = PeakTracker()
+        tracker = peak_tracker()
         with tracker, torch.inference_mode():
             run(module)
     return tracker.peak

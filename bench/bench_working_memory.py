@@ -165,7 +165,13 @@ def main() -> None:
     p.add_argument("--families", default="sd1,sd2,sdxl", help="UNet architectures to measure")
     p.add_argument("--cuda", action="store_true", help="also measure real fp16 UNet steps on CUDA")
     args = p.parse_args()
+    import torch
+
     from loom.runtime import working_memory as wm
+
+    if args.cuda and not torch.cuda.is_available():
+        print("--cuda: no CUDA device here; fake-tensor figures only")
+        args.cuda = False
 
     sides = [int(s) for s in args.sides.split(",")]
     print("UNet step, CFG (batch 2), fp16: peak activations (fake tensors) vs Loom's estimate")

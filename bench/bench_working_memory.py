@@ -1,13 +1,10 @@
 """Peak activation memory of one UNet step and one VAE decode/encode, against the estimates the
 model manager makes room for (``loom.runtime.working_memory``).
 
-The full SD 1.5, SD 2.1 and SDXL architectures run on *fake* tensors (``FakeTensorMode``: shapes
-and dtypes only, no data, no compute, so SDXL at 1024² takes a second on a CPU) under a
-dispatch mode that follows every storage the ops create until it dies: its peak is the largest
-sum of live activation bytes, as a GPU's ``max_memory_allocated`` would see them less the
-weights, kernel workspaces and the caching allocator's slack (the estimates add a margin for
-those). It agrees with torch's own ``MemTracker`` (SD 1.5 at 512²: 130 MiB both), at a tenth
-of its time.
+The full SD 1.5, SD 2.1 and SDXL architectures run on *fake* tensors (shapes and dtypes only,
+no compute: SDXL at 1024² takes a second on a CPU) through ``loom.runtime.footprint``: the peak
+of live activation bytes, as a GPU's ``max_memory_allocated`` would see them less the weights,
+kernel workspaces and the caching allocator's slack (the estimates add a margin for those).
 Attention is one SDPA call, as with flash / memory-efficient attention on CUDA. On a CUDA
 machine, ``--cuda`` also measures ``torch.cuda.max_memory_allocated`` with real tensors.
 
@@ -26,6 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from loom.runtime import torchvision_fix  # noqa: E402,F401  (before diffusers imports torchvision)
+from loom.runtime.footprint import fake_peak  # noqa: E402
 
 MiB = 1 << 20
 UNETS = {"sd1": "sd15_unet", "sd2": "sd21_unet", "sdxl": "sdxl_unet"}
@@ -48,49 +46,6 @@ def _unet_inputs(family: str, cfg: dict, side: int, batch: int, device=None):
     if family == "sdxl":
         added = {"text_embeds": torch.randn(batch, 1280, **kw), "time_ids": torch.randn(batch, 6, **kw)}
     return x, torch.tensor([500.0], **kw), context, added
-
-
-def peak_tracker():
-    """A dispatch mode that adds up the bytes of the storages that ops create and that are still
-    alive after each op (a storage dies with its last tensor or view); read ``.peak`` after."""
-    import torch
-    from torch.multiprocessing.reductions import StorageWeakRef
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils._pytree import tree_flatten
-
-    class PeakTracker(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.live: dict[int, tuple[StorageWeakRef, int]] = {}
-            self.peak = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for key in [k for k, (ref, _) in self.live.items() if ref.expired()]:
-                del self.live[key]
-            for t in tree_flatten(out)[0]:
-                if isinstance(t, torch.Tensor):
-                    storage = t.untyped_storage()
-                    ref = StorageWeakRef(storage)
-                    self.live.setdefault(ref.cdata, (ref, storage.nbytes()))
-            self.peak = max(self.peak, sum(n for _, n in self.live.values()))
-            return out
-
-    return PeakTracker()
-
-
-def fake_peak(build, run) -> int:
-    """Peak live activation bytes of ``run(module)`` for ``module = build()``, on fake tensors
-    (the inputs ``run`` makes count; the weights do not)."""
-    import torch
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    with FakeTensorMode():
-        module = build()
-        tracker = peak_tracker()
-        with tracker, torch.inference_mode():
-            run(module)
-    return tracker.peak
 
 
 def unet_case(family: str, side: int, dtype_name: str = "float16") -> int:

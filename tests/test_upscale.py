@@ -342,13 +342,49 @@ def test_cuda_dtype_and_tile_follow_the_device_and_free_vram(folders, monkeypatc
         free["bytes"] = free_bytes
         return upscale_model.choose_tile(model, cuda, dtype)
 
-    # RRDBNet here: widest conv 32 channels -> max(64, 32) = 64; x4 -> 2 * 64 * 16 * 4 bytes per
-    # input pixel in fp16; half the free VRAM is the budget; sides in steps of 32.
-    per_pixel = 2 * 64 * 16 * 4
-    assert tile(1 << 30) == int(((1 << 29) / per_pixel) ** 0.5) // 32 * 32 == 256
+    # Bytes per input pixel: the forward's measured footprint (fp16: 2 bytes an element) times
+    # the margin; half the free VRAM is the budget; sides in steps of 32.
+    per_pixel = upscale_model._bytes_per_input_pixel(model, torch.float16)
+    assert model.footprint > 0 and per_pixel == int(model.footprint * 2 * upscale_model.FOOTPRINT_MARGIN)
+    assert tile(1 << 30) == int(((1 << 29) / per_pixel) ** 0.5) // 32 * 32
     assert tile(1 << 28) < tile(1 << 30) < tile(4 << 30)  # more free VRAM, bigger tiles
     assert tile(1 << 30, torch.float32) < tile(1 << 30)  # fp32 takes twice the bytes
     assert tile(10 << 20) == MIN_TILE and tile(80 << 30) == upscale_model.MAX_TILE  # the bounds
+
+
+def test_tile_memory_is_the_measured_footprint_of_the_architecture(folders):
+    """The footprint measured on fake tensors is what a real forward allocates (same tracker,
+    real tensors); a Compact model (full-resolution work only at its last pixel shuffle) needs a
+    fraction of an RRDBNet's per pixel, so its tiles are bigger."""
+    from loom.runtime.footprint import PeakTracker
+    from loom.runtime.upscale import model as upscale_model
+
+    rrdb = load_for_tiles(folders, "rrdb.safetensors", rrdbnet_sd())
+    compact = load_for_tiles(folders, "compact.safetensors", compact_sd())
+    for model in (rrdb, compact):
+        measured = upscale_model._bytes_per_input_pixel(model, torch.float32)
+        tracker = PeakTracker()
+        side = upscale_model.TRACE_SIDE
+        x = torch.rand(1, 3, side, side)
+        with tracker, torch.inference_mode():
+            model.module(x)
+        real = tracker.peak / (side * side)
+        assert measured == int(real * upscale_model.FOOTPRINT_MARGIN)
+    cpu = torch.device("cpu")
+    assert upscale_model._bytes_per_input_pixel(compact, torch.float32) * 4 < \
+        upscale_model._bytes_per_input_pixel(rrdb, torch.float32)
+    tiles = [upscale_model.choose_tile(m, cpu, torch.float32) for m in (compact, rrdb)]
+    assert tiles[0] >= tiles[1]
+    # an architecture that fake tensors cannot follow gets the rough bound, and runs as before
+    broken = load_for_tiles(folders, "broken.safetensors", compact_sd())
+    broken.footprint = 0.0
+    assert upscale_model._bytes_per_input_pixel(broken, torch.float32) == 4 * 64 * 16 * 4
+
+
+def load_for_tiles(folders, name, sd):
+    write_model(folders, name, sd)
+    (model,) = up_nodes.UpscaleModelLoader(ctx_for(folders)).run(name)
+    return model
 
 
 def test_resize_nodes_after_the_model(folders):

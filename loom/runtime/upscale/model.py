@@ -12,7 +12,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -54,6 +54,9 @@ class ImageModel:
 
     descriptor: object  # spandrel.ImageModelDescriptor
     name: str
+    # Activation bytes of a forward per input pixel and per byte of element size, measured on the
+    # first tiled run (0: the architecture could not be measured).
+    footprint: float | None = field(default=None, compare=False, repr=False)
 
     @property
     def module(self) -> torch.nn.Module:
@@ -110,15 +113,42 @@ def load_model_file(ctx, folder: str, name: str, *, purposes: tuple[str, ...], w
         what, path, lambda: load_image_model(path, purposes=purposes, what=what))
 
 
+FOOTPRINT_MARGIN = 1.5  # workspaces and allocator slack over the measured live tensors
+TRACE_SIDE = 128  # input side of the measuring forward (rounded up to what the model needs)
+
+
 def _bytes_per_input_pixel(model: ImageModel, dtype: torch.dtype) -> int:
-    """A rough upper bound of working memory per input pixel: a few live feature maps of the
-    widest layer at the output resolution, which is where super-resolution nets peak."""
+    """Working memory per input pixel at ``dtype``: the model's forward measured once on fake
+    tensors (shapes only, nothing computed: ``loom.runtime.footprint``) times a margin. For an
+    architecture that cannot run on fake tensors, a rough upper bound instead: a few live feature
+    maps of the widest layer at the output resolution, where super-resolution nets peak."""
+    elem = torch.finfo(dtype).bits // 8
+    per_byte = _measured_footprint(model)
+    if per_byte:
+        return max(1, int(per_byte * elem * FOOTPRINT_MARGIN))
     channels = 64
     for p in model.module.parameters():
         if p.dim() == 4:
             channels = max(channels, p.shape[0])
-    elem = torch.finfo(dtype).bits // 8
     return elem * channels * max(1, model.scale) ** 2 * 4
+
+
+def _measured_footprint(model: ImageModel) -> float:
+    if model.footprint is None:
+        from loom.runtime.footprint import forward_peak
+
+        try:
+            param = next(model.module.parameters())
+            req = model.descriptor.size_requirements
+            side = max(TRACE_SIDE, req.minimum)
+            side = -(-side // req.multiple_of) * req.multiple_of
+            x = torch.zeros(1, model.descriptor.input_channels, side, side, device=param.device,
+                            dtype=param.dtype)
+            model.footprint = forward_peak(model.module, x) / (side * side) / param.element_size()
+        except Exception as e:  # noqa: BLE001 - data-dependent code fake tensors cannot follow
+            log.info("%s: working memory not measured (%s); using a rough bound", model.name, e)
+            model.footprint = 0.0
+    return model.footprint
 
 
 def choose_tile(model: ImageModel, device: torch.device, dtype: torch.dtype) -> int:

@@ -1,5 +1,5 @@
 """The working-memory estimates the model manager makes room for, against what the real
-architectures allocate (fake tensors under torch's MemTracker: shapes only, no compute)."""
+architectures allocate (fake tensors through loom.runtime.footprint: shapes only, no compute)."""
 
 from __future__ import annotations
 

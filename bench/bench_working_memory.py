@@ -48,6 +48,18 @@ def _unet_inputs(family: str, cfg: dict, side: int, batch: int, device=None):
     return x, torch.tensor([500.0], **kw), context, added
 
 
+def _built_in(dtype, make):
+    """``make()`` with its weights created in ``dtype`` (converting fake weights afterwards is
+    not possible), in eval mode."""
+    import torch
+
+    torch.set_default_dtype(dtype)
+    try:
+        return make().eval()
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
 def unet_case(family: str, side: int, dtype_name: str = "float16") -> int:
     import torch
     from diffusers import UNet2DConditionModel
@@ -56,11 +68,7 @@ def unet_case(family: str, side: int, dtype_name: str = "float16") -> int:
     dtype = getattr(torch, dtype_name)
 
     def build():
-        torch.set_default_dtype(dtype)
-        try:
-            return UNet2DConditionModel(**cfg).eval()
-        finally:
-            torch.set_default_dtype(torch.float32)
+        return _built_in(dtype, lambda: UNet2DConditionModel(**cfg))
 
     def run(unet):
         x, t, context, added = _unet_inputs(family, cfg, side, batch=2)  # batch 2: CFG
@@ -78,11 +86,7 @@ def vae_case(family: str, side: int, dtype_name: str, decode: bool) -> int:
     dtype = getattr(torch, dtype_name)
 
     def build():
-        torch.set_default_dtype(dtype if dtype.is_floating_point else torch.float32)
-        try:
-            return AutoencoderKL(**cfg).eval()
-        finally:
-            torch.set_default_dtype(torch.float32)
+        return _built_in(dtype, lambda: AutoencoderKL(**cfg))
 
     def run(vae):
         if decode:

@@ -13,8 +13,7 @@ from loom.runtime.devices import DevicePolicy
 from loom.runtime.model_manager import ModelManager
 from loom.runtime.upscale import model as upscale_model
 from loom.runtime.upscale.model import run_image_model
-from nodes import upscale as up_nodes
-from tests.test_upscale import ctx_for, image, rrdbnet_sd, write_model
+from tests.test_upscale import image, loaded_model, rrdbnet_sd
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -23,15 +22,9 @@ def cuda_manager() -> ModelManager:
     return ModelManager(policy=DevicePolicy.detect())
 
 
-def load(folders, name: str, sd: dict):
-    write_model(folders, name, sd)
-    (model,) = up_nodes.UpscaleModelLoader(ctx_for(folders, ModelManager())).run(name)
-    return model
-
-
 def test_upscaler_runs_in_fp16_on_cuda_and_matches_the_cpu(folders):
-    on_cpu = load(folders, "cpu.safetensors", rrdbnet_sd())
-    on_gpu = load(folders, "gpu.safetensors", rrdbnet_sd())
+    on_cpu = loaded_model(folders, "cpu.safetensors", rrdbnet_sd())
+    on_gpu = loaded_model(folders, "gpu.safetensors", rrdbnet_sd())
     img = image(96, 80)
     want = run_image_model(on_cpu, img, ModelManager(), tile=1024)
     manager = cuda_manager()
@@ -45,7 +38,7 @@ def test_upscaler_runs_in_fp16_on_cuda_and_matches_the_cpu(folders):
 
 
 def test_a_real_out_of_memory_halves_the_tile_and_gives_the_same_picture(folders):
-    model = load(folders, "wide.safetensors", rrdbnet_sd(blocks=1, nf=64))
+    model = loaded_model(folders, "wide.safetensors", rrdbnet_sd(blocks=1, nf=64))
     img = image(512, 512, seed=3)
     manager = cuda_manager()
     small = run_image_model(model, img, manager, tile=128)  # fits anywhere

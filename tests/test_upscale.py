@@ -359,8 +359,8 @@ def test_tile_memory_is_the_measured_footprint_of_the_architecture(folders):
     from loom.runtime.footprint import PeakTracker
     from loom.runtime.upscale import model as upscale_model
 
-    rrdb = load_for_tiles(folders, "rrdb.safetensors", rrdbnet_sd())
-    compact = load_for_tiles(folders, "compact.safetensors", compact_sd())
+    rrdb = loaded_model(folders, "rrdb.safetensors", rrdbnet_sd())
+    compact = loaded_model(folders, "compact.safetensors", compact_sd())
     for model in (rrdb, compact):
         measured = upscale_model._bytes_per_input_pixel(model, torch.float32)
         tracker = PeakTracker()
@@ -376,12 +376,13 @@ def test_tile_memory_is_the_measured_footprint_of_the_architecture(folders):
     tiles = [upscale_model.choose_tile(m, cpu, torch.float32) for m in (compact, rrdb)]
     assert tiles[0] >= tiles[1]
     # an architecture that fake tensors cannot follow gets the rough bound, and runs as before
-    broken = load_for_tiles(folders, "broken.safetensors", compact_sd())
+    broken = loaded_model(folders, "broken.safetensors", compact_sd())
     broken.footprint = 0.0
     assert upscale_model._bytes_per_input_pixel(broken, torch.float32) == 4 * 64 * 16 * 4
 
 
-def load_for_tiles(folders, name, sd):
+def loaded_model(folders, name: str, sd: dict):
+    """The UPSCALE_MODEL the loader node gives for ``sd`` written as ``name``."""
     write_model(folders, name, sd)
     (model,) = up_nodes.UpscaleModelLoader(ctx_for(folders)).run(name)
     return model

@@ -10,7 +10,7 @@ import logging
 
 import torch
 
-from loom.nodeapi import MAX_RESOLUTION, Float, Int, Link, Node, Output
+from loom.nodeapi import Float, Link, Node, Output, fraction, pixels
 
 log = logging.getLogger("loom.nodes")
 
@@ -31,10 +31,8 @@ class ConditioningSetArea(Node, category="conditioning", display_name="Condition
     conditioning."""
     inputs = {
         "conditioning": Link("CONDITIONING"),
-        "width": Int(64, min=64, max=MAX_RESOLUTION, step=8),
-        "height": Int(64, min=64, max=MAX_RESOLUTION, step=8),
-        "x": Int(0, min=0, max=MAX_RESOLUTION, step=8),
-        "y": Int(0, min=0, max=MAX_RESOLUTION, step=8),
+        "width": pixels(64, min=64, step=8), "height": pixels(64, min=64, step=8),
+        "x": pixels(step=8), "y": pixels(step=8),
         "strength": Float(1.0, min=0.0, max=10.0, step=0.01),
     }
     outputs = (Output("CONDITIONING"),)
@@ -99,7 +97,7 @@ class ConditioningAverage(Node, category="conditioning", display_name="Condition
     inputs = {
         "conditioning_to": Link("CONDITIONING"),
         "conditioning_from": Link("CONDITIONING"),
-        "conditioning_to_strength": Float(1.0, min=0.0, max=1.0, step=0.01),
+        "conditioning_to_strength": fraction(1.0),
     }
     outputs = (Output("CONDITIONING"),)
 
@@ -129,11 +127,8 @@ class ConditioningSetTimestepRange(Node, category="advanced/conditioning",
                                    display_name="ConditioningSetTimestepRange"):
     """Use this conditioning only for part of the schedule: from start to end, as fractions of the
     model's noise range (0 = pure noise, 1 = clean). Combine several to switch prompts mid-run."""
-    inputs = {
-        "conditioning": Link("CONDITIONING"),
-        "start": Float(0.0, min=0.0, max=1.0, step=0.001),
-        "end": Float(1.0, min=0.0, max=1.0, step=0.001),
-    }
+    inputs = {"conditioning": Link("CONDITIONING"),
+              "start": fraction(0.0, step=0.001), "end": fraction(1.0, step=0.001)}
     outputs = (Output("CONDITIONING"),)
 
     def run(self, conditioning, start, end):

@@ -11,7 +11,7 @@ residuals are added inside Loom's sampling loop (:mod:`loom.runtime.control.appl
 from __future__ import annotations
 
 from loom.files import model_path
-from loom.nodeapi import Float, Link, ModelFile, Node, Output
+from loom.nodeapi import Float, Link, ModelFile, Node, Output, fraction
 from loom.runtime.control import apply_control, load_control
 from loom.runtime.control.loader import check_kind, weights_file
 from loom.runtime.sd.common import manager_of
@@ -93,10 +93,9 @@ class ControlNetApplyAdvanced(Node, category="conditioning/controlnet", display_
         "control_net": Link("CONTROL_NET"),
         "image": Link("IMAGE"),
         "strength": _strength(),
-        "start_percent": Float(0.0, min=0.0, max=1.0, step=0.001,
-                               tooltip="Where in the schedule the control starts (0 = first step)."),
-        "end_percent": Float(1.0, min=0.0, max=1.0, step=0.001,
-                             tooltip="Where it ends (1 = last step)."),
+        "start_percent": fraction(0.0, step=0.001,
+                                  tooltip="Where in the schedule the control starts (0 = first step)."),
+        "end_percent": fraction(1.0, step=0.001, tooltip="Where it ends (1 = last step)."),
         "vae": Link("VAE", optional=True, tooltip="Not needed by SD 1.x/SDXL ControlNets."),
     }
     outputs = (Output("CONDITIONING", name="positive"), Output("CONDITIONING", name="negative"))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from loom.nodeapi import SEED_MAX, Boolean, Combo, Float, Int, Link, Node, Output
+from loom.nodeapi import SEED_MAX, Boolean, Combo, Float, Int, Link, Node, Output, fraction
 from loom.runtime.sampling import (
     CFG,
     DUAL_CFG_STYLES,
@@ -127,7 +127,7 @@ class BasicScheduler(Node, category="sampling/custom_sampling/schedulers", displ
         "model": Link("MODEL"),
         "scheduler": Combo(SCHEDULER_NAMES, default=SCHEDULER_NAMES[0]),
         "steps": Int(20, min=1, max=10000),
-        "denoise": Float(1.0, min=0.0, max=1.0, step=0.01),
+        "denoise": fraction(1.0),
     }
     outputs = (Output("SIGMAS"),)
 
@@ -181,7 +181,7 @@ class SDTurboScheduler(Node, category="sampling/custom_sampling/schedulers", dis
     inputs = {
         "model": Link("MODEL"),
         "steps": Int(1, min=1, max=10),
-        "denoise": Float(1.0, min=0.0, max=1.0, step=0.01),
+        "denoise": fraction(1.0),
     }
     outputs = (Output("SIGMAS"),)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from loom.nodeapi import Combo, Float, Int, Link, ModelFile, ModelUse, Node, Output
+from loom.nodeapi import Combo, Float, Int, Link, ModelFile, ModelUse, Node, Output, fraction
 from loom.runtime.faces.detect import DETECTORS, detect_faces
 from loom.runtime.faces.restore import FACE_PURPOSES, restore_faces
 from loom.runtime.sd.common import manager_of
@@ -58,9 +58,9 @@ class FaceRestoreWithModel(Node, category="image/face restore", display_name="Re
         "facerestore_model": Link("FACE_RESTORE_MODEL"),
         "image": Link("IMAGE"),
         "facedetection": _detector_input(),
-        "codeformer_fidelity": Float(0.5, min=0.0, max=1.0, step=0.05,
-                                     tooltip="CodeFormer only: 0 restores most, 1 keeps closest "
-                                             "to the input."),
+        "codeformer_fidelity": fraction(0.5, step=0.05,
+                                        tooltip="CodeFormer only: 0 restores most, 1 keeps closest "
+                                                "to the input."),
         "threshold": _threshold(),
         "faces": _faces(),
     }

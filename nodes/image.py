@@ -31,10 +31,8 @@ from loom.files import (
     write_atomic,
 )
 from loom.nodeapi import (
-    MAX_RESOLUTION,
     Allocation,
     Combo,
-    Float,
     Hidden,
     Int,
     Link,
@@ -42,6 +40,8 @@ from loom.nodeapi import (
     NodeResult,
     Output,
     String,
+    fraction,
+    pixels,
 )
 from loom.paths import UnsafePathError
 
@@ -356,8 +356,7 @@ class EmptyImage(Node, category="image", display_name="Empty Image"):
     """A batch of images of one solid colour (``color`` is 0xRRGGBB)."""
 
     inputs = {
-        "width": Int(512, min=1, max=MAX_RESOLUTION, step=1),
-        "height": Int(512, min=1, max=MAX_RESOLUTION, step=1),
+        "width": pixels(512, min=1), "height": pixels(512, min=1),
         "batch_size": Int(1, min=1, max=4096),
         "color": Int(0, min=0, max=0xFFFFFF, step=1, display="color"),
     }
@@ -377,9 +376,8 @@ class SolidMask(Node, category="mask", display_name="Solid Mask"):
     """A mask of one value."""
 
     inputs = {
-        "value": Float(1.0, min=0.0, max=1.0, step=0.01),
-        "width": Int(512, min=1, max=MAX_RESOLUTION),
-        "height": Int(512, min=1, max=MAX_RESOLUTION),
+        "value": fraction(1.0),
+        "width": pixels(512, min=1), "height": pixels(512, min=1),
     }
     outputs = (Output("MASK"),)
 

@@ -11,8 +11,8 @@ import math
 
 import torch
 
-from loom.nodeapi import MAX_RESOLUTION, Allocation, Combo, Float, Int, Link, Node, Output
-from loom.runtime.sampling.resize import CROP_METHODS, IMAGE_METHODS, fill_aspect, resize, scaled_size
+from loom.nodeapi import Allocation, Combo, Float, Int, Link, Node, Output, pixels
+from loom.runtime.sampling.resize import CROP_METHODS, IMAGE_METHODS, fill_aspect, resize, scaled_shape
 
 
 def scale_image(image, width: int, height: int, method: str, crop: str = "disabled"):
@@ -28,8 +28,7 @@ class ImageScale(Node, category="image/upscaling", display_name="Upscale Image")
     inputs = {
         "image": Link("IMAGE"),
         "upscale_method": Combo(IMAGE_METHODS, default=IMAGE_METHODS[0]),
-        "width": Int(512, min=0, max=MAX_RESOLUTION, step=1),
-        "height": Int(512, min=0, max=MAX_RESOLUTION, step=1),
+        "width": pixels(512), "height": pixels(512),
         "crop": Combo(CROP_METHODS, default=CROP_METHODS[0]),
     }
     outputs = (Output("IMAGE"),)
@@ -54,25 +53,29 @@ class ImageScale(Node, category="image/upscaling", display_name="Upscale Image")
         return (scale_image(image, width, height, upscale_method, crop),)
 
 
-class ImageScaleBy(Node, category="image/upscaling", display_name="Upscale Image By"):
-    inputs = {
-        "image": Link("IMAGE"),
-        "upscale_method": Combo(IMAGE_METHODS, default=IMAGE_METHODS[0]),
-        "scale_by": Float(1.0, min=0.01, max=8.0, step=0.01),
-    }
-    outputs = (Output("IMAGE"),)
+def scale_by_inputs(methods: list[str], default: float) -> dict:
+    """The method and factor widgets of the "Upscale ... By" nodes (ComfyUI's names and ranges)."""
+    return {"upscale_method": Combo(methods, default=methods[0]),
+            "scale_by": Float(default, min=0.01, max=8.0, step=0.01)}
 
-    @classmethod
-    def allocation(cls, ctx, image=None, scale_by=1.0, **_):
-        if image is None:
+
+def scale_by_allocation(input_name: str, *, channels_last: bool) -> classmethod:
+    """The ``allocation`` of an "Upscale ... By" node: its input's shape, scaled."""
+    def allocation(cls, ctx, scale_by=1.0, **inputs):
+        shape = inputs.get(input_name)
+        if shape is None:
             return None
-        b, h, w, c = image
-        w, h = scaled_size(w, h, scale_by)
-        return Allocation(((b, h, w, c),), ("scale_by",))
+        return Allocation((scaled_shape(shape, scale_by, channels_last=channels_last),), ("scale_by",))
+    return classmethod(allocation)
+
+
+class ImageScaleBy(Node, category="image/upscaling", display_name="Upscale Image By"):
+    inputs = {"image": Link("IMAGE"), **scale_by_inputs(IMAGE_METHODS, default=1.0)}
+    outputs = (Output("IMAGE"),)
+    allocation = scale_by_allocation("image", channels_last=True)
 
     def run(self, image, upscale_method, scale_by):
-        h, w = image.shape[1:3]
-        width, height = scaled_size(w, h, scale_by)
+        _, height, width, _ = scaled_shape(image.shape, scale_by, channels_last=True)
         return (scale_image(image, width, height, upscale_method),)
 
 
@@ -107,10 +110,8 @@ class ImageCrop(Node, category="image/transform", display_name="Crop Image"):
     the image take its last column/row."""
     inputs = {
         "image": Link("IMAGE"),
-        "width": Int(512, min=1, max=MAX_RESOLUTION, step=1),
-        "height": Int(512, min=1, max=MAX_RESOLUTION, step=1),
-        "x": Int(0, min=0, max=MAX_RESOLUTION, step=1),
-        "y": Int(0, min=0, max=MAX_RESOLUTION, step=1),
+        "width": pixels(512, min=1), "height": pixels(512, min=1),
+        "x": pixels(), "y": pixels(),
     }
     outputs = (Output("IMAGE"),)
 
@@ -130,9 +131,8 @@ class ImageFlip(Node, category="image/transform", display_name="Flip Image"):
     outputs = (Output("IMAGE"),)
 
     def run(self, image, flip_method):
-        if flip_method not in FLIP_METHODS:
-            raise ValueError(f"flip_method must be one of {FLIP_METHODS}, not {flip_method!r}")
-        return (torch.flip(image, dims=[1 if flip_method.startswith("x") else 2]),)
+        upside_down = self.choice("flip_method", flip_method).startswith("x")
+        return (torch.flip(image, dims=[1 if upside_down else 2]),)
 
 
 class ImageRotate(Node, category="image/transform", display_name="Rotate Image"):
@@ -141,9 +141,7 @@ class ImageRotate(Node, category="image/transform", display_name="Rotate Image")
     outputs = (Output("IMAGE"),)
 
     def run(self, image, rotation):
-        if rotation not in ROTATIONS:
-            raise ValueError(f"rotation must be one of {ROTATIONS}, not {rotation!r}")
-        quarter_turns = ROTATIONS.index(rotation)
+        quarter_turns = ROTATIONS.index(self.choice("rotation", rotation))
         # rot90 turns from its first dim towards its second: width -> height is clockwise.
         return (torch.rot90(image, k=quarter_turns, dims=[2, 1]).contiguous(),)
 
@@ -186,11 +184,9 @@ class ImagePadForOutpaint(Node, category="image", display_name="Pad Image for Ou
     border, fading in over `feathering` pixels of the old image along the padded sides."""
     inputs = {
         "image": Link("IMAGE"),
-        "left": Int(0, min=0, max=MAX_RESOLUTION, step=8),
-        "top": Int(0, min=0, max=MAX_RESOLUTION, step=8),
-        "right": Int(0, min=0, max=MAX_RESOLUTION, step=8),
-        "bottom": Int(0, min=0, max=MAX_RESOLUTION, step=8),
-        "feathering": Int(40, min=0, max=MAX_RESOLUTION, step=1),
+        "left": pixels(step=8), "top": pixels(step=8),
+        "right": pixels(step=8), "bottom": pixels(step=8),
+        "feathering": pixels(40),
     }
     outputs = (Output("IMAGE"), Output("MASK"))
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from loom.nodeapi import MAX_RESOLUTION, Boolean, Combo, Float, Int, Link, Node, Output
+from loom.nodeapi import Boolean, Combo, Float, Int, Link, Node, Output, pixels
 from loom.runtime.sampling.resize import IMAGE_METHODS
 from loom.runtime.sd import vae as vae_ops
 from loom.runtime.sd.common import manager_of
@@ -134,8 +134,7 @@ class ImageCompositeMasked(Node, category="image", display_name="ImageCompositeM
     inputs = {
         "destination": Link("IMAGE"),
         "source": Link("IMAGE"),
-        "x": Int(0, min=0, max=MAX_RESOLUTION, step=1),
-        "y": Int(0, min=0, max=MAX_RESOLUTION, step=1),
+        "x": pixels(), "y": pixels(),
         "resize_source": Boolean(False),
         "mask": Link("MASK", optional=True),
     }
@@ -216,14 +215,14 @@ class InpaintCrop(Node, category="inpaint", display_name="Inpaint Crop (around t
     inputs = {
         "image": Link("IMAGE"),
         "mask": Link("MASK"),
-        "context_expand_pixels": Int(32, min=0, max=MAX_RESOLUTION, step=1,
+        "context_expand_pixels": pixels(32,
                                      tooltip="Context added around the mask on each side."),
         "context_expand_factor": Float(1.0, min=1.0, max=100.0, step=0.01,
                                        tooltip="Grow the mask's box by this factor first."),
         "blend_pixels": Int(16, min=0, max=256, step=1,
                             tooltip="How far beyond the mask the inpainted crop fades into "
                                     "the original when stitched."),
-        "target_size": Int(512, min=64, max=MAX_RESOLUTION, step=8,
+        "target_size": pixels(512, min=64, step=8,
                            tooltip="Longer side of the crop as it is inpainted."),
         "upscale_method": Combo(IMAGE_METHODS, default="bicubic"),
     }

@@ -16,9 +16,9 @@ import safetensors.torch
 import torch
 
 from loom import files
-from loom.nodeapi import Allocation, Combo, Float, Hidden, Int, Link, Node, NodeResult, Output, String
-from loom.nodeapi.inputs import MAX_RESOLUTION
-from loom.runtime.sampling.resize import CROP_METHODS, LATENT_METHODS, fill_aspect, resize, scaled_size
+from loom.nodeapi import Allocation, Combo, Hidden, Int, Link, Node, NodeResult, Output, String, pixels
+from loom.runtime.sampling.resize import CROP_METHODS, LATENT_METHODS, fill_aspect, resize, scaled_shape
+from nodes.image_ops import scale_by_allocation, scale_by_inputs
 
 LATENT_CHANNELS = 4
 
@@ -26,8 +26,8 @@ LATENT_CHANNELS = 4
 class EmptyLatentImage(Node, category="latent", display_name="Empty Latent Image"):
     """A batch of empty (zero) latents to start txt2img from."""
     inputs = {
-        "width": Int(512, min=16, max=MAX_RESOLUTION, step=8, tooltip="Image width in pixels."),
-        "height": Int(512, min=16, max=MAX_RESOLUTION, step=8, tooltip="Image height in pixels."),
+        "width": pixels(512, min=16, step=8, tooltip="Image width in pixels."),
+        "height": pixels(512, min=16, step=8, tooltip="Image height in pixels."),
         "batch_size": Int(1, min=1, max=4096, tooltip="Number of images."),
     }
     outputs = (Output("LATENT"),)
@@ -55,8 +55,7 @@ class LatentUpscale(Node, category="latent", display_name="Upscale Latent"):
     inputs = {
         "samples": Link("LATENT"),
         "upscale_method": Combo(LATENT_METHODS, default=LATENT_METHODS[0]),
-        "width": Int(512, min=0, max=MAX_RESOLUTION, step=8),
-        "height": Int(512, min=0, max=MAX_RESOLUTION, step=8),
+        "width": pixels(512, step=8), "height": pixels(512, step=8),
         "crop": Combo(CROP_METHODS, default=CROP_METHODS[0]),
     }
     outputs = (Output("LATENT"),)
@@ -80,24 +79,12 @@ class LatentUpscale(Node, category="latent", display_name="Upscale Latent"):
 
 
 class LatentUpscaleBy(Node, category="latent", display_name="Upscale Latent By"):
-    inputs = {
-        "samples": Link("LATENT"),
-        "upscale_method": Combo(LATENT_METHODS, default=LATENT_METHODS[0]),
-        "scale_by": Float(1.5, min=0.01, max=8.0, step=0.01),
-    }
+    inputs = {"samples": Link("LATENT"), **scale_by_inputs(LATENT_METHODS, default=1.5)}
     outputs = (Output("LATENT"),)
-
-    @classmethod
-    def allocation(cls, ctx, samples=None, scale_by=1.0, **_):
-        if samples is None:
-            return None
-        b, c, h, w = samples
-        w, h = scaled_size(w, h, scale_by)
-        return Allocation(((b, c, h, w),), ("scale_by",))
+    allocation = scale_by_allocation("samples", channels_last=False)
 
     def run(self, samples, upscale_method, scale_by):
-        h, w = samples["samples"].shape[-2:]
-        width, height = scaled_size(w, h, scale_by)
+        height, width = scaled_shape(samples["samples"].shape, scale_by, channels_last=False)[-2:]
         return (_upscaled(samples, width, height, upscale_method, "disabled"),)
 
 

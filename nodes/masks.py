@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from loom.nodeapi import MAX_RESOLUTION, Boolean, Combo, Float, Int, Link, Node, Output
+from loom.nodeapi import MAX_RESOLUTION, Boolean, Combo, Int, Link, Node, Output, fraction, pixels
 
 CHANNELS = ["red", "green", "blue", "alpha"]
 COMPOSITE_OPERATIONS = ["multiply", "add", "subtract", "and", "or", "xor"]
@@ -94,7 +94,7 @@ class MaskToImage(Node, category="mask", display_name="Convert Mask to Image"):
 
 class ThresholdMask(Node, category="mask", display_name="Threshold Mask"):
     """1 where the mask is above value, 0 elsewhere."""
-    inputs = {"mask": Link("MASK"), "value": Float(0.5, min=0.0, max=1.0, step=0.01)}
+    inputs = {"mask": Link("MASK"), "value": fraction(0.5)}
     outputs = (Output("MASK"),)
 
     def run(self, mask, value):
@@ -120,10 +120,7 @@ class FeatherMask(Node, category="mask", display_name="Feather Mask"):
     """Fade the mask linearly to 0 over the given number of pixels at each edge."""
     inputs = {
         "mask": Link("MASK"),
-        "left": Int(0, min=0, max=MAX_RESOLUTION, step=1),
-        "top": Int(0, min=0, max=MAX_RESOLUTION, step=1),
-        "right": Int(0, min=0, max=MAX_RESOLUTION, step=1),
-        "bottom": Int(0, min=0, max=MAX_RESOLUTION, step=1),
+        "left": pixels(), "top": pixels(), "right": pixels(), "bottom": pixels(),
     }
     outputs = (Output("MASK"),)
 
@@ -137,15 +134,13 @@ class MaskComposite(Node, category="mask", display_name="Mask Composite"):
     inputs = {
         "destination": Link("MASK"),
         "source": Link("MASK"),
-        "x": Int(0, min=0, max=MAX_RESOLUTION, step=1),
-        "y": Int(0, min=0, max=MAX_RESOLUTION, step=1),
+        "x": pixels(), "y": pixels(),
         "operation": Combo(COMPOSITE_OPERATIONS, default="multiply"),
     }
     outputs = (Output("MASK"),)
 
     def run(self, destination, source, x, y, operation):
-        if operation not in COMPOSITE_OPERATIONS:
-            raise ValueError(f"operation must be one of {COMPOSITE_OPERATIONS}, not {operation!r}")
+        self.choice("operation", operation)
         dst, src = as_mask_batch(destination), as_mask_batch(source)
         b = max(dst.shape[0], src.shape[0])
         out = dst.expand(b, -1, -1).clone()
@@ -172,10 +167,8 @@ class CropMask(Node, category="mask", display_name="Crop Mask"):
     """A width x height rectangle of the mask from (x, y), cut short at its edge."""
     inputs = {
         "mask": Link("MASK"),
-        "x": Int(0, min=0, max=MAX_RESOLUTION, step=1),
-        "y": Int(0, min=0, max=MAX_RESOLUTION, step=1),
-        "width": Int(512, min=1, max=MAX_RESOLUTION, step=1),
-        "height": Int(512, min=1, max=MAX_RESOLUTION, step=1),
+        "x": pixels(), "y": pixels(),
+        "width": pixels(512, min=1), "height": pixels(512, min=1),
     }
     outputs = (Output("MASK"),)
 

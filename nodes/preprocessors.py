@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from loom.nodeapi import MAX_RESOLUTION, SEED_MAX, Allocation, Combo, Float, Int, Link, Node, Output
+from loom.nodeapi import SEED_MAX, Allocation, Combo, Float, Int, Link, Node, Output, fraction, pixels
 from loom.runtime.annotators import classic, frames
 from loom.runtime.sd.common import manager_of
 
@@ -31,8 +31,14 @@ SWITCH = ["enable", "disable"]
 
 
 def _resolution() -> Int:
-    return Int(512, min=64, max=MAX_RESOLUTION, step=64,
-               tooltip="Short side the annotator works at (the aspect ratio is kept).")
+    return pixels(512, min=64, step=64,
+                  tooltip="Short side the annotator works at (the aspect ratio is kept).")
+
+
+def _inputs(**options) -> dict:
+    """A preprocessor's inputs: the image, its own options, the resolution (in this order, as
+    comfyui_controlnet_aux declares them)."""
+    return {"image": Link("IMAGE"), **options, "resolution": _resolution()}
 
 
 def _switch(default: str = "enable") -> Combo:
@@ -106,12 +112,10 @@ class Canny(Node, category="image/preprocessors", display_name="Canny"):
 
 class CannyEdgePreprocessor(_Preprocessor, category=LINES, display_name="Canny Edge"):
     """Edges by OpenCV's Canny (thresholds on its 0..255 gradient scale)."""
-    inputs = {
-        "image": Link("IMAGE"),
-        "low_threshold": Int(100, min=0, max=255, step=1),
-        "high_threshold": Int(200, min=0, max=255, step=1),
-        "resolution": _resolution(),
-    }
+    inputs = _inputs(
+        low_threshold=Int(100, min=0, max=255, step=1),
+        high_threshold=Int(200, min=0, max=255, step=1),
+    )
 
     def run(self, image, low_threshold=100, high_threshold=200, resolution=512):
         return (self.each(image, resolution,
@@ -133,12 +137,10 @@ class ShufflePreprocessor(_Preprocessor, category="ControlNet Preprocessors/T2IA
 
 class LineartStandardPreprocessor(_Preprocessor, category=LINES, display_name="Standard Lineart"):
     """Dark lines found by comparing each pixel with its blurred surroundings."""
-    inputs = {
-        "image": Link("IMAGE"),
-        "guassian_sigma": Float(6.0, min=0.01, max=100.0, step=0.01),  # sic: the pack's name
-        "intensity_threshold": Int(8, min=0, max=16, step=1),
-        "resolution": _resolution(),
-    }
+    inputs = _inputs(
+        guassian_sigma=Float(6.0, min=0.01, max=100.0, step=0.01),  # sic: the pack's name
+        intensity_threshold=Int(8, min=0, max=16, step=1),
+    )
 
     def run(self, image, guassian_sigma=6.0, intensity_threshold=8, resolution=512):
         return (self.each(image, resolution, lambda p: classic.lineart_standard(
@@ -147,11 +149,7 @@ class LineartStandardPreprocessor(_Preprocessor, category=LINES, display_name="S
 
 class TilePreprocessor(_Preprocessor, category=OTHERS, display_name="Tile"):
     """A blurred image (down and up a Gaussian pyramid) for tile ControlNets."""
-    inputs = {
-        "image": Link("IMAGE"),
-        "pyrUp_iters": Int(3, min=1, max=10, step=1),
-        "resolution": _resolution(),
-    }
+    inputs = _inputs(pyrUp_iters=Int(3, min=1, max=10, step=1))
 
     def run(self, image, pyrUp_iters=3, resolution=512):  # noqa: N803  (the pack's input name)
         return (self.each(image, resolution, lambda p: classic.tile_blur(p, pyrUp_iters), pad=False),)
@@ -159,11 +157,8 @@ class TilePreprocessor(_Preprocessor, category=OTHERS, display_name="Tile"):
 
 class ImageBlur(Node, category="image/postprocessing", display_name="Image Blur"):
     """Gaussian blur with a (2 * blur_radius + 1)-pixel kernel; edges reflect."""
-    inputs = {
-        "image": Link("IMAGE"),
-        "blur_radius": Int(1, min=1, max=31, step=1),
-        "sigma": Float(1.0, min=0.1, max=10.0, step=0.1),
-    }
+    inputs = {"image": Link("IMAGE"), "blur_radius": Int(1, min=1, max=31, step=1),
+              "sigma": Float(1.0, min=0.1, max=10.0, step=0.1)}
     outputs = (Output("IMAGE"),)
 
     def run(self, image, blur_radius, sigma):
@@ -185,12 +180,6 @@ def gaussian_blur(image: torch.Tensor, radius: int, sigma: float) -> torch.Tenso
     return x.movedim(1, -1).clamp(0, 1).to(image.dtype)
 
 
-def _pose_inputs() -> dict:
-    """The pose preprocessors' inputs: which parts to draw, at which resolution."""
-    return {"image": Link("IMAGE"), "detect_hand": _switch(), "detect_body": _switch(),
-            "detect_face": _switch(), "resolution": _resolution()}
-
-
 # -- MediaPipe (weights ship with the package) ----------------------------------------------------
 
 
@@ -198,7 +187,7 @@ class _PosePreprocessor(_Preprocessor, category=POSES):
     """Poses drawn as an OpenPose skeleton, with their OpenPose JSON (POSE_KEYPOINT); a subclass
     says how poses are found (``pose_finder``)."""
 
-    inputs = _pose_inputs()
+    inputs = _inputs(detect_hand=_switch(), detect_body=_switch(), detect_face=_switch())
     outputs = (Output("IMAGE"), Output("POSE_KEYPOINT"))
 
     def pose_finder(self, hands: bool, face: bool):
@@ -237,14 +226,13 @@ class MediaPipeOpenPosePreprocessor(_PosePreprocessor,
 
 
 class MediaPipeFaceMeshPreprocessor(_Preprocessor, category=POSES, display_name="MediaPipe Face Mesh"):
-    """MediaPipe's face mesh drawn for the MediaPipe-face ControlNet."""
+    """MediaPipe's face mesh drawn for the MediaPipe-face ControlNet: up to max_faces faces, each
+    found with at least min_confidence."""
     class_type = "MediaPipe-FaceMeshPreprocessor"
-    inputs = {
-        "image": Link("IMAGE"),
-        "max_faces": Int(10, min=1, max=50, step=1),
-        "min_confidence": Float(0.5, min=0.01, max=1.0, step=0.01),
-        "resolution": _resolution(),
-    }
+    inputs = _inputs(
+        max_faces=Int(10, min=1, max=50, step=1),
+        min_confidence=Float(0.5, min=0.01, max=1.0, step=0.01),
+    )
 
     def run(self, image, max_faces=10, min_confidence=0.5, resolution=512):
         from controlnet_aux.mediapipe_face import MediapipeFaceDetector
@@ -261,9 +249,8 @@ class MediaPipeMask(Node, category="mask", display_name="Person / Face Mask (Med
     inputs = {
         "image": Link("IMAGE"),
         "target": Combo(["person", "face"], default="person"),
-        "threshold": Float(0.5, min=0.0, max=1.0, step=0.01,
-                           tooltip="person: segmentation confidence kept; face: detection "
-                                   "confidence."),
+        "threshold": fraction(0.5, tooltip="person: segmentation confidence kept; face: detection "
+                                           "confidence."),
         "max_faces": Int(10, min=1, max=50, step=1),
     }
     outputs = (Output("MASK"),)
@@ -328,7 +315,7 @@ class _AuxNetwork(_Preprocessor):
     """A controlnet-aux network annotator (``aux_key``) with no options but the resolution."""
 
     aux_key = ""
-    inputs = {"image": Link("IMAGE"), "resolution": _resolution()}
+    inputs = _inputs()
 
     def run(self, image, resolution=512):
         return (self.aux_each(self.aux_key, image, resolution),)
@@ -337,7 +324,7 @@ class _AuxNetwork(_Preprocessor):
 class _SafeAuxNetwork(_AuxNetwork):
     """A soft-edge annotator with the pack's ``safe`` switch (quantised, cleaner edges)."""
 
-    inputs = {"image": Link("IMAGE"), "safe": _switch(), "resolution": _resolution()}
+    inputs = _inputs(safe=_switch())
     options: dict = {}
 
     def run(self, image, safe="enable", resolution=512):
@@ -361,7 +348,7 @@ class PiDiNetPreprocessor(_SafeAuxNetwork, category=LINES, display_name="PiDiNet
 
 class LineArtPreprocessor(_Preprocessor, category=LINES, display_name="Realistic Lineart"):
     """Line art by the lineart network (models/annotators/sk_model.pth; coarse: sk_model2.pth)."""
-    inputs = {"image": Link("IMAGE"), "coarse": _switch("disable"), "resolution": _resolution()}
+    inputs = _inputs(coarse=_switch("disable"))
 
     def run(self, image, coarse="disable", resolution=512):
         from controlnet_aux.lineart import LineartDetector
@@ -382,24 +369,20 @@ class AnimeLineArtPreprocessor(_AuxNetwork, category=LINES, display_name="Anime 
 class MLSDPreprocessor(_Preprocessor, category=LINES, display_name="M-LSD Lines"):
     """Straight lines by M-LSD (models/annotators/mlsd_large_512_fp32.pth)."""
     class_type = "M-LSDPreprocessor"
-    inputs = {
-        "image": Link("IMAGE"),
-        "score_threshold": Float(0.1, min=0.01, max=2.0, step=0.01),
-        "dist_threshold": Float(0.1, min=0.01, max=20.0, step=0.01),
-        "resolution": _resolution(),
-    }
+    inputs = _inputs(
+        score_threshold=Float(0.1, min=0.01, max=2.0, step=0.01),
+        dist_threshold=Float(0.1, min=0.01, max=20.0, step=0.01),
+    )
 
     def run(self, image, score_threshold=0.1, dist_threshold=0.1, resolution=512):
         return (self.aux_each("mlsd", image, resolution, thr_v=score_threshold, thr_d=dist_threshold),)
 
 
 class _MidasPreprocessor(_Preprocessor, category=NORMAL_DEPTH):
-    inputs = {
-        "image": Link("IMAGE"),
-        "a": Float(np.pi * 2.0, min=0.0, max=np.pi * 5.0, step=0.05),
-        "bg_threshold": Float(0.1, min=0.0, max=1.0, step=0.05),
-        "resolution": _resolution(),
-    }
+    inputs = _inputs(
+        a=Float(np.pi * 2.0, min=0.0, max=np.pi * 5.0, step=0.05),
+        bg_threshold=fraction(0.1, step=0.05),
+    )
     want_normal = False
 
     def run(self, image, a=np.pi * 2.0, bg_threshold=0.1, resolution=512):
@@ -431,15 +414,10 @@ class BAENormalMapPreprocessor(_AuxNetwork, category=NORMAL_DEPTH, display_name=
     aux_key = "normal_bae"
 
 
-def _depth_anything_inputs(files: tuple[str, ...]) -> dict:
-    return {"image": Link("IMAGE"), "ckpt_name": Combo(list(files), default=files[0]),
-            "resolution": _resolution()}
-
-
 class DepthAnythingPreprocessor(_Preprocessor, category=NORMAL_DEPTH, display_name="Depth Anything"):
     """Relative depth (near = bright) by Depth Anything (models/annotators/<ckpt_name>)."""
     files = ("depth_anything_vitl14.pth", "depth_anything_vitb14.pth", "depth_anything_vits14.pth")
-    inputs = _depth_anything_inputs(files)
+    inputs = _inputs(ckpt_name=Combo(list(files), default=files[0]))
 
     def run(self, image, ckpt_name, resolution=512):
         detector, modules = self.annotator(ckpt_name)
@@ -450,7 +428,7 @@ class DepthAnythingPreprocessor(_Preprocessor, category=NORMAL_DEPTH, display_na
 class DepthAnythingV2Preprocessor(DepthAnythingPreprocessor, display_name="Depth Anything V2"):
     """Relative depth (near = bright) by Depth Anything V2 (models/annotators/<ckpt_name>)."""
     files = ("depth_anything_v2_vitl.pth", "depth_anything_v2_vitb.pth", "depth_anything_v2_vits.pth")
-    inputs = _depth_anything_inputs(files)
+    inputs = _inputs(ckpt_name=Combo(list(files), default=files[0]))
 
 
 NODES = [Canny, CannyEdgePreprocessor, ShufflePreprocessor, LineartStandardPreprocessor,

@@ -8,7 +8,7 @@ CLIPTextEncodeSDXL stores the sizes it is given.
 
 from __future__ import annotations
 
-from loom.nodeapi import MAX_RESOLUTION, Int, Link, ModelUse, Node, Output, String
+from loom.nodeapi import Int, Link, ModelUse, Node, Output, String, pixels
 from loom.runtime.sd.common import manager_of
 from loom.runtime.sd.text import encode_text
 from loom.runtime.working_memory import text_encoder_bytes
@@ -55,12 +55,9 @@ class CLIPTextEncodeSDXL(Node, category="advanced/conditioning", display_name="C
     conditioning."""
     inputs = {
         "clip": Link("CLIP"),
-        "width": Int(1024, min=0, max=MAX_RESOLUTION),
-        "height": Int(1024, min=0, max=MAX_RESOLUTION),
-        "crop_w": Int(0, min=0, max=MAX_RESOLUTION),
-        "crop_h": Int(0, min=0, max=MAX_RESOLUTION),
-        "target_width": Int(1024, min=0, max=MAX_RESOLUTION),
-        "target_height": Int(1024, min=0, max=MAX_RESOLUTION),
+        "width": pixels(1024), "height": pixels(1024),
+        "crop_w": pixels(), "crop_h": pixels(),
+        "target_width": pixels(1024), "target_height": pixels(1024),
         "text_g": String("", multiline=True, dynamic_prompts=True, tooltip="Prompt for OpenCLIP bigG."),
         "text_l": String("", multiline=True, dynamic_prompts=True, tooltip="Prompt for CLIP-L."),
     }

@@ -7,7 +7,19 @@ The work is done by :func:`loom.runtime.sampling.sample`; see it for the semanti
 
 from __future__ import annotations
 
-from loom.nodeapi import SEED_MAX, Allocation, Combo, Float, Int, Link, ModelUse, Node, Output, RunContext
+from loom.nodeapi import (
+    SEED_MAX,
+    Allocation,
+    Combo,
+    Float,
+    Int,
+    Link,
+    ModelUse,
+    Node,
+    Output,
+    RunContext,
+    fraction,
+)
 from loom.runtime.model_manager import ModelManager
 from loom.runtime.sampling import SAMPLER_NAMES, SCHEDULER_NAMES, sample, unsupported_reason
 
@@ -86,9 +98,8 @@ class KSampler(_Sampler, category="sampling", display_name="KSampler"):
         "seed": Int(0, min=0, max=SEED_MAX, control_after_generate=True,
                     tooltip="The seed of the initial noise (and of ancestral/SDE solvers)."),
         **_sampler_inputs(),
-        "denoise": Float(1.0, min=0.0, max=1.0, step=0.01,
-                         tooltip="How much of the schedule to run: below 1 keeps part of the "
-                                 "input latent (img2img)."),
+        "denoise": fraction(1.0, tooltip="How much of the schedule to run: below 1 keeps part of the "
+                                         "input latent (img2img)."),
     }
     outputs = (Output("LATENT"),)
 

@@ -90,14 +90,18 @@ class VAEDecode(Node, category="latent", display_name="VAE Decode"):
         return _decoded(samples)
 
     def uses(self, samples, vae):
+        """A whole decode's working memory (the low-memory retry decodes in tiles: less)."""
         return decode_use(self.ctx, vae, samples)
 
     def run(self, samples, vae):
         z = _samples(vae, samples)
         if self.ctx.low_memory:  # the retry after running out of memory: in tiles
-            return (vae_ops.decode_tiled(vae, z, tile_size=512, overlap=64,
-                                         manager=manager_of(self.ctx), progress=self.ctx.progress),)
+            return self.in_tiles(vae, z, tile_size=512, overlap=64)
         return (vae_ops.decode(vae, z, manager=manager_of(self.ctx)),)
+
+    def in_tiles(self, vae, z, tile_size: int, overlap: int) -> tuple:
+        return (vae_ops.decode_tiled(vae, z, tile_size=tile_size, overlap=min(overlap, tile_size // 4),
+                                     manager=manager_of(self.ctx), progress=self.ctx.progress),)
 
 
 class VAEEncode(Node, category="latent", display_name="VAE Encode"):
@@ -109,16 +113,19 @@ class VAEEncode(Node, category="latent", display_name="VAE Encode"):
     def allocation(cls, ctx, pixels=None, **_):
         return _encoded(pixels)
 
-    def uses(self, pixels, vae):
+    def uses(self, pixels, vae, **_):
         return encode_use(self.ctx, vae, pixels)
 
     def run(self, pixels, vae):
         _check_vae(vae)
         if self.ctx.low_memory:  # the retry after running out of memory: in tiles
-            return (_tagged(vae, vae_ops.encode_tiled(vae, pixels, tile_size=512, overlap=64,
-                                                      manager=manager_of(self.ctx),
-                                                      progress=self.ctx.progress)),)
+            return self.in_tiles(vae, pixels, tile_size=512, overlap=64)
         return (_tagged(vae, vae_ops.encode(vae, pixels, manager=manager_of(self.ctx))),)
+
+    def in_tiles(self, vae, pixels, tile_size: int, overlap: int) -> tuple:
+        z = vae_ops.encode_tiled(vae, pixels, tile_size=tile_size, overlap=min(overlap, tile_size // 4),
+                                 manager=manager_of(self.ctx), progress=self.ctx.progress)
+        return (_tagged(vae, z),)
 
 
 def _tile_inputs(tile_step: int) -> dict:
@@ -131,46 +138,30 @@ def _tile_inputs(tile_step: int) -> dict:
     }
 
 
-class VAEDecodeTiled(Node, category="_for_testing", display_name="VAE Decode (Tiled)"):
+class VAEDecodeTiled(VAEDecode, category="_for_testing", display_name="VAE Decode (Tiled)"):
     """Decodes latents tile by tile (less memory for big images); tiles are blended."""
     inputs = {"samples": Link("LATENT"), "vae": Link("VAE"), **_tile_inputs(tile_step=32)}
-    outputs = (Output("IMAGE"),)
-
-    @classmethod
-    def allocation(cls, ctx, samples=None, **_):
-        return _decoded(samples)
 
     def uses(self, samples, vae, tile_size=512, **_):
         return decode_use(self.ctx, vae, samples, tile=tile_size)
 
     def run(self, samples, vae, tile_size=512, overlap=64, temporal_size=64, temporal_overlap=8):
-        z = _samples(vae, samples)
-        overlap = min(overlap, tile_size // 4)
-        return (vae_ops.decode_tiled(vae, z, tile_size=tile_size, overlap=overlap,
-                                     manager=manager_of(self.ctx), progress=self.ctx.progress),)
+        return self.in_tiles(vae, _samples(vae, samples), tile_size, overlap)
 
 
-class VAEEncodeTiled(Node, category="_for_testing", display_name="VAE Encode (Tiled)"):
+class VAEEncodeTiled(VAEEncode, category="_for_testing", display_name="VAE Encode (Tiled)"):
     """Encodes images tile by tile (less memory for big images); tiles are blended."""
     inputs = {"pixels": Link("IMAGE"), "vae": Link("VAE"), **_tile_inputs(tile_step=64)}
-    outputs = (Output("LATENT"),)
-
-    @classmethod
-    def allocation(cls, ctx, pixels=None, **_):
-        return _encoded(pixels)
 
     def uses(self, pixels, vae, tile_size=512, **_):
         return encode_use(self.ctx, vae, pixels, tile=tile_size)
 
     def run(self, pixels, vae, tile_size=512, overlap=64, temporal_size=64, temporal_overlap=8):
         _check_vae(vae)
-        overlap = min(overlap, tile_size // 4)
-        z = vae_ops.encode_tiled(vae, pixels, tile_size=tile_size, overlap=overlap,
-                                 manager=manager_of(self.ctx), progress=self.ctx.progress)
-        return (_tagged(vae, z),)
+        return self.in_tiles(vae, pixels, tile_size, overlap)
 
 
-class VAEEncodeForInpaint(Node, category="latent/inpaint", display_name="VAE Encode (for Inpainting)"):
+class VAEEncodeForInpaint(VAEEncode, category="latent/inpaint", display_name="VAE Encode (for Inpainting)"):
     """Encodes an image for inpainting: the masked area is set to neutral grey before encoding and
     the (grown) mask becomes the latent's noise mask."""
     inputs = {
@@ -179,14 +170,6 @@ class VAEEncodeForInpaint(Node, category="latent/inpaint", display_name="VAE Enc
         "mask": Link("MASK"),
         "grow_mask_by": Int(6, min=0, max=64, step=1),
     }
-    outputs = (Output("LATENT"),)
-
-    @classmethod
-    def allocation(cls, ctx, pixels=None, **_):
-        return _encoded(pixels)
-
-    def uses(self, pixels, vae, **_):
-        return encode_use(self.ctx, vae, pixels)
 
     def run(self, pixels, vae, mask, grow_mask_by=6):
         _check_vae(vae)

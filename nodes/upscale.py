@@ -9,8 +9,8 @@ with progress per tile and interrupt between tiles.
 
 from __future__ import annotations
 
-from loom.nodeapi import MAX_RESOLUTION, Combo, Float, Int, Link, ModelFile, ModelUse, Node, Output
-from loom.runtime.sampling.resize import IMAGE_METHODS, fill_aspect, resize, scaled_size
+from loom.nodeapi import Combo, Float, Link, ModelFile, ModelUse, Node, Output, pixels
+from loom.runtime.sampling.resize import IMAGE_METHODS, fill_aspect, resize, scaled_shape
 from loom.runtime.sd.common import manager_of
 from loom.runtime.upscale.model import load_model_file, run_image_model
 
@@ -65,8 +65,7 @@ class ImageUpscaleWithModelBy(Node, category="image/upscaling",
     outputs = (Output("IMAGE"),)
 
     def run(self, upscale_model, image, scale_by, resize_method):
-        h, w = image.shape[1:3]
-        width, height = scaled_size(w, h, scale_by)
+        _, height, width, _ = scaled_shape(image.shape, scale_by, channels_last=True)
         return (_resize(_upscale(self.ctx, upscale_model, image), width, height, resize_method),)
 
 
@@ -77,8 +76,7 @@ class ImageUpscaleWithModelToSize(Node, category="image/upscaling",
     inputs = {
         "upscale_model": Link("UPSCALE_MODEL"),
         "image": Link("IMAGE"),
-        "width": Int(2048, min=0, max=MAX_RESOLUTION, step=1),
-        "height": Int(0, min=0, max=MAX_RESOLUTION, step=1),
+        "width": pixels(2048), "height": pixels(),
         "resize_method": Combo(IMAGE_METHODS, default="area"),
     }
     outputs = (Output("IMAGE"),)

@@ -16,6 +16,8 @@ from loom.nodeapi.inputs import (
     Link,
     ModelFile,
     String,
+    fraction,
+    pixels,
 )
 from loom.nodeapi.node import (
     ALWAYS_RUN,
@@ -33,5 +35,5 @@ __all__ = [
     "ALWAYS_RUN", "MAX_RESOLUTION", "SEED_MAX", "Allocation", "Boolean", "Combo", "Float",
     "Hidden", "Input", "InputError", "Int",
     "Interrupted", "Link", "ModelFile", "ModelUse", "Node", "NodeRegistry", "NodeResult", "Output",
-    "PackInfo", "RunContext", "String",
+    "PackInfo", "RunContext", "String", "fraction", "pixels",
 ]

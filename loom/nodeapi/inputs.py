@@ -128,6 +128,11 @@ class Int(Input):
         return value
 
 
+def pixels(default: int = 0, *, min: int = 0, step: int = 1, **options: Any) -> Int:
+    """An Int for a length or an offset in pixels: from ``min`` up to MAX_RESOLUTION."""
+    return Int(default, min=min, max=MAX_RESOLUTION, step=step, **options)
+
+
 @dataclass(kw_only=True)
 class Float(Input):
     type: str = field(default="FLOAT", init=False)
@@ -185,6 +190,11 @@ class String(Input):
             raise InputError("invalid_input_type", f"'{self.name}' must be a string",
                              {"received_value": _shown(value)})
         return value
+
+
+def fraction(default: float, *, step: float = 0.01, **options: Any) -> Float:
+    """A Float for a share of something: from 0 to 1."""
+    return Float(default, min=0.0, max=1.0, step=step, **options)
 
 
 @dataclass(kw_only=True)

@@ -180,6 +180,15 @@ class Node:
         return "\n".join(" ".join(p.split()) for p in paragraphs).strip()
 
     @classmethod
+    def choice(cls, name: str, value: str) -> str:
+        """``value`` if it is one of the choices of the Combo input ``name``, else a ValueError
+        (validation checks prompts already; this covers ``run`` called directly)."""
+        choices = cls.inputs[name].resolve_choices()
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {choices}, not {value!r}")
+        return value
+
+    @classmethod
     def fingerprint(cls, ctx: RunContext, **inputs: Any) -> Any:
         """The "changed since last time" hook (ComfyUI's IS_CHANGED).
 

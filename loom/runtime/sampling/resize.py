@@ -9,6 +9,8 @@ linearly, which keeps the latents' norm where plain bilinear would shrink it).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,6 +35,15 @@ def fill_aspect(width: int, height: int, w: int, h: int, minimum: int = 1) -> tu
 def scaled_size(width: int, height: int, factor: float) -> tuple[int, int]:
     """``(width, height)`` times ``factor``, rounded, at least 1 (the "Upscale ... By" nodes)."""
     return max(1, round(width * factor)), max(1, round(height * factor))
+
+
+def scaled_shape(shape: Sequence[int], factor: float, *, channels_last: bool) -> tuple[int, ...]:
+    """An IMAGE shape (b, h, w, c: ``channels_last``) or a LATENT one (b, c, h, w) with its height
+    and width times ``factor``, rounded as :func:`scaled_size` does."""
+    h_axis = len(shape) - (3 if channels_last else 2)
+    out = list(shape)
+    out[h_axis + 1], out[h_axis] = scaled_size(shape[h_axis + 1], shape[h_axis], factor)
+    return tuple(out)
 
 
 def center_crop_to_aspect(x: torch.Tensor, width: int, height: int) -> torch.Tensor:

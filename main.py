@@ -17,6 +17,15 @@ from loom.paths import Folders  # noqa: E402
 
 log = logging.getLogger("loom")
 
+VRAM_HELP = """where model weights live: 'high' (all stay on the GPU), 'normal' (the models a node
+needs are loaded, least recently used ones go back to the CPU when the next do not fit), 'low' (as
+normal, but models bigger than half the budget are streamed to the GPU block by block), 'none'
+(every model streamed layer by layer: least VRAM, slowest), 'cpu'. 'auto' picks from the free VRAM
+at start: 16 GB or more high, 7 GB normal, 1 GB low, below none"""
+PREVIEW_HELP = """live previews while sampling, for the clients that ask for them (the editor does; plain
+API clients get none): 'latent2rgb' (a cheap projection of the latent, each step) or 'none'. A prompt
+may choose its own with extra_data.preview_method"""
+
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows defaults, except where there is none or the help text already says it."""
@@ -106,22 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--history-max-items", type=int, default=10_000,
                      help="finished prompts kept in the history")
     run.add_argument("--cpu", action="store_true", help="compute on the CPU even if a GPU is present")
-    run.add_argument("--vram", choices=VRAM_CHOICES, default="auto",
-                     help="where model weights live: 'high' (all stay on the GPU), 'normal' (the "
-                          "models a node needs are loaded, least recently used ones go back to "
-                          "the CPU when the next do not fit), 'low' (as normal, but models bigger "
-                          "than half the budget are streamed to the GPU block by block), 'none' "
-                          "(every model streamed layer by layer: least VRAM, slowest), 'cpu'. "
-                          "'auto' picks from the free VRAM at start: 16 GB or more high, 7 GB "
-                          "normal, 1 GB low, below none")
+    run.add_argument("--vram", choices=VRAM_CHOICES, default="auto", help=VRAM_HELP)
     run.add_argument("--reserve-vram", type=float, default=None, metavar="GB",
                      help="VRAM left unused for other programs and the driver (default 0.75)")
     run.add_argument("--preview-method", choices=("latent2rgb", "none"), default="latent2rgb",
-                     help="live previews while sampling, for the clients that ask for them "
-                          "(the editor does; plain API clients get none): 'latent2rgb' (a cheap "
-                          "projection of the latent, each step) or 'none'. A prompt may choose "
-                          "its own with extra_data.preview_method")
-
+                     help=PREVIEW_HELP)
     run.add_argument("--disable-metadata", action="store_true",
                      help="save images and latents without the prompt and workflow in them")
     misc = p.add_argument_group("other")

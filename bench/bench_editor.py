@@ -112,8 +112,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5, help="runs of each load measurement (median)")
     parser.add_argument("--frames", type=int, default=120, help="frames per pan measurement (8 px each)")
-    parser.add_argument("--width", type=int, default=1600, help="browser viewport width (px)")
-    parser.add_argument("--height", type=int, default=900, help="browser viewport height (px)")
+    parser.add_argument("--width", type=int, default=1600, metavar="PX", help="browser viewport width (px)")
+    parser.add_argument("--height", type=int, default=900, metavar="PX", help="browser viewport height (px)")
     args = parser.parse_args()
     exe = chromium_executable()
     if exe is None:

@@ -51,8 +51,8 @@ def wait_done(url: str, prompt_id: str, timeout: float = 120) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prompts", type=int, default=400, help="distinct prompts queued, one after another")
-    ap.add_argument("--size", type=int, default=512, help="side of each prompt's image (px)")
-    ap.add_argument("--budget-mb", type=int, default=256, help="the server's --cache-max-ram-mb")
+    ap.add_argument("--size", type=int, default=512, metavar="PX", help="side of each prompt's image (px)")
+    ap.add_argument("--budget-mb", type=int, default=256, metavar="MB", help="the server's cache budget")
     ap.add_argument("--every", type=int, default=50, help="print the server's RSS every N prompts")
     ap.add_argument("--workers", type=int, default=1, help="the server's --workers")
     args = ap.parse_args()

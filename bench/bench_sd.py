@@ -120,13 +120,13 @@ def loom_prompt(args, run: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--size", type=int, default=256, help="image width and height (pixels)")
+    ap.add_argument("--size", type=int, default=256, metavar="PX", help="image width and height (pixels)")
     ap.add_argument("--steps", type=int, default=10, help="sampling steps per run")
     ap.add_argument("--cfg", type=float, default=7.5, help="guidance scale (both runs)")
     ap.add_argument("--repeat", type=int, default=7, help="timed runs of each (after a warm-up)")
     ap.add_argument("--channels", default="128,256,512,512", help="UNet block_out_channels")
     ap.add_argument("--text-width", type=int, default=512, help="text encoder hidden size")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--threads", type=int, default=0, metavar="N", help="torch threads (0: torch's default)")
     ap.add_argument("--separate-weights", dest="shared_modules", action="store_false",
                     help="let diffusers load its own copy of the weights (default: the pipeline "
                          "is built from the very modules Loom loaded)")

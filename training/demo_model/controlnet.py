@@ -26,12 +26,12 @@ import torch
 
 from training.demo_model import architecture, scenes
 from training.demo_model.train import (
+    TrainingRun,
     _caption,
     _images,
     _log,
     _progress,
     noise_weight,
-    run_folder,
     run_options,
 )
 
@@ -77,16 +77,15 @@ def write_controlnet(path: str | Path, controlnet, info: dict | None = None) -> 
     return path
 
 
-class ControlRun:
+class ControlRun(TrainingRun):
     def __init__(self, args):
         from loom.runtime.sd.loader import load_checkpoint
 
-        self.args = args
-        self.dir, self.device = run_folder(args)
+        super().__init__(args)
         model, clip, vae = load_checkpoint(args.checkpoint)
-        self.unet = model.unet.float().to(self.device).eval().requires_grad_(False)
-        self.text = clip.encoders[0].float().to(self.device).eval().requires_grad_(False)
-        self.vae = vae.vae.float().to(self.device).eval().requires_grad_(False)
+        # The demo model itself stays as it is: only the ControlNet learns.
+        self.unet, self.text, self.vae = (m.float().to(self.device).eval().requires_grad_(False)
+                                          for m in (model.unet, clip.encoders[0], vae.vae))
         torch.manual_seed(args.seed)
         self.controlnet = build_controlnet(self.unet).to(self.device).train()
         self.opt = torch.optim.AdamW(self.controlnet.parameters(), lr=args.lr, weight_decay=0.01)

@@ -77,11 +77,15 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name if name != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def run_folder(args) -> tuple[Path, torch.device]:
-    """A trainer's run folder (made if missing; ``--run-dir``) and its device (``--device``)."""
-    folder = Path(args.run_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder, pick_device(args.device)
+class TrainingRun:
+    """What each trainer's run has: its options, its folder (``--run-dir``, made if missing) and
+    its device (``--device``)."""
+
+    def __init__(self, args):
+        self.args = args
+        self.dir = Path(args.run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.device = pick_device(args.device)
 
 
 def _images(batch: list[scenes.Scene], device) -> torch.Tensor:
@@ -168,10 +172,9 @@ def scene_weights(scene_list: list[scenes.Scene], oversample: list[str]) -> list
     return out
 
 
-class Run:
+class Run(TrainingRun):
     def __init__(self, args):
-        self.args = args
-        self.dir, self.device = run_folder(args)
+        super().__init__(args)
         torch.manual_seed(args.seed)
         self.vae = architecture.build_vae().to(self.device)
         self.text = architecture.build_text_encoder().to(self.device)

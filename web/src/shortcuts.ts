@@ -7,6 +7,7 @@ import type { App } from "./app";
 import type { Execution } from "./execution";
 import { dialog, el, toast } from "./ui";
 import { openFromServer, saveWorkflow } from "./workflow_menu";
+import CANVAS_SHORTCUTS from "./canvas_shortcuts.json";
 
 const BYPASS = 4;
 const NEVER = 2;
@@ -45,39 +46,47 @@ interface Shortcut {
   keys: string;
   what: string;
   match?: (e: KeyboardEvent) => boolean;
-  run?: () => void;
+  run?: () => unknown;
 }
+
+/** Whether a key event is the one a label such as "Ctrl+Shift+S" or "Ctrl+Y / Ctrl+Shift+Z"
+ *  names: its modifiers down, the others up (Shift is not checked for a symbol such as "?",
+ *  which some layouts type with it). The help shows the label, so the two cannot disagree. */
+export function keyMatcher(label: string): (e: KeyboardEvent) => boolean {
+  const combos = label.split(" / ").map((combo) => {
+    const parts = combo.split("+");
+    const key = parts.pop()!.toLowerCase();
+    const symbol = key.length === 1 && !/[a-z0-9]/.test(key);
+    return (e: KeyboardEvent) =>
+      (e.ctrlKey || e.metaKey) === parts.includes("Ctrl") && e.altKey === parts.includes("Alt") &&
+      (symbol || e.shiftKey === parts.includes("Shift")) && e.key.toLowerCase() === key;
+  });
+  return (e) => combos.some((matches) => matches(e));
+}
+
 
 export function initShortcuts(app: App, execution: Execution): Shortcut[] {
   const ctrl = (e: KeyboardEvent) => e.ctrlKey || e.metaKey;
   const batch = () => Math.max(1, Number((document.getElementById("batch-count") as HTMLInputElement).value) || 1);
+  const bound: [string, string, () => unknown][] = [
+    ["Ctrl+Enter", "Queue the workflow (batch count times)", () => execution.queue(batch())],
+    ["Ctrl+Shift+Enter", "Queue at the front", () => execution.queue(batch(), true)],
+    ["Ctrl+Alt+Enter", "Interrupt the running prompt", () => api.interrupt()],
+    ["Ctrl+S", "Save the workflow on the server", () => saveWorkflow(app)],
+    ["Ctrl+Shift+S", "Save as…", () => saveWorkflow(app, true)],
+    ["Ctrl+O", "Open a saved workflow", () => openFromServer(app)],
+    ["Ctrl+Z", "Undo", () => undo(app)],
+    ["Ctrl+Y / Ctrl+Shift+Z", "Redo", () => redo(app)],
+    ["Ctrl+B", "Bypass the selected nodes (inputs pass through)", () => toggleMode(app, BYPASS)],
+    ["Ctrl+M", "Mute the selected nodes", () => toggleMode(app, NEVER)],
+    ["Ctrl+G", "Group the selected nodes", () => groupSelected(app)],
+    ["R", "Refresh model and image lists", () => app.refreshNodeDefs().then(() => toast("Node lists refreshed", "ok"))],
+    ["?", "This help", () => showHelp(table)],
+  ];
   const table: Shortcut[] = [
-    { keys: "Ctrl+Enter", what: "Queue the workflow (batch count times)", match: (e) => ctrl(e) && !e.shiftKey && !e.altKey && e.key === "Enter", run: () => execution.queue(batch()) },
-    { keys: "Ctrl+Shift+Enter", what: "Queue at the front", match: (e) => ctrl(e) && e.shiftKey && e.key === "Enter", run: () => execution.queue(batch(), true) },
-    { keys: "Ctrl+Alt+Enter", what: "Interrupt the running prompt", match: (e) => ctrl(e) && e.altKey && e.key === "Enter", run: () => api.interrupt() },
-    { keys: "Ctrl+S", what: "Save the workflow on the server", match: (e) => ctrl(e) && !e.shiftKey && e.key.toLowerCase() === "s", run: () => saveWorkflow(app) },
-    { keys: "Ctrl+Shift+S", what: "Save as…", match: (e) => ctrl(e) && e.shiftKey && e.key.toLowerCase() === "s", run: () => saveWorkflow(app, true) },
-    { keys: "Ctrl+O", what: "Open a saved workflow", match: (e) => ctrl(e) && e.key.toLowerCase() === "o", run: () => openFromServer(app) },
-    { keys: "Ctrl+Z", what: "Undo", match: (e) => ctrl(e) && !e.shiftKey && e.key.toLowerCase() === "z", run: () => undo(app) },
-    { keys: "Ctrl+Y / Ctrl+Shift+Z", what: "Redo", match: (e) => ctrl(e) && (e.key.toLowerCase() === "y" || (e.shiftKey && e.key.toLowerCase() === "z")), run: () => redo(app) },
-    { keys: "Ctrl+B", what: "Bypass the selected nodes (inputs pass through)", match: (e) => ctrl(e) && e.key.toLowerCase() === "b", run: () => toggleMode(app, BYPASS) },
-    { keys: "Ctrl+M", what: "Mute the selected nodes", match: (e) => ctrl(e) && e.key.toLowerCase() === "m", run: () => toggleMode(app, NEVER) },
-    { keys: "Ctrl+G", what: "Group the selected nodes", match: (e) => ctrl(e) && e.key.toLowerCase() === "g", run: () => groupSelected(app) },
-    { keys: "R", what: "Refresh model and image lists", match: (e) => !ctrl(e) && !e.altKey && e.key === "r", run: () => app.refreshNodeDefs().then(() => toast("Node lists refreshed", "ok")) },
-    { keys: "?", what: "This help", match: (e) => e.key === "?", run: () => showHelp(table) },
-    { keys: "Ctrl+C / Ctrl+V", what: "Copy / paste nodes (also into another tab)" },
-    { keys: "Ctrl+Shift+V", what: "Paste keeping input links" },
-    { keys: "Ctrl+A", what: "Select all nodes" },
-    { keys: "Delete", what: "Delete the selection" },
-    { keys: "Ctrl+drag / Shift+click", what: "Select several nodes" },
-    { keys: "Double-click canvas", what: "Search nodes (fuzzy; in:TYPE, out:TYPE)" },
-    { keys: "Drop a link on the canvas", what: "Search nodes that fit the link" },
-    { keys: "Right-click", what: "Menus: add node, group, align, mode, colours…" },
-    { keys: "Space+drag / drag canvas", what: "Pan; wheel zooms" },
-    { keys: "Click a link's midpoint", what: "Link menu: add a node or a reroute, delete" },
-    { keys: "Alt+click a link", what: "Add a reroute there" },
-    { keys: "Double-click an output image", what: "Show it full size" },
-    { keys: "Esc", what: "Close dialogs and menus" },
+    ...bound.map(([keys, what, run]) => ({ keys, what, match: keyMatcher(keys), run })),
+    // Handled by the canvas and its menus; listed in the help.
+    ...CANVAS_SHORTCUTS.map(([keys, what]) => ({ keys, what })),
   ];
   document.addEventListener("keydown", (e) => {
     const t = e.target as HTMLElement;

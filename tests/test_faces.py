@@ -209,10 +209,24 @@ def test_face_detect_node_gives_mask_and_crops(astronaut):
     assert none == 0 and float(empty_mask.max()) == 0.0 and empty_crops.shape == (1, 64, 64, 3)
 
 
-@pytest.mark.slow
-def test_restore_node_second_run_with_other_settings(astronaut, face_model):
+@pytest.fixture(scope="module")
+def light_face_model() -> ImageModel:
+    """A small random network (spandrel's Compact at ×1) in the face model's place: what the node
+    does around the model (detect, align, paste back) costs the same, the model almost nothing.
+    The real GFPGAN and CodeFormer architectures run in the tests above."""
+    import spandrel
+
+    from tests.test_upscale import compact_sd
+
+    desc = spandrel.ModelLoader().load_from_state_dict(compact_sd(scale=1))
+    desc.model.eval().requires_grad_(False)
+    return ImageModel(desc, "light-face")
+
+
+def test_restore_node_second_run_with_other_settings(astronaut, light_face_model):
     img = torch.from_numpy(astronaut).float().div(255)[None]
     node = fr.FaceRestoreWithModel(RunContext(models=ModelManager()))
+    face_model = light_face_model
     (a,) = node.run(face_model, img, "mtcnn", 0.5, 0.9, "all")
     (b,) = node.run(face_model, img, "mediapipe", 0.5, 0.5, "largest")
     (c,) = node.run(face_model, img, "mtcnn", 0.5, 0.9, "all")

@@ -371,6 +371,27 @@ def test_every_offered_pair_runs(sd1):
             assert out.shape == latent["samples"].shape
 
 
+def test_each_run_gets_a_scheduler_of_its_own_as_if_freshly_built():
+    """Schedulers are copied from one built per configuration: a copy must behave as a new one,
+    and a run stepping its copy must not touch the next run's."""
+    from loom.runtime.sampling import schedulers
+
+    config = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012}
+    first, _, _ = schedulers.make_scheduler(config, "epsilon", "dpm_2", "karras")
+    first.set_timesteps(4)
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    for t in first.timesteps[:3]:
+        x = first.step(torch.ones_like(x), t, x).prev_sample
+    second, _, _ = schedulers.make_scheduler(config, "epsilon", "dpm_2", "karras")
+    schedulers._PROTOTYPES.clear()
+    fresh, _, _ = schedulers.make_scheduler(config, "epsilon", "dpm_2", "karras")
+    assert second is not first and second.step_index is None
+    assert dict(second.config) == dict(fresh.config)
+    for s in (second, fresh):
+        s.set_timesteps(4)
+    assert torch.equal(second.sigmas, fresh.sigmas) and torch.equal(second.timesteps, fresh.timesteps)
+
+
 # -- precision -----------------------------------------------------------------------------------
 
 def test_reduced_precision_unet(sd1):

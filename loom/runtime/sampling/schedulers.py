@@ -14,10 +14,13 @@ when it imports.
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.util
 import inspect
+import json
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,4 +200,27 @@ def make_scheduler(scheduler_config: dict, prediction_type: str, sampler_name: s
         # SDE samplers draw their Brownian noise from this seed; unset, it comes from the
         # global RNG and the same seed would not give the same image.
         merged["noise_sampler_seed"] = seed
-    return cls.from_config(merged), spec, step_kwargs
+    return _fresh_scheduler(cls, merged), spec, step_kwargs
+
+
+# diffusers' scheduler constructors compute their whole training schedule (the DPM-2 ones map
+# 1,000 sigmas one by one: ~50 ms on a CPU). One scheduler is built per class and configuration;
+# each run gets a deep copy of it, which is what a fresh construction would have been.
+_PROTOTYPES: OrderedDict[tuple, Any] = OrderedDict()
+_PROTOTYPES_MAX = 64
+_prototypes_lock = threading.Lock()
+
+
+def _fresh_scheduler(cls: type, config: dict) -> Any:
+    key = (cls, json.dumps(config, sort_keys=True, default=repr))
+    with _prototypes_lock:
+        prototype = _PROTOTYPES.get(key)
+        if prototype is not None:
+            _PROTOTYPES.move_to_end(key)
+    if prototype is None:
+        prototype = cls.from_config(config)
+        with _prototypes_lock:
+            _PROTOTYPES[key] = prototype
+            while len(_PROTOTYPES) > _PROTOTYPES_MAX:
+                _PROTOTYPES.popitem(last=False)
+    return copy.deepcopy(prototype)

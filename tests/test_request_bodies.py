@@ -307,21 +307,23 @@ def test_half_sent_headers_are_closed(loom_server_factory):
     assert srv.get("/queue").status == 200
 
 
-@pytest.mark.slow
 def test_half_sent_bodies_get_a_408(loom_server_factory):
     srv = loom_server_factory(request_timeout_s=1.0)
-    for path, ctype in [
-        ("/prompt", "application/json"),
-        ("/upload/image", "multipart/form-data; boundary=x"),
-        ("/userdata/w.json", "application/json"),
-        ("/workflow/load", "application/json"),
-    ]:
+    paths = {
+        "/prompt": "application/json",
+        "/upload/image": "multipart/form-data; boundary=x",
+        "/userdata/w.json": "application/json",
+        "/workflow/load": "application/json",
+    }
+    stalled = {}  # all four at once: each must time out on its own
+    for path, ctype in paths.items():
         s = socket.create_connection(("127.0.0.1", srv.settings.port))
         s.sendall(
             f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
             "Content-Length: 1000\r\n\r\n--x\r\n".encode()
         )
-        start = time.monotonic()
+        stalled[path] = (s, time.monotonic())
+    for path, (s, start) in stalled.items():
         closed, got = _closed_within(s, 10)
         s.close()
         assert got.startswith(b"HTTP/1.1 408"), (path, got[:200])

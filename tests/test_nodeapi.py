@@ -5,6 +5,7 @@ import os
 import pytest
 
 from loom.nodeapi import (
+    MAX_RESOLUTION,
     Boolean,
     Combo,
     Float,
@@ -18,6 +19,8 @@ from loom.nodeapi import (
     Output,
     RunContext,
     String,
+    fraction,
+    pixels,
 )
 from loom.nodeapi.registry import NodeDeclarationError
 from loom.paths import Folders, UnsafePathError, safe_join
@@ -158,6 +161,28 @@ def test_coercion_accepts(inp, value, expected):
 def test_coercion_rejects(inp, value):
     with pytest.raises(InputError):
         inp.coerce(value)
+
+
+def test_pixel_and_fraction_shorthands_and_checked_choices():
+    side = pixels(512, min=1, step=8)
+    assert side == Int(512, min=1, max=MAX_RESOLUTION, step=8)
+    assert fraction(0.5) == Float(0.5, min=0.0, max=1.0, step=0.01)
+    side.name = "width"
+    with pytest.raises(InputError, match="width"):
+        side.coerce(MAX_RESOLUTION + 1)
+    with pytest.raises(InputError):
+        fraction(0.5).coerce(1.5)
+
+    class Pick(Node):
+        inputs = {"mode": Combo(["a", "b"])}
+        outputs = (Output("STRING"),)
+
+        def run(self, mode):
+            return (self.choice("mode", mode),)
+
+    assert Pick().run("b") == ("b",)
+    with pytest.raises(ValueError, match=r"mode must be one of \['a', 'b'\], not 'c'"):
+        Pick().run("c")
 
 
 def test_declaration_errors_name_the_node():

@@ -64,7 +64,6 @@ export function keyMatcher(label: string): (e: KeyboardEvent) => boolean {
   return (e) => combos.some((matches) => matches(e));
 }
 
-
 export function initShortcuts(app: App, execution: Execution): Shortcut[] {
   const ctrl = (e: KeyboardEvent) => e.ctrlKey || e.metaKey;
   const batch = () => Math.max(1, Number((document.getElementById("batch-count") as HTMLInputElement).value) || 1);

@@ -103,7 +103,7 @@ def test_a_rerun_after_kill_9_leaves_no_orphans_and_stale_temp_files_go(tmp_path
     args = ("--builtin-nodes-dir", str(REPO_ROOT / "nodes"))
     output = tmp_path / "output"
     with main_process(tmp_path, port, *args) as (proc, client):
-        pid = client.queue_prompt(image_then_sleep(4))
+        pid = client.queue_prompt(image_then_sleep(2.5))
         deadline = time.monotonic() + 60
         while not noted(tmp_path) and time.monotonic() < deadline:
             time.sleep(0.05)
